@@ -1,0 +1,18 @@
+"""Sessions for webapp2 applications, one memcached key per variable."""
+
+from .config import CookieArgs as CookieArgs
+from .config import SessionConfig as SessionConfig
+from .errors import ConfigurationError as ConfigurationError
+from .errors import SessionError as SessionError
+from .errors import SessionUnavailableError as SessionUnavailableError
+from .errors import UpdateConflictError as UpdateConflictError
+from .handler import SessionHandlerMixin as SessionHandlerMixin
+from .memcache import MemcacheStore as MemcacheStore
+from .serializers import JSONSerializer as JSONSerializer
+from .serializers import PickleSerializer as PickleSerializer
+from .serializers import Serializer as Serializer
+from .session import Session as Session
+from .stores import MemoryStore as MemoryStore
+from .stores import Store as Store
+
+__version__ = "0.1.0"

@@ -1,0 +1,314 @@
+"""Settings: read once from ``app.config['webapp2_sessions']`` and validated.
+
+Every key is checked for name and type up front, so a typo fails the first
+request loudly instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigurationError
+from .serializers import JSONSerializer, PickleSerializer, Serializer
+
+#: The key of our section in webapp2's ``app.config``.
+CONFIG_KEY = "webapp2_sessions"
+
+#: memcached reads an expiry above this many seconds as a Unix timestamp.
+MEMCACHED_MAX_RELATIVE_TTL = 30 * 24 * 3600
+
+_COOKIE_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 6265 token
+_KEY_PREFIX_RE = re.compile(r"^[\x21-\x7e]*$")
+_SAMESITE = ("Strict", "Lax", "None")
+
+
+@dataclass(frozen=True)
+class CookieArgs:
+    """Attributes of the session cookie.
+
+    ``secure='auto'`` marks the cookie Secure when the request came over HTTPS
+    (as WebOb sees the scheme; put a proxy-fixing middleware in front if TLS
+    ends at a proxy). ``max_age=None`` makes a browser-session cookie.
+    """
+
+    path: str = "/"
+    domain: str | None = None
+    secure: bool | str = "auto"
+    httponly: bool = True
+    samesite: str | None = "Lax"
+    max_age: int | None = None
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """The validated settings. See README.rst for each key's meaning."""
+
+    cookie_name: str = "session"
+    cookie_args: CookieArgs = field(default_factory=CookieArgs)
+    memcache_servers: tuple[str, ...] = ()
+    client: Any = None
+    store: Any = None
+    ttl: int = 86400
+    key_prefix: str = ""
+    connect_timeout: float = 0.25
+    timeout: float = 0.5
+    retries: int = 1
+    dead_retry: float = 10.0
+    strict: bool = False
+    serializer: Serializer = field(default_factory=JSONSerializer)
+    item_size_max: int = 1024 * 1024
+    secret_key: tuple[str, ...] = ()
+    idle_timeout: int | None = None
+    absolute_timeout: int | None = None
+    bind_user_agent: bool = False
+    bind_ip: bool = False
+    memory_max_items: int = 100_000
+    learn_prefetch: bool = True
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> SessionConfig:
+        """Build a config from a user mapping, raising ConfigurationError.
+
+        Unknown keys are rejected rather than ignored: a misspelt
+        ``secert_key`` must not quietly leave sessions unsigned.
+        """
+        if values is None:
+            values = {}
+        if not isinstance(values, Mapping):
+            raise ConfigurationError(CONFIG_KEY, "must be a dict of settings")
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ConfigurationError(
+                    str(key), f"unknown setting; known settings are {sorted(known)}"
+                )
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            kwargs[key] = _VALIDATORS[key](key, value)
+        config = cls(**kwargs)
+        config._check_consistency()
+        return config
+
+    def _check_consistency(self) -> None:
+        name = self.cookie_name
+        args = self.cookie_args
+        if name.startswith(("__Host-", "__Secure-")) and args.secure is False:
+            raise ConfigurationError(
+                "cookie_args", f"a {name.split('-')[0]}- cookie must not set secure=False"
+            )
+        if name.startswith("__Host-") and (args.path != "/" or args.domain):
+            raise ConfigurationError(
+                "cookie_args", "a __Host- cookie needs path='/' and no domain"
+            )
+        if args.samesite == "None" and args.secure is False:
+            raise ConfigurationError(
+                "cookie_args", "samesite='None' requires a Secure cookie"
+            )
+        if self.client is not None and self.memcache_servers:
+            raise ConfigurationError(
+                "client", "give either 'client' or 'memcache_servers', not both"
+            )
+        if self.store is not None and (self.client is not None or self.memcache_servers):
+            raise ConfigurationError(
+                "store", "give either 'store' or memcached settings, not both"
+            )
+        # The hashed form of a variable name is 65 bytes; with the 32-byte id and
+        # the separator it must still fit memcached's 250-byte key limit.
+        if len(self.key_prefix) > 120:
+            raise ConfigurationError("key_prefix", "must be at most 120 characters")
+
+    @property
+    def record_ttl(self) -> int:
+        """Lifetime of the session record; a request that uses it renews it."""
+        return self.idle_timeout if self.idle_timeout is not None else self.ttl
+
+
+def _str(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(key, f"must be a str, not {type(value).__name__}")
+    return value
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(key, f"must be True or False, not {value!r}")
+    return value
+
+
+def _int(key: str, value: Any, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(key, f"must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ConfigurationError(key, f"must be at least {minimum}, got {value}")
+    return value
+
+
+def _seconds(key: str, value: Any) -> int:
+    return _int(key, value, minimum=1)
+
+
+def _optional_seconds(key: str, value: Any) -> int | None:
+    return None if value is None else _seconds(key, value)
+
+
+def _timeout(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(key, f"must be a number of seconds, not {value!r}")
+    if not 0 < value <= 60:
+        raise ConfigurationError(key, f"must be between 0 and 60 seconds, got {value}")
+    return float(value)
+
+
+def _cookie_name(key: str, value: Any) -> str:
+    value = _str(key, value)
+    if not _COOKIE_NAME_RE.match(value):
+        raise ConfigurationError(key, f"{value!r} is not a valid cookie name")
+    return value
+
+
+def _key_prefix(key: str, value: Any) -> str:
+    value = _str(key, value)
+    if not _KEY_PREFIX_RE.match(value):
+        raise ConfigurationError(
+            key, "may hold printable ASCII only (no spaces or control characters)"
+        )
+    return value
+
+
+def _servers(key: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ConfigurationError(key, "must be a list of 'host:port' strings")
+    servers: list[str] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise ConfigurationError(key, f"entry {item!r} is not a 'host:port' string")
+        parse_server(key, item)
+        servers.append(item)
+    if len(set(servers)) != len(servers):
+        raise ConfigurationError(key, "lists a server twice")
+    return tuple(servers)
+
+
+def parse_server(key: str, spec: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6) into its parts."""
+    host, sep, port = spec.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigurationError(key, f"{spec!r} is not of the form 'host:port'")
+    return host, int(port)
+
+
+def _client(key: str, value: Any) -> Any:
+    if value is None:
+        return None
+    from pymemcache.client.base import Client
+    from pymemcache.client.hash import HashClient
+
+    if not isinstance(value, (Client, HashClient)):
+        raise ConfigurationError(
+            key, "must be a pymemcache Client or HashClient (or give memcache_servers)"
+        )
+    return value
+
+
+def _store(key: str, value: Any) -> Any:
+    if value is None:
+        return None
+    from .stores import Store
+
+    if not isinstance(value, Store):
+        raise ConfigurationError(key, "must be a webapp2_sessions.stores.Store instance")
+    return value
+
+
+def _ttl(key: str, value: Any) -> int:
+    # memcached would read a longer expiry as an absolute timestamp; the store
+    # converts such values, so any positive TTL is accepted here.
+    return _seconds(key, value)
+
+
+def _serializer(key: str, value: Any) -> Serializer:
+    if value == "json":
+        return JSONSerializer()
+    if value == "pickle":
+        return PickleSerializer()
+    if isinstance(value, Serializer):
+        return value
+    raise ConfigurationError(key, "must be 'json', 'pickle' or a Serializer instance")
+
+
+def _secret_key(key: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    keys = [value] if isinstance(value, (str, bytes)) else value
+    if not isinstance(keys, Sequence) or not keys:
+        raise ConfigurationError(key, "must be a str or a non-empty list of str")
+    for item in keys:
+        if not isinstance(item, str):
+            raise ConfigurationError(key, "every secret key must be a str")
+        if len(item) < 16:
+            raise ConfigurationError(key, "a secret key must be at least 16 characters")
+    return tuple(keys)
+
+
+def _cookie_args(key: str, value: Any) -> CookieArgs:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(key, "must be a dict")
+    allowed = {f.name for f in dataclasses.fields(CookieArgs)}
+    out: dict[str, Any] = {}
+    for name, item in value.items():
+        where = f"{key}.{name}"
+        if name not in allowed:
+            raise ConfigurationError(where, f"unknown; allowed are {sorted(allowed)}")
+        if name == "path":
+            item = _str(where, item)
+            if not item.startswith("/") or ";" in item:
+                raise ConfigurationError(where, "must start with '/' and hold no ';'")
+        elif name == "domain" and item is not None:
+            item = _str(where, item)
+            if ";" in item or " " in item:
+                raise ConfigurationError(where, "is not a valid domain")
+        elif name == "secure" and item != "auto":
+            item = _bool(where, item)
+        elif name == "httponly":
+            item = _bool(where, item)
+        elif name == "samesite" and item is not None:
+            item = _str(where, item).capitalize()
+            if item not in _SAMESITE:
+                raise ConfigurationError(where, f"must be one of {_SAMESITE} or None")
+        elif name == "max_age" and item is not None:
+            item = _seconds(where, item)
+        out[name] = item
+    return CookieArgs(**out)
+
+
+_VALIDATORS: dict[str, Any] = {
+    "cookie_name": _cookie_name,
+    "cookie_args": _cookie_args,
+    "memcache_servers": _servers,
+    "client": _client,
+    "store": _store,
+    "ttl": _ttl,
+    "key_prefix": _key_prefix,
+    "connect_timeout": _timeout,
+    "timeout": _timeout,
+    "retries": lambda k, v: _int(k, v, 0),
+    "dead_retry": _timeout,
+    "strict": _bool,
+    "serializer": _serializer,
+    "item_size_max": lambda k, v: _int(k, v, 1024),
+    "secret_key": _secret_key,
+    "idle_timeout": _optional_seconds,
+    "absolute_timeout": _optional_seconds,
+    "bind_user_agent": _bool,
+    "bind_ip": _bool,
+    "memory_max_items": lambda k, v: _int(k, v, 1),
+    "learn_prefetch": _bool,
+}

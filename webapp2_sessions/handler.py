@@ -1,0 +1,275 @@
+"""SessionHandlerMixin: the glue between webapp2 handlers and ``Session``.
+
+Settings and the store are built once per application and kept in
+``app.registry``; each request gets its own ``Session``, created on first use,
+saved at the end of ``dispatch``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from webob.exc import HTTPException
+
+from .config import CONFIG_KEY, SessionConfig
+from .ids import CookieCodec
+from .session import ClientInfo, Prefetch, Session
+from .stores import MemoryStore, Store
+
+if TYPE_CHECKING:
+    import webapp2
+
+    _HandlerBase = webapp2.RequestHandler
+else:
+    _HandlerBase = object
+
+log = logging.getLogger("webapp2_sessions")
+_REGISTRY_KEY = "webapp2_sessions"
+_setup_lock = threading.Lock()
+
+
+@dataclass
+class _Runtime:
+    config: SessionConfig
+    store: Store
+    codec: CookieCodec
+    prefetch: dict[type, Prefetch]
+
+
+def build_store(config: SessionConfig) -> Store:
+    """The store the settings describe: given, memcached, or embedded."""
+    if config.store is not None:
+        store: Store = config.store
+        return store
+    if config.memcache_servers or config.client is not None:
+        from .memcache import MemcacheStore
+
+        return MemcacheStore(
+            config.memcache_servers,
+            client=config.client,
+            connect_timeout=config.connect_timeout,
+            timeout=config.timeout,
+            retries=config.retries,
+            dead_retry=config.dead_retry,
+        )
+    log.warning(
+        "webapp2_sessions: no memcache_servers configured; using the embedded store, "
+        "which keeps sessions in this process only (not shared between processes, "
+        "lost on restart)"
+    )
+    return MemoryStore(max_items=config.memory_max_items)
+
+
+def _runtime(app: Any, overrides: Mapping[str, Any]) -> _Runtime:
+    registry: dict[Any, Any] = app.registry
+    key = (_REGISTRY_KEY, tuple(sorted(overrides.items(), key=lambda kv: kv[0])))
+    runtime = registry.get(key)
+    if runtime is not None:
+        return runtime  # type: ignore[no-any-return]
+    with _setup_lock:
+        runtime = registry.get(key)
+        if runtime is None:
+            settings = dict(app.config.get(CONFIG_KEY) or {})
+            settings.update(overrides)
+            config = SessionConfig.from_mapping(settings)
+            if not config.secret_key:
+                log.warning(
+                    "webapp2_sessions: no secret_key configured; session cookies are "
+                    "not signed (ids are still unguessable and checked on the server)"
+                )
+            store = _shared_store(registry, config)
+            runtime = _Runtime(config, store, CookieCodec(config.secret_key), {})
+            registry[key] = runtime
+    return runtime  # type: ignore[no-any-return]
+
+
+def _shared_store(registry: dict[Any, Any], config: SessionConfig) -> Store:
+    # Handlers whose overrides do not touch the store share one (and its
+    # connections) with the rest of the application.
+    ident = (
+        _REGISTRY_KEY,
+        "store",
+        config.memcache_servers,
+        id(config.client),
+        id(config.store),
+        config.connect_timeout,
+        config.timeout,
+        config.retries,
+        config.dead_retry,
+        config.memory_max_items,
+    )
+    store = registry.get(ident)
+    if store is None:
+        store = registry[ident] = build_store(config)
+    return store  # type: ignore[no-any-return]
+
+
+class SessionHandlerMixin(_HandlerBase):
+    """Adds sessions to a ``webapp2.RequestHandler`` subclass.
+
+    Put it before ``webapp2.RequestHandler`` in the bases. Settings come from
+    ``app.config['webapp2_sessions']``; a handler may override any of them in
+    ``session_settings``, and list the variables it reads on every request in
+    ``session_prefetch`` so the first read fetches them all at once.
+    """
+
+    #: Per-handler overrides of ``app.config['webapp2_sessions']``.
+    session_settings: Mapping[str, Any] = {}
+    #: Shortcut for ``session_settings['cookie_name']``.
+    session_cookie_name: str | None = None
+    #: Variables fetched together with the session on first use.
+    session_prefetch: Iterable[str] = ()
+
+    _session_obj: Session | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def _session_runtime(self) -> _Runtime:
+        overrides = dict(self.session_settings)
+        if self.session_cookie_name is not None:
+            overrides["cookie_name"] = self.session_cookie_name
+        return _runtime(self.app, overrides)
+
+    def _make_session(self) -> Session:
+        runtime = self._session_runtime()
+        config = runtime.config
+        raw = self.request.cookies.get(config.cookie_name)
+        cls = type(self)
+        prefetch = runtime.prefetch.get(cls)
+        if prefetch is None:
+            prefetch = runtime.prefetch.setdefault(
+                cls, Prefetch(self.session_prefetch, learn=config.learn_prefetch)
+            )
+        return Session(
+            config,
+            runtime.store,
+            runtime.codec.decode(raw),
+            cookie_present=raw is not None,
+            client=ClientInfo(self.request.user_agent, self.request.remote_addr),
+            prefetch=prefetch,
+        )
+
+    def init_session(self) -> Session:
+        """Load (or start) this request's session now and return it.
+
+        Idempotent. Every other session method calls it when needed, so calling
+        it is only useful to pay the load up front.
+        """
+        if self._session_obj is None:
+            self._session_obj = self._make_session()
+            self._session_obj.load()
+        return self._session_obj
+
+    @property
+    def session(self) -> Session:
+        """This request's session, a mutable mapping of its variables."""
+        if self._session_obj is None:
+            self._session_obj = self._make_session()
+        return self._session_obj
+
+    @property
+    def session_id(self) -> str:
+        return self.session.session_id
+
+    # ------------------------------------------------------------------ variables
+
+    def get_session_var(self, name: str, default: Any = None) -> Any:
+        return self.session.get(name, default)
+
+    def set_session_var(self, name: str, value: Any) -> None:
+        """Set ``name``; stored when the handler returns.
+
+        Raises ``TypeError`` for a value the serializer cannot store and
+        ``ValueError`` for one larger than ``item_size_max``.
+        """
+        self.session[name] = value
+
+    def delete_session_var(self, name: str) -> None:
+        self.session.discard(name)
+
+    def incr_session_var(self, name: str, delta: int = 1) -> int:
+        """Atomically add ``delta`` on the server; returns the new value."""
+        return self.session.incr(name, delta)
+
+    def update_session_var(
+        self, name: str, fn: Callable[[Any], Any], attempts: int = 10
+    ) -> Any:
+        """Set ``name`` to ``fn(current)`` by compare-and-set; returns the result."""
+        return self.session.update(name, fn, attempts)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def regenerate_session_id(self) -> None:
+        """Give the session a new id (call it at login)."""
+        self.session.regenerate_id()
+
+    def destroy_session(self) -> None:
+        """Delete the session on the server and expire its cookie (logout)."""
+        self.session.destroy()
+
+    def add_flash(self, value: Any, level: str | None = None) -> None:
+        self.session.add_flash(value, level)
+
+    def get_flashes(self) -> list[tuple[Any, str | None]]:
+        return self.session.get_flashes()
+
+    # ------------------------------------------------------------------ dispatch
+
+    def dispatch(self) -> Any:
+        try:
+            result = super().dispatch()
+        except HTTPException as exc:
+            # Redirects and 4xx raised with abort() still commit the session
+            # (the login-then-redirect pattern); 5xx and other errors do not.
+            if exc.code is not None and exc.code < 500:
+                self._commit_session(exc)
+            raise
+        self._commit_session(self.response)
+        if result is not None and result is not self.response and hasattr(result, "headers"):
+            self._apply_session_headers(result)
+        return result
+
+    def _commit_session(self, response: Any) -> None:
+        session = self._session_obj
+        if session is None:
+            return
+        session.save()
+        self._apply_session_headers(response)
+
+    def _apply_session_headers(self, response: Any) -> None:
+        session = self._session_obj
+        if session is None:
+            return
+        config = session.config
+        args = config.cookie_args
+        name = config.cookie_name
+        secure = args.secure
+        if secure == "auto":
+            secure = self.request.scheme == "https"
+        if name.startswith(("__Host-", "__Secure-")):
+            secure = True
+        common: dict[str, Any] = {
+            "path": args.path,
+            "domain": args.domain,
+            "secure": bool(secure),
+            "httponly": args.httponly,
+            "samesite": args.samesite,
+        }
+        if session.cookie_action == "set":
+            value = self._session_runtime().codec.encode(session.session_id)
+            response.set_cookie(name, value, max_age=args.max_age, overwrite=True, **common)
+        elif session.cookie_action == "delete" and name in self.request.cookies:
+            # WebOb's delete_cookie would drop Secure, which __Host- cookies need.
+            response.set_cookie(name, "", max_age=0, overwrite=True, **common)
+        if session.accessed or session.cookie_action:
+            vary = set(response.vary or ())
+            if "Cookie" not in vary:
+                response.vary = (*(response.vary or ()), "Cookie")
+            cache = response.cache_control
+            if not cache.no_store:
+                cache.public = False
+                cache.private = True

@@ -1,0 +1,123 @@
+"""Session ids, the cookie that carries them, and the keys built from them.
+
+Nothing from the request reaches a memcached key until it has been checked
+here: an id must match the exact shape of ids we generate, and a variable name
+is either made of a small safe alphabet or replaced by its SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Sequence
+
+from itsdangerous import BadSignature, Signer
+
+#: memcached's limit on key length, in bytes.
+MAX_KEY_LENGTH = 250
+
+_ID_RE = re.compile(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}")
+_SAFE_NAME_RE = re.compile(r"[A-Za-z0-9_.:\-]+")
+# Longest cookie value worth looking at: an id, a dot and a SHA-256 signature.
+_MAX_COOKIE_LENGTH = 32 + 1 + 64
+_SIGNER_SALT = "webapp2_sessions.cookie"
+
+
+def new_session_id() -> str:
+    """A fresh id: a UUID4 (122 random bits from the OS CSPRNG) in hex."""
+    return uuid.uuid4().hex
+
+
+def is_session_id(value: str) -> bool:
+    """True when ``value`` has exactly the shape of ``new_session_id()``."""
+    return _ID_RE.fullmatch(value) is not None
+
+
+def log_token(session_id: str) -> str:
+    """A short, irreversible tag for a session id, safe to write to logs."""
+    return hashlib.sha256(session_id.encode("ascii", "replace")).hexdigest()[:12]
+
+
+class CookieCodec:
+    """Turns an id into the cookie value and back.
+
+    With secret keys, the value is ``<id>.<HMAC-SHA256 signature>``; the first
+    key signs and every key verifies, so keys can be rotated. Without keys the
+    value is the bare id. ``decode`` never raises: anything malformed, forged or
+    signed with a retired key comes back as ``None``.
+    """
+
+    def __init__(self, secret_keys: Sequence[str] = ()) -> None:
+        self._signer: Signer | None = None
+        if secret_keys:
+            # itsdangerous signs with the last key of its list.
+            self._signer = Signer(
+                list(reversed(secret_keys)),
+                salt=_SIGNER_SALT,
+                key_derivation="hmac",
+                digest_method=hashlib.sha256,
+            )
+
+    @property
+    def signed(self) -> bool:
+        return self._signer is not None
+
+    def encode(self, session_id: str) -> str:
+        if self._signer is None:
+            return session_id
+        return self._signer.sign(session_id).decode("ascii")
+
+    def decode(self, raw: str | None) -> str | None:
+        if not raw or len(raw) > _MAX_COOKIE_LENGTH or not raw.isascii():
+            return None
+        if self._signer is not None:
+            try:
+                raw = self._signer.unsign(raw).decode("ascii")
+            except (BadSignature, UnicodeDecodeError):
+                return None
+        return raw if is_session_id(raw) else None
+
+
+def name_suffix(name: str, room: int = MAX_KEY_LENGTH) -> str:
+    """The part of a variable's key after ``<id>-``.
+
+    Names of letters, digits and ``_ . : -`` that fit in ``room`` bytes are used
+    as they are, so ``<id>-cart`` can be read on the server by hand. Any other
+    name becomes ``~`` plus its SHA-256; the safe alphabet has no ``~``, so the
+    two forms never collide. Raises ``TypeError`` for a non-str name and
+    ``ValueError`` for an empty one.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"session variable names must be str, not {type(name).__name__}")
+    if not name:
+        raise ValueError("session variable names must not be empty")
+    if len(name) <= room and _SAFE_NAME_RE.fullmatch(name):
+        return name
+    return "~" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class KeyScheme:
+    """Builds every memcached key of a session from a validated id.
+
+    ``record(sid)`` is ``<prefix><sid>``: the session's own record (creation
+    time, bindings and the list of its variable names). ``variable(sid, name)``
+    is ``<prefix><sid>-<name>`` as described in ``name_suffix``.
+    """
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self._room = MAX_KEY_LENGTH - len(prefix) - 33
+
+    def record(self, session_id: str) -> str:
+        return self.prefix + session_id
+
+    def variable(self, session_id: str, name: str) -> str:
+        return f"{self.prefix}{session_id}-{name_suffix(name, self._room)}"
+
+    def internal(self, session_id: str, label: str) -> str:
+        """Key of a variable the library keeps for itself (e.g. flashes).
+
+        ``!`` is outside the safe alphabet, so no user name maps to it.
+        """
+        return f"{self.prefix}{session_id}-!{label}"

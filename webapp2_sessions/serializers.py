@@ -1,0 +1,90 @@
+"""How variable values become bytes in the store.
+
+Each format stamps its own memcached client flags on what it writes, and only
+ever decodes items carrying those flags: an item planted by someone else (a
+pickle, a raw string) is treated as missing instead of being trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from typing import Any
+
+#: Client flags of values written by the JSON serializer ("WS" + format 1).
+FLAGS_JSON = 0x5753_0001
+#: Client flags of values written by the pickle serializer.
+FLAGS_PICKLE = 0x5753_0002
+
+
+class Serializer:
+    """Turns session values into bytes and back.
+
+    Subclasses set ``flags`` to a number no other format uses; ``dumps`` raises
+    ``TypeError`` for a value it cannot represent, ``loads`` raises
+    ``ValueError`` for bytes it cannot decode.
+    """
+
+    flags: int = 0
+
+    def dumps(self, value: Any) -> bytes:
+        raise NotImplementedError
+
+    def loads(self, data: bytes) -> Any:
+        raise NotImplementedError
+
+
+class JSONSerializer(Serializer):
+    """The default: str, int, float, bool, None, list and dict (str keys).
+
+    Tuples come back as lists and non-str dict keys as strings, as with any JSON
+    session store. NaN and infinity are refused because JSON has no spelling
+    for them.
+    """
+
+    flags = FLAGS_JSON
+
+    def __init__(self) -> None:
+        self._encoder = json.JSONEncoder(
+            ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        )
+        self._decoder = json.JSONDecoder()
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            return self._encoder.encode(value).encode("utf-8")
+        except ValueError as exc:  # NaN, infinity, circular reference
+            raise TypeError(str(exc)) from None
+        except RecursionError:
+            raise TypeError("value is nested too deeply for JSON") from None
+
+    def loads(self, data: bytes) -> Any:
+        try:
+            return self._decoder.decode(data.decode("utf-8"))
+        except RecursionError:
+            raise ValueError("value is nested too deeply") from None
+
+
+class PickleSerializer(Serializer):
+    """Any picklable object. Unsafe unless nobody else can write to memcached.
+
+    Unpickling runs code chosen by whoever wrote the bytes, so anyone with
+    write access to the memcached servers can take over the application. Use it
+    only on servers that are reachable from this application alone.
+    """
+
+    flags = FLAGS_PICKLE
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, AttributeError) as exc:
+            raise TypeError(str(exc)) from None
+        except RecursionError:
+            raise TypeError("value is nested too deeply to pickle") from None
+
+    def loads(self, data: bytes) -> Any:
+        try:
+            return pickle.loads(data)  # noqa: S301 - documented as unsafe
+        except Exception as exc:
+            raise ValueError(f"cannot unpickle: {type(exc).__name__}") from None

@@ -1,0 +1,224 @@
+"""The storage contract, and the embedded in-process store.
+
+A store runs a *batch* of operations, all on the node that ``route`` (the
+session id) maps to, in one round trip. The session builds at most one batch
+to read and one to write per request, which is what keeps per-variable keys
+as cheap as a whole-session blob.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Union
+
+log = logging.getLogger("webapp2_sessions")
+
+SetMode = Literal["set", "add", "append"]
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A stored value with its client flags and compare-and-set token."""
+
+    value: bytes
+    flags: int
+    cas: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    """Fetch ``key``. ``touch`` also resets its TTL, in the same command."""
+
+    key: str
+    touch: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Set:
+    """Store ``value``: ``set`` always, ``add`` only if absent, ``append`` only if present.
+
+    With ``cas``, the write happens only if the item still has that token.
+    """
+
+    key: str
+    value: bytes
+    flags: int = 0
+    ttl: int = 0
+    mode: SetMode = "set"
+    cas: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete ``key`` (only if its token is still ``cas``, when given)."""
+
+    key: str
+    cas: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Incr:
+    """Add ``delta`` (negative subtracts, stopping at 0) to a decimal counter."""
+
+    key: str
+    delta: int
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class Exists:
+    """Whether ``key`` is present, without transferring its value."""
+
+    key: str
+
+
+Op = Union[Get, Set, Delete, Incr, Exists]
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """One operation the server refused (e.g. a non-numeric value for Incr)."""
+
+    reason: str
+
+
+#: What ``execute`` returns per operation: Get gives ``Item | None``; Set,
+#: Delete and Exists give ``bool``; Incr gives ``int`` or ``None`` if missing;
+#: any of them may give ``Failed``.
+Result = Union[Item, None, bool, int, Failed]
+
+
+class Store(abc.ABC):
+    """Where session data lives. Implementations must be thread-safe.
+
+    ``execute`` either runs every operation and returns one result each, in
+    order, or raises ``SessionUnavailableError`` when the node could not be
+    reached (some operations may then have been applied).
+    """
+
+    @abc.abstractmethod
+    def execute(self, route: str, ops: Sequence[Op]) -> list[Result]:
+        """Run ``ops`` in one round trip on the node that owns ``route``."""
+
+    def close(self) -> None:
+        """Release connections; the store reconnects if used again."""
+
+    def describe(self, route: str) -> str:
+        """Where ``route`` lives, for log lines (``host:port`` or a name)."""
+        return type(self).__name__
+
+    # Conveniences on top of ``execute``; each is one round trip.
+
+    def get_many(self, route: str, keys: Iterable[str]) -> dict[str, Item]:
+        keys = list(keys)
+        results = self.execute(route, [Get(k) for k in keys])
+        return {k: r for k, r in zip(keys, results) if isinstance(r, Item)}
+
+    def set_many(
+        self, route: str, values: Mapping[str, bytes], ttl: int, flags: int = 0
+    ) -> list[str]:
+        """Store every value; return the keys that were not stored."""
+        results = self.execute(route, [Set(k, v, flags, ttl) for k, v in values.items()])
+        return [k for k, r in zip(values, results) if r is not True]
+
+    def delete_many(self, route: str, keys: Iterable[str]) -> None:
+        self.execute(route, [Delete(k) for k in keys])
+
+
+class MemoryStore(Store):
+    """A thread-safe in-process store with TTLs and LRU eviction.
+
+    For development and single-process deployments: every process has its own
+    copy, so sessions do not survive a restart and are not shared between
+    workers. It follows memcached's semantics closely enough that code tested
+    against it behaves the same on a server.
+    """
+
+    def __init__(
+        self, max_items: int = 100_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if max_items < 1:
+            raise ValueError("max_items must be at least 1")
+        self.max_items = max_items
+        self._clock = clock
+        self._data: OrderedDict[str, tuple[bytes, int, float, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._next_cas = 1
+        #: Batches executed so far: what a memcached round trip would cost.
+        self.batches = 0
+        #: Items dropped to stay under ``max_items``.
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def execute(self, route: str, ops: Sequence[Op]) -> list[Result]:
+        with self._lock:
+            self.batches += 1
+            now = self._clock()
+            return [self._run(op, now) for op in ops]
+
+    def describe(self, route: str) -> str:
+        return "embedded store"
+
+    def _live(self, key: str, now: float) -> tuple[bytes, int, float, int] | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if entry[2] <= now:
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return entry
+
+    def _put(self, key: str, value: bytes, flags: int, expires: float) -> None:
+        self._next_cas += 1
+        self._data[key] = (value, flags, expires, self._next_cas)
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_items:
+            self._data.popitem(last=False)
+            self.evictions += 1
+
+    def _run(self, op: Op, now: float) -> Result:
+        entry = self._live(op.key, now)
+        if isinstance(op, Get):
+            if entry is None:
+                return None
+            if op.touch is not None:
+                self._data[op.key] = (entry[0], entry[1], now + op.touch, entry[3])
+            return Item(entry[0], entry[1], entry[3])
+        if isinstance(op, Exists):
+            return entry is not None
+        if isinstance(op, Delete):
+            if entry is None or (op.cas is not None and entry[3] != op.cas):
+                return False
+            del self._data[op.key]
+            return True
+        if isinstance(op, Set):
+            if op.cas is not None and (entry is None or entry[3] != op.cas):
+                return False
+            if op.mode == "add" and entry is not None:
+                return False
+            if op.mode == "append":
+                if entry is None:
+                    return False
+                self._put(op.key, entry[0] + op.value, entry[1], entry[2])
+                return True
+            self._put(op.key, op.value, op.flags, now + op.ttl)
+            return True
+        if isinstance(op, Incr):
+            if entry is None:
+                return None
+            text = entry[0].strip()
+            if not text.isdigit():
+                return Failed("cannot increment or decrement non-numeric value")
+            number = max(0, int(text) + op.delta) % (1 << 64)
+            self._put(op.key, str(number).encode(), entry[1], now + op.ttl)
+            return number
+        raise TypeError(f"unknown store operation {op!r}")
