@@ -21,7 +21,7 @@ import webapp2
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from webapp2_sessions import SessionHandlerMixin  # noqa: E402
+from webapp2_sessions import SessionHandlerMixin
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>webapp2_sessions demo</title></head>
@@ -40,7 +40,7 @@ class BaseHandler(SessionHandlerMixin, webapp2.RequestHandler):
             auth = (
                 f"signed in as <b>{html.escape(user)}</b> "
                 '<form method="post" action="/logout" style="display:inline">'
-                '<button>log out</button></form>'
+                "<button>log out</button></form>"
             )
         else:
             auth = '<a href="/login">log in</a>'
@@ -124,7 +124,9 @@ ROUTES = [
 ]
 
 
-def make_app(settings: dict[str, Any] | None = None, debug: bool = False) -> webapp2.WSGIApplication:
+def make_app(
+    settings: dict[str, Any] | None = None, debug: bool = False
+) -> webapp2.WSGIApplication:
     """The demo application; ``settings`` replace the environment-derived ones."""
     if settings is None:
         settings = {"cookie_name": "demo_session"}

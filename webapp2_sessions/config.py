@@ -105,9 +105,7 @@ class SessionConfig:
                 "cookie_args", "a __Host- cookie needs path='/' and no domain"
             )
         if args.samesite == "None" and args.secure is False:
-            raise ConfigurationError(
-                "cookie_args", "samesite='None' requires a Secure cookie"
-            )
+            raise ConfigurationError("cookie_args", "samesite='None' requires a Secure cookie")
         if self.client is not None and self.memcache_servers:
             raise ConfigurationError(
                 "client", "give either 'client' or 'memcache_servers', not both"
@@ -164,19 +162,19 @@ def _timeout(key: str, value: Any) -> float:
 
 
 def _cookie_name(key: str, value: Any) -> str:
-    value = _str(key, value)
-    if not _COOKIE_NAME_RE.match(value):
-        raise ConfigurationError(key, f"{value!r} is not a valid cookie name")
-    return value
+    name = _str(key, value)
+    if not _COOKIE_NAME_RE.match(name):
+        raise ConfigurationError(key, f"{name!r} is not a valid cookie name")
+    return name
 
 
 def _key_prefix(key: str, value: Any) -> str:
-    value = _str(key, value)
-    if not _KEY_PREFIX_RE.match(value):
+    prefix = _str(key, value)
+    if not _KEY_PREFIX_RE.match(prefix):
         raise ConfigurationError(
             key, "may hold printable ASCII only (no spaces or control characters)"
         )
-    return value
+    return prefix
 
 
 def _servers(key: str, value: Any) -> tuple[str, ...]:
@@ -275,9 +273,7 @@ def _cookie_args(key: str, value: Any) -> CookieArgs:
             item = _str(where, item)
             if ";" in item or " " in item:
                 raise ConfigurationError(where, "is not a valid domain")
-        elif name == "secure" and item != "auto":
-            item = _bool(where, item)
-        elif name == "httponly":
+        elif (name == "secure" and item != "auto") or name == "httponly":
             item = _bool(where, item)
         elif name == "samesite" and item is not None:
             item = _str(where, item).capitalize()

@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from webob.exc import HTTPException
 
@@ -19,13 +19,6 @@ from .config import CONFIG_KEY, SessionConfig
 from .ids import CookieCodec
 from .session import ClientInfo, Prefetch, Session
 from .stores import MemoryStore, Store
-
-if TYPE_CHECKING:
-    import webapp2
-
-    _HandlerBase = webapp2.RequestHandler
-else:
-    _HandlerBase = object
 
 log = logging.getLogger("webapp2_sessions")
 _REGISTRY_KEY = "webapp2_sessions"
@@ -67,9 +60,9 @@ def build_store(config: SessionConfig) -> Store:
 def _runtime(app: Any, overrides: Mapping[str, Any]) -> _Runtime:
     registry: dict[Any, Any] = app.registry
     key = (_REGISTRY_KEY, tuple(sorted(overrides.items(), key=lambda kv: kv[0])))
-    runtime = registry.get(key)
+    runtime: _Runtime | None = registry.get(key)
     if runtime is not None:
-        return runtime  # type: ignore[no-any-return]
+        return runtime
     with _setup_lock:
         runtime = registry.get(key)
         if runtime is None:
@@ -84,7 +77,7 @@ def _runtime(app: Any, overrides: Mapping[str, Any]) -> _Runtime:
             store = _shared_store(registry, config)
             runtime = _Runtime(config, store, CookieCodec(config.secret_key), {})
             registry[key] = runtime
-    return runtime  # type: ignore[no-any-return]
+    return runtime
 
 
 def _shared_store(registry: dict[Any, Any], config: SessionConfig) -> Store:
@@ -102,13 +95,13 @@ def _shared_store(registry: dict[Any, Any], config: SessionConfig) -> Store:
         config.dead_retry,
         config.memory_max_items,
     )
-    store = registry.get(ident)
+    store: Store | None = registry.get(ident)
     if store is None:
         store = registry[ident] = build_store(config)
-    return store  # type: ignore[no-any-return]
+    return store
 
 
-class SessionHandlerMixin(_HandlerBase):
+class SessionHandlerMixin:
     """Adds sessions to a ``webapp2.RequestHandler`` subclass.
 
     Put it before ``webapp2.RequestHandler`` in the bases. Settings come from
@@ -125,6 +118,10 @@ class SessionHandlerMixin(_HandlerBase):
     session_prefetch: Iterable[str] = ()
 
     _session_obj: Session | None = None
+    # Provided by webapp2.RequestHandler.
+    app: Any
+    request: Any
+    response: Any
 
     # ------------------------------------------------------------------ setup
 
@@ -195,11 +192,9 @@ class SessionHandlerMixin(_HandlerBase):
         """Atomically add ``delta`` on the server; returns the new value."""
         return self.session.incr(name, delta)
 
-    def update_session_var(
-        self, name: str, fn: Callable[[Any], Any], attempts: int = 10
-    ) -> Any:
+    def update_session_var(self, name: str, fn: Callable[[Any], Any], attempts: int = 10) -> Any:
         """Set ``name`` to ``fn(current)`` by compare-and-set; returns the result."""
-        return self.session.update(name, fn, attempts)
+        return self.session.update_var(name, fn, attempts)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -221,7 +216,7 @@ class SessionHandlerMixin(_HandlerBase):
 
     def dispatch(self) -> Any:
         try:
-            result = super().dispatch()
+            result = super().dispatch()  # type: ignore[misc]
         except HTTPException as exc:
             # Redirects and 4xx raised with abort() still commit the session
             # (the login-then-redirect pattern); 5xx and other errors do not.

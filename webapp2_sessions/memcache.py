@@ -75,9 +75,7 @@ def encode(ops: Sequence[Op]) -> bytes:
             out.append(b"md " + key + cas + b"\r\n")
         elif isinstance(op, Incr):
             mode = b" MD" if op.delta < 0 else b""
-            out.append(
-                b"ma %s D%d T%d v%s\r\n" % (key, abs(op.delta), exptime(op.ttl), mode)
-            )
+            out.append(b"ma %s D%d T%d v%s\r\n" % (key, abs(op.delta), exptime(op.ttl), mode))
         elif isinstance(op, Exists):
             out.append(b"mg " + key + b"\r\n")
         else:
@@ -88,7 +86,7 @@ def encode(ops: Sequence[Op]) -> bytes:
 class _Reader:
     """Buffered reads of lines and value blocks from a socket."""
 
-    __slots__ = ("sock", "buf", "pos", "started")
+    __slots__ = ("buf", "pos", "sock", "started")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -334,7 +332,4 @@ class MemcacheStore(Store):
 
     def close(self) -> None:
         for node in self._nodes.values():
-            try:
-                node.client().close()
-            except Exception:  # closing is best effort by nature
-                pass
+            node.client().close()  # pymemcache's close never raises

@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +76,10 @@ class Prefetch:
                 self._learned.add(name)
 
 
+def _constant(ops: list[Op]) -> Callable[[str], list[Op]]:
+    return lambda _key: ops
+
+
 def _hash(text: str | None) -> str | None:
     if text is None:
         return None
@@ -103,7 +107,7 @@ class Session(MutableMapping[str, Any]):
     ) -> None:
         self.config = config
         self.store = store
-        self.keys = KeyScheme(config.key_prefix)
+        self._ks = KeyScheme(config.key_prefix)
         self.client = client or ClientInfo()
         self.prefetch = prefetch or Prefetch()
         self._clock = clock
@@ -121,7 +125,7 @@ class Session(MutableMapping[str, Any]):
         self._dirty: dict[str, bytes] = {}
         self._deleted: set[str] = set()
         self._flashes_out: list[bytes] = []
-        self._flash_item: Item | None | object = _MISSING
+        self._flash_item: Item | object | None = _MISSING
         self._flashes_taken = False
         #: The request depended on the session (for Vary: Cookie).
         self.accessed = False
@@ -176,11 +180,11 @@ class Session(MutableMapping[str, Any]):
         assert self._sid is not None
         wanted = [n for n in self.prefetch.names().union(extra) if n not in self._values]
         sid = self._sid
-        ops: list[Op] = [Get(self.keys.record(sid), touch=self.config.record_ttl)]
-        ops += [Get(self.keys.variable(sid, n), touch=self.config.ttl) for n in wanted]
+        ops: list[Op] = [Get(self._ks.record(sid), touch=self.config.record_ttl)]
+        ops += [Get(self._ks.variable(sid, n), touch=self.config.ttl) for n in wanted]
         flashes = self.prefetch.flashes and self._flash_item is _MISSING
         if flashes:
-            ops.append(Get(self.keys.internal(sid, "flashes"), touch=self.config.ttl))
+            ops.append(Get(self._ks.internal(sid, "flashes"), touch=self.config.ttl))
         results = self._execute(sid, ops)
         if results is None:
             self._state = "unavailable"
@@ -189,7 +193,7 @@ class Session(MutableMapping[str, Any]):
         if not self._adopt(sid, record):
             return
         self._state = "stored"
-        for name, result in zip(wanted, results[1:]):
+        for name, result in zip(wanted, results[1:], strict=False):
             self._remember(name, result)
         if flashes:
             self._flash_item = results[-1] if isinstance(results[-1], Item) else None
@@ -264,9 +268,9 @@ class Session(MutableMapping[str, Any]):
         if not names or self._sid is None:
             return
         sid = self._sid
-        ops = [Get(self.keys.variable(sid, n), touch=self.config.ttl) for n in names]
+        ops = [Get(self._ks.variable(sid, n), touch=self.config.ttl) for n in names]
         results = self._execute(sid, ops)
-        for name, result in zip(names, results or [None] * len(names)):
+        for name, result in zip(names, results or [None] * len(names), strict=False):
             self._remember(name, result)
 
     def _remember(self, name: str, result: Result) -> None:
@@ -289,7 +293,7 @@ class Session(MutableMapping[str, Any]):
         self._values[name] = value
         self._items[name] = result
 
-    def _execute(self, sid: str, ops: list[Op]) -> list[Result] | None:
+    def _execute(self, sid: str, ops: Sequence[Op]) -> list[Result] | None:
         """Run a batch; None when the store is down and strict mode is off."""
         try:
             return self.store.execute(sid, ops)
@@ -403,7 +407,7 @@ class Session(MutableMapping[str, Any]):
             self._flash_item = None
             if self._state == "stored" and self._has_flashes and self._sid is not None:
                 got = self._execute(
-                    self._sid, [Get(self.keys.internal(self._sid, "flashes"), self.config.ttl)]
+                    self._sid, [Get(self._ks.internal(self._sid, "flashes"), self.config.ttl)]
                 )
                 if got is not None and isinstance(got[0], Item):
                     self._flash_item = got[0]
@@ -461,14 +465,14 @@ class Session(MutableMapping[str, Any]):
         ttl = self.config.ttl
         flags = self.config.serializer.flags
         ops: list[Op] = [
-            Set(self.keys.variable(sid, n), data, flags, ttl) for n, data in self._dirty.items()
+            Set(self._ks.variable(sid, n), data, flags, ttl) for n, data in self._dirty.items()
         ]
-        ops += [Delete(self.keys.variable(sid, n)) for n in sorted(self._deleted)]
+        ops += [Delete(self._ks.variable(sid, n)) for n in sorted(self._deleted)]
         if self._flashes_taken and isinstance(self._flash_item, Item):
             cas = self._flash_item.cas or None
-            ops.append(Delete(self.keys.internal(sid, "flashes"), cas=cas))
+            ops.append(Delete(self._ks.internal(sid, "flashes"), cas=cas))
         if self._flashes_out:
-            key = self.keys.internal(sid, "flashes")
+            key = self._ks.internal(sid, "flashes")
             ops.append(Set(key, b"", FLAGS_FLASHES, ttl, mode="add"))
             ops.append(Set(key, b"".join(self._flashes_out), mode="append"))
         return ops
@@ -479,7 +483,7 @@ class Session(MutableMapping[str, Any]):
             sid = self._sid or self._fresh_id()
             self._sid = sid
             record = Set(
-                self.keys.record(sid),
+                self._ks.record(sid),
                 self._header() + self._index_lines(names, bool(self._flashes_out)),
                 FLAGS_RECORD,
                 self.config.record_ttl,
@@ -510,11 +514,11 @@ class Session(MutableMapping[str, Any]):
         ops: list[Op] = []
         if appended:
             index = self._index_lines(new_names, new_flashes)
-            ops.append(Set(self.keys.record(sid), index, mode="append"))
+            ops.append(Set(self._ks.record(sid), index, mode="append"))
         ops += self._variable_ops(sid)
         # Checked last: if the record vanished while this batch ran (logout in
         # another request, expiry), the writes above must not outlive it.
-        ops.append(Exists(self.keys.record(sid)))
+        ops.append(Exists(self._ks.record(sid)))
         results = self._execute(sid, ops)
         if results is None:
             self._after_failed_write(sid)
@@ -533,7 +537,7 @@ class Session(MutableMapping[str, Any]):
         self._clear_changes()
 
     def _undo(self, sid: str, ops: list[Op]) -> None:
-        keys = {op.key for op in ops if isinstance(op, Set) and op.key != self.keys.record(sid)}
+        keys = {op.key for op in ops if isinstance(op, Set) and op.key != self._ks.record(sid)}
         if keys:
             self._execute(sid, [Delete(k) for k in sorted(keys)])
 
@@ -581,7 +585,7 @@ class Session(MutableMapping[str, Any]):
         names = sorted(self._names)
         self._fetch([n for n in names if n not in self._values])
         if self._has_flashes and self._flash_item is _MISSING:
-            got = self._execute(old, [Get(self.keys.internal(old, "flashes"))])
+            got = self._execute(old, [Get(self._ks.internal(old, "flashes"))])
             self._flash_item = got[0] if got and isinstance(got[0], Item) else None
         for name in names:
             value = self._values.get(name, _MISSING)
@@ -616,9 +620,7 @@ class Session(MutableMapping[str, Any]):
         self._start_fresh()
         self.cookie_action = "delete"
 
-    def _delete_everything(
-        self, sid: str, known: tuple[set[str], bool] | None = None
-    ) -> None:
+    def _delete_everything(self, sid: str, known: tuple[set[str], bool] | None = None) -> None:
         """Delete the record, then every variable it lists.
 
         The record is deleted only if nobody appended to it since we read it
@@ -626,7 +628,7 @@ class Session(MutableMapping[str, Any]):
         deleted; a writer that loses the race removes its own writes (see
         ``_save_stored``).
         """
-        record_key = self.keys.record(sid)
+        record_key = self._ks.record(sid)
         for _ in range(_DESTROY_ATTEMPTS):
             results = self._execute(sid, [Get(record_key)])
             if results is None:
@@ -640,9 +642,9 @@ class Session(MutableMapping[str, Any]):
             ops: list[Op] = []
             if isinstance(item, Item):
                 ops.append(Delete(record_key, cas=item.cas))
-            ops += [Delete(self.keys.variable(sid, n)) for n in sorted(names)]
+            ops += [Delete(self._ks.variable(sid, n)) for n in sorted(names)]
             if flashes:
-                ops.append(Delete(self.keys.internal(sid, "flashes")))
+                ops.append(Delete(self._ks.internal(sid, "flashes")))
             done = self._execute(sid, ops)
             if done is None or not isinstance(item, Item) or done[0] is True:
                 return
@@ -676,7 +678,7 @@ class Session(MutableMapping[str, Any]):
         self._values[name] = value
         return value
 
-    def update(self, name: str, fn: Callable[[Any], Any], attempts: int = 10) -> Any:
+    def update_var(self, name: str, fn: Callable[[Any], Any], attempts: int = 10) -> Any:
         """Replace the value with ``fn(current)`` by compare-and-set.
 
         ``fn`` gets ``None`` when the variable is missing and may run more than
@@ -688,7 +690,7 @@ class Session(MutableMapping[str, Any]):
             sid = self._sid
             if sid is None:
                 return None
-            key = self.keys.variable(sid, name)
+            key = self._ks.variable(sid, name)
             got = self._execute(sid, [Get(key, touch=self.config.ttl)])
             if got is None:
                 return None
@@ -699,10 +701,10 @@ class Session(MutableMapping[str, Any]):
             data = self._serialize(name, new)
             flags = self.config.serializer.flags
             if item is None:
-                op = Set(key, data, flags, self.config.ttl, mode="add")
+                write = Set(key, data, flags, self.config.ttl, mode="add")
             else:
-                op = Set(key, data, flags, self.config.ttl, cas=item.cas)
-            result = self._atomic(name, lambda _key: [op])
+                write = Set(key, data, flags, self.config.ttl, cas=item.cas)
+            result = self._atomic(name, _constant([write]))
             if result is None:
                 return None
             if result[0] is True:
@@ -725,11 +727,11 @@ class Session(MutableMapping[str, Any]):
         if sid is None or self._state != "stored":
             return None
         ops: list[Op] = []
-        record = self.keys.record(sid)
+        record = self._ks.record(sid)
         new_name = name not in self._names
         if new_name:
             ops.append(Set(record, self._index_lines([name]), mode="append"))
-        body = build(self.keys.variable(sid, name))
+        body = build(self._ks.variable(sid, name))
         ops += body
         ops.append(Exists(record))
         results = self._execute(sid, ops)

@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 log = logging.getLogger("webapp2_sessions")
 
@@ -78,7 +78,7 @@ class Exists:
     key: str
 
 
-Op = Union[Get, Set, Delete, Incr, Exists]
+Op = Get | Set | Delete | Incr | Exists
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,7 @@ class Failed:
 #: What ``execute`` returns per operation: Get gives ``Item | None``; Set,
 #: Delete and Exists give ``bool``; Incr gives ``int`` or ``None`` if missing;
 #: any of them may give ``Failed``.
-Result = Union[Item, None, bool, int, Failed]
+Result = Item | None | bool | int | Failed
 
 
 class Store(abc.ABC):
@@ -106,7 +106,7 @@ class Store(abc.ABC):
     def execute(self, route: str, ops: Sequence[Op]) -> list[Result]:
         """Run ``ops`` in one round trip on the node that owns ``route``."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional for stores without connections
         """Release connections; the store reconnects if used again."""
 
     def describe(self, route: str) -> str:
@@ -118,14 +118,14 @@ class Store(abc.ABC):
     def get_many(self, route: str, keys: Iterable[str]) -> dict[str, Item]:
         keys = list(keys)
         results = self.execute(route, [Get(k) for k in keys])
-        return {k: r for k, r in zip(keys, results) if isinstance(r, Item)}
+        return {k: r for k, r in zip(keys, results, strict=False) if isinstance(r, Item)}
 
     def set_many(
         self, route: str, values: Mapping[str, bytes], ttl: int, flags: int = 0
     ) -> list[str]:
         """Store every value; return the keys that were not stored."""
         results = self.execute(route, [Set(k, v, flags, ttl) for k, v in values.items()])
-        return [k for k, r in zip(values, results) if r is not True]
+        return [k for k, r in zip(values, results, strict=False) if r is not True]
 
     def delete_many(self, route: str, keys: Iterable[str]) -> None:
         self.execute(route, [Delete(k) for k in keys])

@@ -1,0 +1,102 @@
+"""Shared fixtures: real memcached servers and webapp2 apps built on them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import webapp2
+import webtest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+
+from memcached import MemcachedServer
+
+from webapp2_sessions import SessionHandlerMixin
+
+SECRET = "test-secret-key-0123456789abcdef"
+
+
+@pytest.fixture
+def memcached() -> Iterator[MemcachedServer]:
+    """A fresh memcached on a free loopback port; fails (never skips) if it cannot start."""
+    server = MemcachedServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def memcached_cluster() -> Iterator[list[MemcachedServer]]:
+    servers = [MemcachedServer().start() for _ in range(3)]
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+class Handler(SessionHandlerMixin, webapp2.RequestHandler):
+    """A handler driven by query parameters, for tests.
+
+    ``?set=name&value=json`` sets, ``?get=name`` reads (JSON in the body),
+    ``?delete=name``, ``?incr=name``, ``?regen=1``, ``?destroy=1``.
+    """
+
+    def get(self) -> None:
+        import json
+
+        q = self.request.GET
+        out: dict[str, Any] = {}
+        if "regen" in q:
+            self.regenerate_session_id()
+        if "destroy" in q:
+            self.destroy_session()
+        for name in q.getall("get"):
+            out[name] = self.get_session_var(name)
+        for name, value in zip(q.getall("set"), q.getall("value"), strict=False):
+            self.set_session_var(name, json.loads(value))
+        for name in q.getall("delete"):
+            self.delete_session_var(name)
+        for name in q.getall("incr"):
+            out[name] = self.incr_session_var(name)
+        if "flash" in q:
+            self.add_flash(q["flash"], "info")
+        if "flashes" in q:
+            out["flashes"] = self.get_flashes()
+        if "sid" in q:
+            out["sid"] = self.session_id
+        self.response.content_type = "application/json"
+        self.response.write(json.dumps(out))
+
+
+class Untouched(SessionHandlerMixin, webapp2.RequestHandler):
+    def get(self) -> None:
+        self.response.write("ok")
+
+
+def make_app(
+    settings: dict[str, Any], routes: list[Any] | None = None, **kw: Any
+) -> webtest.TestApp:
+    config = {"webapp2_sessions": settings}
+    app = webapp2.WSGIApplication(
+        routes or [("/", Handler), ("/untouched", Untouched)], config=config, **kw
+    )
+    return webtest.TestApp(app)
+
+
+@pytest.fixture
+def app_on(memcached: MemcachedServer) -> Any:
+    """``app_on(**settings)``: a TestApp on the fixture's memcached."""
+
+    def build(routes: list[Any] | None = None, **settings: Any) -> webtest.TestApp:
+        settings.setdefault("memcache_servers", [memcached.address])
+        settings.setdefault("cookie_name", "sid")
+        return make_app(settings, routes)
+
+    return build

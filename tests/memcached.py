@@ -1,0 +1,131 @@
+"""Real memcached servers for the tests, started on free loopback ports.
+
+Each server is a child process stopped by its PID; nothing here looks
+processes up by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def memcached_binary() -> str:
+    path = shutil.which("memcached") or "/usr/bin/memcached"
+    if not os.path.exists(path):
+        raise RuntimeError(
+            "memcached is not installed; run `make test` (it installs it) or "
+            "`apt-get install memcached`"
+        )
+    return path
+
+
+class MemcachedServer:
+    """One memcached process on 127.0.0.1."""
+
+    def __init__(self, item_size_max: str | None = None) -> None:
+        self.port = free_port()
+        self.item_size_max = item_size_max
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> MemcachedServer:
+        args = [memcached_binary(), "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
+        args += ["-m", "64", "-t", "2", "-c", "1024"]
+        if self.item_size_max:
+            args += ["-I", self.item_size_max]
+        if os.geteuid() == 0:
+            args += ["-u", "nobody"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"memcached exited at start: {err.strip()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"memcached did not listen on port {self.port} within 10s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+
+    def restart(self) -> None:
+        """Start again on the same port (memory is empty, as after a crash)."""
+        self.stop()
+        self.start()
+
+    # Talking to the server directly, bypassing the code under test.
+
+    def raw(self, command: bytes, end: bytes = b"\r\n") -> bytes:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(command)
+            data = b""
+            while not data.endswith(end):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            return data
+
+    def stats(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for line in self.raw(b"stats\r\n", b"END\r\n").split(b"\r\n"):
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == b"STAT":
+                with contextlib.suppress(ValueError):
+                    out[parts[1].decode()] = int(parts[2])
+        return out
+
+    def mg(self, key: str) -> tuple[bytes, int, int] | None:
+        """``mg <key> t v f``: (value, ttl left, client flags), or None."""
+        reply = self.raw(b"mg " + key.encode() + b" t v f\r\n")
+        if reply.startswith(b"EN"):
+            return None
+        head, _, rest = reply.partition(b"\r\n")
+        parts = head.split()
+        size = int(parts[1])
+        tokens = {p[:1]: p[1:] for p in parts[2:]}
+        return rest[:size], int(tokens[b"t"]), int(tokens[b"f"])
+
+    def set(self, key: str, value: bytes, flags: int = 0, ttl: int = 0) -> None:
+        reply = self.raw(
+            b"set %s %d %d %d\r\n%s\r\n" % (key.encode(), flags, ttl, len(value), value)
+        )
+        assert reply == b"STORED\r\n", reply
+
+    def keys(self) -> list[str]:
+        """Every live key, through the LRU crawler (small test servers only)."""
+        out = self.raw(b"lru_crawler metadump all\r\n", b"END\r\n")
+        keys = []
+        for line in out.split(b"\r\n"):
+            if line.startswith(b"key="):
+                from urllib.parse import unquote
+
+                keys.append(unquote(line.split()[0][4:].decode()))
+        return keys
