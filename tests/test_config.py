@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import pytest
 from conftest import make_app
 
@@ -123,7 +125,7 @@ def test_handler_class_attributes_override_app_config():
 
     class Custom(SessionHandlerMixin, webapp2.RequestHandler):
         session_cookie_name = "custom"
-        session_settings = {"ttl": 60}
+        session_settings = MappingProxyType({"ttl": 60})
 
         def get(self):
             self.set_session_var("a", 1)

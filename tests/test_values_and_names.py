@@ -53,7 +53,7 @@ def test_refused_value_sends_nothing(memcached):
 def test_value_over_the_item_limit_raises_value_error_before_sending(memcached):
     before = memcached.stats()["cmd_set"]
     session = new_session(memcached)
-    with pytest.raises(ValueError, match="'big'.*item_size_max=1048576"):
+    with pytest.raises(ValueError, match=r"'big'.*item_size_max=1048576"):
         session["big"] = "x" * (1024 * 1024 + 1)
     session.save()
     assert memcached.stats()["cmd_set"] == before

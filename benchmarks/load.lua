@@ -1,0 +1,115 @@
+-- wrk script for benchmarks/load.py: GET / with one of N pre-created sessions.
+--
+-- load.py runs wrk with as many threads as connections, so every wrk thread
+-- drives exactly one keep-alive connection with at most one request in
+-- flight. That makes the bookkeeping below exact: the response a thread
+-- receives always belongs to the last request it generated. Thread i owns the
+-- session slots i, i+T, i+2T, ... (T threads) and visits them round-robin, so
+-- no slot is ever in flight twice and the app's read-modify-write of
+-- `visits` never races with itself.
+--
+-- Environment (set by load.py):
+--   LOAD_COOKIES  file with one cookie value per line, line k+1 = slot k
+--   LOAD_RESULTS  file that done() writes, one line per slot
+--   LOAD_THREADS  number of wrk threads (= connections)
+--   LOAD_COOKIE   cookie name
+
+local cookie_name = os.getenv("LOAD_COOKIE") or "demo_session"
+local threads = {}
+local next_id = 0
+
+-- Main Lua state: number the threads so each can find its slots.
+function setup(thread)
+   thread:set("id", next_id)
+   next_id = next_id + 1
+   table.insert(threads, thread)
+end
+
+-- Thread state from here to response().
+function init(args)
+   local nthreads = tonumber(os.getenv("LOAD_THREADS"))
+   local all = {}
+   for line in io.lines(os.getenv("LOAD_COOKIES")) do
+      all[#all + 1] = line
+   end
+   slots = {}    -- slot numbers this thread owns
+   cookies = {}  -- slot -> current cookie value
+   ok = {}       -- slot -> 200 responses
+   doubt = {}    -- slot -> requests whose effect is unknown (aborted, non-200)
+   bad = {}      -- slot -> non-200 responses
+   moved = {}    -- slot -> times the server handed out a new cookie
+   since_ok = {}     -- like ok and doubt, counted from the latest new cookie on
+   since_doubt = {}
+   for s = id, #all - 1, nthreads do
+      slots[#slots + 1] = s
+      cookies[s] = all[s + 1]
+      ok[s], doubt[s], bad[s], moved[s], since_ok[s], since_doubt[s] = 0, 0, 0, 0, 0, 0
+   end
+   pos = 0
+   pending = nil
+end
+
+function request()
+   if pending ~= nil then
+      -- The previous request got no response: the connection failed (or,
+      -- for thread 0, wrk's own dry run of request()). It may or may not
+      -- have reached the app.
+      doubt[pending] = doubt[pending] + 1
+      since_doubt[pending] = since_doubt[pending] + 1
+   end
+   pos = pos % #slots + 1
+   local s = slots[pos]
+   pending = s
+   return wrk.format("GET", "/", { ["Cookie"] = cookie_name .. "=" .. cookies[s] })
+end
+
+local prefix = cookie_name .. "="
+
+function response(status, headers, body)
+   local s = pending
+   pending = nil
+   if s == nil then
+      return
+   end
+   if status ~= 200 then
+      bad[s] = bad[s] + 1
+      doubt[s] = doubt[s] + 1
+      since_doubt[s] = since_doubt[s] + 1
+      return
+   end
+   for name, value in pairs(headers) do
+      if string.lower(name) == "set-cookie" and string.sub(value, 1, #prefix) == prefix then
+         local v = string.match(value, "^[^=]*=([^;]*)")
+         if v ~= nil and v ~= "" and v ~= cookies[s] then
+            -- A new session (its old node is gone): adopt it and count anew.
+            cookies[s] = v
+            moved[s] = moved[s] + 1
+            since_ok[s], since_doubt[s] = 0, 0
+         end
+      end
+   end
+   ok[s] = ok[s] + 1
+   since_ok[s] = since_ok[s] + 1
+end
+
+-- Main state again: gather every thread's counts into LOAD_RESULTS.
+function done(summary, latency, requests)
+   local out = assert(io.open(os.getenv("LOAD_RESULTS"), "w"))
+   for _, t in ipairs(threads) do
+      local t_slots = t:get("slots")
+      local t_cookies, t_ok, t_doubt = t:get("cookies"), t:get("ok"), t:get("doubt")
+      local t_bad, t_moved = t:get("bad"), t:get("moved")
+      local t_since_ok, t_since_doubt = t:get("since_ok"), t:get("since_doubt")
+      local last = t:get("pending")
+      if last ~= nil then
+         -- Still in flight when wrk stopped: the app may finish it anyway.
+         t_doubt[last] = t_doubt[last] + 1
+         t_since_doubt[last] = t_since_doubt[last] + 1
+      end
+      for _, s in ipairs(t_slots) do
+         out:write(string.format("%d %d %d %d %d %d %d %s\n", s, t_ok[s], t_doubt[s],
+            t_bad[s], t_moved[s], t_since_ok[s], t_since_doubt[s], t_cookies[s]))
+      end
+   end
+   out:close()
+end
