@@ -48,6 +48,7 @@ def build_store(config: SessionConfig) -> Store:
             timeout=config.timeout,
             retries=config.retries,
             dead_retry=config.dead_retry,
+            epoch_key=config.key_prefix + "!epoch",
         )
     log.warning(
         "webapp2_sessions: no memcache_servers configured; using the embedded store, "
@@ -116,6 +117,10 @@ class SessionHandlerMixin:
     session_cookie_name: str | None = None
     #: Variables fetched together with the session on first use.
     session_prefetch: Iterable[str] = ()
+    #: Variables every stored session must have (set them when the session
+    #: starts). If memcached evicted one, the session is ended rather than
+    #: served half-present.
+    session_required: Iterable[str] = ()
 
     _session_obj: Session | None = None
     # Provided by webapp2.RequestHandler.
@@ -148,6 +153,7 @@ class SessionHandlerMixin:
             cookie_present=raw is not None,
             client=ClientInfo(self.request.user_agent, self.request.remote_addr),
             prefetch=prefetch,
+            required=self.session_required,
         )
 
     def init_session(self) -> Session:

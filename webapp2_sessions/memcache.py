@@ -172,6 +172,8 @@ class _Node:
         self._state_lock = threading.Lock()
         self.dead_until = 0.0
         self.down = False
+        #: Wall-clock time this process first failed to reach the node.
+        self.down_since = 0.0
 
     def client(self) -> Client:
         if self._shared is not None:
@@ -191,6 +193,7 @@ class _Node:
             if self.down:
                 return
             self.down = True
+            self.down_since = time.time()
         # pymemcache's exception texts can quote keys, which hold session ids,
         # so only the exception's class goes to the log.
         log.error(
@@ -200,13 +203,15 @@ class _Node:
             dead_retry,
         )
 
-    def mark_up(self) -> None:
+    def mark_up(self) -> float | None:
+        """Record success; after an outage, return when the outage began."""
         with self._state_lock:
             if not self.down:
-                return
+                return None
             self.down = False
             self.dead_until = 0.0
         log.warning("memcached %s is answering again", self.name)
+        return self.down_since
 
 
 class MemcacheStore(Store):
@@ -226,6 +231,7 @@ class MemcacheStore(Store):
         timeout: float = 0.5,
         retries: int = 1,
         dead_retry: float = 10.0,
+        epoch_key: str = "webapp2_sessions!epoch",
     ) -> None:
         from pymemcache.client.hash import HashClient
 
@@ -233,6 +239,9 @@ class MemcacheStore(Store):
 
         self.retries = retries
         self.dead_retry = dead_retry
+        #: Key on every node holding the start of its last outage seen by any
+        #: process; sessions born before it are not trusted (see ``Session``).
+        self.epoch_key = epoch_key
         nodes: dict[str, _Node] = {}
         if client is None:
             if not servers:
@@ -327,8 +336,39 @@ class MemcacheStore(Store):
                 ) from None
             if desynced or reader.pos != len(reader.buf):
                 client.close()
-            node.mark_up()
+            down_since = node.mark_up()
+            if down_since is not None:
+                self._record_outage(node, down_since, ops, results)
             return results
+
+    def _record_outage(
+        self, node: _Node, down_since: float, ops: Sequence[Op], results: list[Result]
+    ) -> None:
+        """Raise the node's epoch to ``down_since`` (never lower it).
+
+        A logout during the outage could not delete its session there, and a
+        partitioned (not restarted) node still holds it: every session born on
+        the node before the outage is therefore ended when next loaded.
+        """
+        value = b"%.3f" % down_since
+        for _ in range(5):
+            try:
+                got = self._run(node, encode([Get(self.epoch_key)]), [Get(self.epoch_key)])
+                current = got[0]
+                if isinstance(current, Item):
+                    if float(current.value or 0) >= down_since:
+                        break
+                    write = Set(self.epoch_key, value, 0, 0, cas=current.cas)
+                else:
+                    write = Set(self.epoch_key, value, 0, 0, mode="add")
+                if self._run(node, encode([write]), [write])[0] is True:
+                    break
+            except (SessionUnavailableError, ValueError):
+                return
+        # The batch that noticed the return must not serve a stale session.
+        for index, op in enumerate(ops):
+            if isinstance(op, Get) and op.key == self.epoch_key:
+                results[index] = Item(value, 0)
 
     def close(self) -> None:
         for node in self._nodes.values():

@@ -6,17 +6,12 @@ read; one batch at the end of the request with every change. Each variable is
 its own key, so two requests that write different variables never undo each
 other's work.
 
-The session record (``<prefix><id>``) is what makes an id real: the server
-adopts only ids whose record exists. It holds the creation time, optional
-client bindings and, appended line by line, the name of every variable the
-session ever stored, so that logout can find and delete them all, including
-names added by requests running at the same time.
+The server adopts only ids whose record (see ``record.py``) exists: a cookie
+naming any other id starts a fresh session with a new id.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -27,14 +22,13 @@ from typing import Any
 from .config import SessionConfig
 from .errors import SessionUnavailableError, UpdateConflictError
 from .ids import KeyScheme, log_token, name_suffix, new_session_id
+from .record import FLAGS_FLASHES, FLAGS_RECORD, Record, client_hash, index_lines
 from .stores import Delete, Exists, Failed, Get, Incr, Item, Op, Result, Set, Store
+
+__all__ = ["FLAGS_FLASHES", "FLAGS_RECORD", "ClientInfo", "Prefetch", "Session"]
 
 log = logging.getLogger("webapp2_sessions")
 
-#: Client flags of session records and of the flash list.
-FLAGS_RECORD = 0x5753_0010
-FLAGS_FLASHES = 0x5753_0011
-_FLASHES_LINE = b"!flashes"
 _MISSING: Any = object()
 _DESTROY_ATTEMPTS = 8
 _MAX_LEARNED = 64
@@ -76,22 +70,13 @@ class Prefetch:
                 self._learned.add(name)
 
 
-def _constant(ops: list[Op]) -> Callable[[str], list[Op]]:
-    return lambda _key: ops
-
-
-def _hash(text: str | None) -> str | None:
-    if text is None:
-        return None
-    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
-
-
 class Session(MutableMapping[str, Any]):
     """One request's view of one session.
 
     Reads go through a per-request cache, so reading a name twice, or reading
     what this request wrote, costs nothing. Writes are kept until ``save()``,
-    which the handler mixin calls at the end of dispatch.
+    which the handler mixin calls at the end of dispatch. Values are captured
+    when set: mutate a list you read, then set it again to store the change.
     """
 
     def __init__(
@@ -103,23 +88,22 @@ class Session(MutableMapping[str, Any]):
         cookie_present: bool = False,
         client: ClientInfo | None = None,
         prefetch: Prefetch | None = None,
+        required: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.store = store
-        self._ks = KeyScheme(config.key_prefix)
         self.client = client or ClientInfo()
         self.prefetch = prefetch or Prefetch()
+        self.required = frozenset(required)
+        self._ks = KeyScheme(config.key_prefix)
         self._clock = clock
         self._sid: str | None = cookie_sid
         # 'unloaded': a cookie names an id not yet checked on the server;
         # 'stored': the id's record exists; 'new': nothing stored yet;
         # 'unavailable': the store failed, reads give defaults.
         self._state = "unloaded" if cookie_sid else "new"
-        self._created = clock()
-        self._names: set[str] = set()  # variable names the record lists
-        self._has_flashes = False  # the record lists the flash key
-        self._force_save = False
+        self._record = self._blank_record()
         self._values: dict[str, Any] = {}
         self._items: dict[str, Item] = {}
         self._dirty: dict[str, bytes] = {}
@@ -127,10 +111,24 @@ class Session(MutableMapping[str, Any]):
         self._flashes_out: list[bytes] = []
         self._flash_item: Item | object | None = _MISSING
         self._flashes_taken = False
+        self._force_save = False
+        #: Names the record lists whose value was gone (evicted or expired).
+        self.lost: set[str] = set()
         #: The request depended on the session (for Vary: Cookie).
         self.accessed = False
         #: What the response must do with the cookie: None, 'set' or 'delete'.
         self.cookie_action: str | None = "delete" if cookie_present and not cookie_sid else None
+
+    def _blank_record(self) -> Record:
+        now = self._clock()
+        return Record(
+            created=now,
+            born=now,
+            user_agent=client_hash(self.client.user_agent)
+            if self.config.bind_user_agent
+            else None,
+            remote_addr=client_hash(self.client.remote_addr) if self.config.bind_ip else None,
+        )
 
     # ------------------------------------------------------------------ identity
 
@@ -164,100 +162,97 @@ class Session(MutableMapping[str, Any]):
     def load(self, *names: str) -> None:
         """Fetch the session and ``names`` (plus the handler's usual names) now.
 
-        Later reads of those names cost nothing. Calling it when the session is
-        already loaded fetches whichever of ``names`` are not cached yet.
+        Later reads of those names cost nothing.
         """
         for name in names:
             name_suffix(name)
         self._ensure_loaded(names)
         if self._state == "stored":
-            self._fetch([n for n in names if n not in self._values and n in self._names])
+            self._fetch([n for n in names if n not in self._values and n in self._record.names])
 
     def _ensure_loaded(self, extra: Iterable[str] = ()) -> None:
         self.accessed = True
         if self._state != "unloaded":
             return
         assert self._sid is not None
-        wanted = [n for n in self.prefetch.names().union(extra) if n not in self._values]
         sid = self._sid
+        wanted = sorted(
+            n for n in self.prefetch.names().union(extra, self.required) if n not in self._values
+        )
         ops: list[Op] = [Get(self._ks.record(sid), touch=self.config.record_ttl)]
         ops += [Get(self._ks.variable(sid, n), touch=self.config.ttl) for n in wanted]
-        flashes = self.prefetch.flashes and self._flash_item is _MISSING
+        flashes = self.prefetch.flashes
         if flashes:
             ops.append(Get(self._ks.internal(sid, "flashes"), touch=self.config.ttl))
+        epoch_key: str | None = getattr(self.store, "epoch_key", None)
+        if epoch_key is not None:
+            ops.append(Get(epoch_key))
         results = self._execute(sid, ops)
         if results is None:
             self._state = "unavailable"
             return
-        record = results[0]
-        if not self._adopt(sid, record):
+        epoch = results.pop() if epoch_key is not None else None
+        flash_item = results.pop() if flashes else None
+        if not self._adopt(sid, results[0], epoch):
             return
         self._state = "stored"
-        for name, result in zip(wanted, results[1:], strict=False):
-            self._remember(name, result)
         if flashes:
-            self._flash_item = results[-1] if isinstance(results[-1], Item) else None
+            self._flash_item = flash_item if isinstance(flash_item, Item) else None
+        for name, result in zip(wanted, results[1:], strict=True):
+            self._remember(name, result)
+        missing = sorted(self.required & self.lost)
+        if missing:
+            log.warning(
+                "session %s ended: required variable(s) %s evicted or expired",
+                log_token(sid),
+                ", ".join(repr(n)[:40] for n in missing),
+            )
+            self._delete_everything(sid)
+            self._start_fresh()
 
-    def _adopt(self, sid: str, record: Result) -> bool:
-        """Accept the record of ``sid``, or start afresh; say which."""
-        parsed = self._parse_record(sid, record)
-        if parsed is None:
+    def _adopt(self, sid: str, item: Result, epoch: Result) -> bool:
+        """Accept the record of ``sid``, or end it and start afresh; say which."""
+        if not isinstance(item, Item):
+            self._start_fresh()  # never issued, expired, evicted or destroyed
+            return False
+        try:
+            record = Record.parse(item)
+        except ValueError as exc:
+            log.warning("session %s: unreadable record ignored (%s)", log_token(sid), exc)
             self._start_fresh()
             return False
-        header, names = parsed
-        now = self._clock()
-        created = header.get("c")
-        reason = None
-        if not isinstance(created, (int, float)):
-            reason = "malformed record"
-        elif self.config.absolute_timeout and now - created > self.config.absolute_timeout:
-            reason = "absolute timeout"
-        elif self.config.bind_user_agent and header.get("ua") != _hash(self.client.user_agent):
-            reason = "user agent changed"
-        elif self.config.bind_ip and header.get("ip") != _hash(self.client.remote_addr):
-            reason = "client address changed"
+        reason = self._end_reason(record, epoch)
         if reason is not None:
             log.info("session %s ended: %s", log_token(sid), reason)
-            self._names, self._has_flashes = names
-            self._state = "stored"
+            self._record = record
             self._delete_everything(sid)
             self._start_fresh()
             return False
-        self._created = float(created)  # type: ignore[arg-type]
-        self._names, self._has_flashes = names
+        self._record = record
         return True
 
-    def _parse_record(
-        self, sid: str, record: Result
-    ) -> tuple[dict[str, Any], tuple[set[str], bool]] | None:
-        if not isinstance(record, Item):
-            return None
-        if record.flags != FLAGS_RECORD:
-            log.warning("session %s: record has foreign flags, ignored", log_token(sid))
-            return None
-        try:
-            head, _, rest = record.value.partition(b"\n")
-            header = json.loads(head)
-            names: set[str] = set()
-            flashes = False
-            for line in rest.split(b"\n"):
-                if line.startswith(b'"'):
-                    names.add(json.loads(line))
-                elif line == _FLASHES_LINE:
-                    flashes = True
-            if not isinstance(header, dict):
-                raise ValueError("header is not an object")
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            log.warning("session %s: unreadable record, ignored", log_token(sid))
-            return None
-        return header, (names, flashes)
+    def _end_reason(self, record: Record, epoch: Result) -> str | None:
+        config = self.config
+        now = self._clock()
+        if config.absolute_timeout and now - record.created > config.absolute_timeout:
+            return "absolute timeout"
+        if config.bind_user_agent and record.user_agent != client_hash(self.client.user_agent):
+            return "user agent changed"
+        if config.bind_ip and record.remote_addr != client_hash(self.client.remote_addr):
+            return "client address changed"
+        if isinstance(epoch, Item):
+            try:
+                down_since = float(epoch.value)
+            except ValueError:
+                down_since = 0.0
+            if record.born < down_since:
+                return "its memcached node was unreachable after it was created"
+        return None
 
     def _start_fresh(self) -> None:
         self._state = "new"
         self._sid = None
-        self._created = self._clock()
-        self._names = set()
-        self._has_flashes = False
+        self._record = self._blank_record()
         self._values.clear()
         self._items.clear()
         self._flash_item = _MISSING
@@ -270,12 +265,15 @@ class Session(MutableMapping[str, Any]):
         sid = self._sid
         ops = [Get(self._ks.variable(sid, n), touch=self.config.ttl) for n in names]
         results = self._execute(sid, ops)
-        for name, result in zip(names, results or [None] * len(names), strict=False):
+        for name, result in zip(names, results or [None] * len(names), strict=True):
             self._remember(name, result)
 
     def _remember(self, name: str, result: Result) -> None:
         if not isinstance(result, Item):
             self._values[name] = _MISSING
+            if name in self._record.names and name not in self._dirty:
+                self.lost.add(name)
+                log.info("session %s: a listed variable was evicted or expired", self._tag())
             return
         serializer = self.config.serializer
         try:
@@ -285,13 +283,16 @@ class Session(MutableMapping[str, Any]):
         except ValueError as exc:
             log.warning(
                 "session %s: value of a variable is not ours (%s), ignored",
-                log_token(self._sid or ""),
+                self._tag(),
                 str(exc)[:60],
             )
             self._values[name] = _MISSING
             return
         self._values[name] = value
         self._items[name] = result
+
+    def _tag(self) -> str:
+        return log_token(self._sid or "")
 
     def _execute(self, sid: str, ops: Sequence[Op]) -> list[Result] | None:
         """Run a batch; None when the store is down and strict mode is off."""
@@ -316,10 +317,10 @@ class Session(MutableMapping[str, Any]):
             return self._values[name]
         self._ensure_loaded((name,))
         if name not in self._values:
-            if self._state == "stored" and name in self._names:
+            if self._state == "stored" and name in self._record.names:
                 self._fetch([name])
             else:
-                self._values[name] = _MISSING
+                self._values[name] = _MISSING  # the record says it was never stored
         return self._values[name]
 
     def __getitem__(self, name: str) -> Any:
@@ -333,7 +334,7 @@ class Session(MutableMapping[str, Any]):
 
     def _all_names(self) -> list[str]:
         self._ensure_loaded()
-        names = set(self._names)
+        names = set(self._record.names)
         names.update(n for n, v in self._values.items() if v is not _MISSING)
         if self._state == "stored":
             self._fetch(sorted(n for n in names if n not in self._values))
@@ -397,37 +398,36 @@ class Session(MutableMapping[str, Any]):
         """Queue a message for a later request; written with the other changes."""
         line = self._serialize("flash", [value, level])
         self.accessed = True
-        self._flashes_out.append(line.replace(b"\n", b"\\n") + b"\n")
+        self._flashes_out.append(line + b"\n")  # compact JSON holds no raw newline
 
     def get_flashes(self) -> list[tuple[Any, str | None]]:
         """Every flash stored so far, oldest first; they are then cleared."""
-        self.prefetch.flashes = self.prefetch.learn or self.prefetch.flashes
+        if self.prefetch.learn:
+            self.prefetch.flashes = True
         self._ensure_loaded()
         if self._flash_item is _MISSING:
             self._flash_item = None
-            if self._state == "stored" and self._has_flashes and self._sid is not None:
-                got = self._execute(
-                    self._sid, [Get(self._ks.internal(self._sid, "flashes"), self.config.ttl)]
-                )
+            if self._state == "stored" and self._record.flashes and self._sid is not None:
+                key = self._ks.internal(self._sid, "flashes")
+                got = self._execute(self._sid, [Get(key, touch=self.config.ttl)])
                 if got is not None and isinstance(got[0], Item):
                     self._flash_item = got[0]
-        out: list[tuple[Any, str | None]] = []
+        lines: list[bytes] = []
         item = self._flash_item
         if isinstance(item, Item) and item.flags == FLAGS_FLASHES:
-            for line in item.value.split(b"\n"):
-                if not line:
-                    continue
-                try:
-                    value, level = json.loads(line)
-                    out.append((value, level))
-                except (ValueError, TypeError, RecursionError):
-                    log.warning("session %s: unreadable flash ignored", log_token(self._sid or ""))
+            lines += item.value.split(b"\n")
             self._flashes_taken = True
-        # Flashes queued by this very request were never stored: hand them back too.
-        for line in self._flashes_out:
-            value, level = json.loads(line)
-            out.append((value, level))
+        lines += self._flashes_out  # queued by this very request: never stored
         self._flashes_out.clear()
+        out: list[tuple[Any, str | None]] = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                value, level = self.config.serializer.loads(line.strip())
+                out.append((value, level))
+            except (ValueError, TypeError):
+                log.warning("session %s: unreadable flash ignored", self._tag())
         return out
 
     # ------------------------------------------------------------------ saving
@@ -446,21 +446,6 @@ class Session(MutableMapping[str, Any]):
         else:
             self._save_stored()
 
-    def _header(self) -> bytes:
-        header: dict[str, Any] = {"v": 1, "c": round(self._created, 3)}
-        if self.config.bind_user_agent:
-            header["ua"] = _hash(self.client.user_agent)
-        if self.config.bind_ip:
-            header["ip"] = _hash(self.client.remote_addr)
-        return json.dumps(header, separators=(",", ":")).encode() + b"\n"
-
-    @staticmethod
-    def _index_lines(names: Iterable[str], flashes: bool = False) -> bytes:
-        lines = [json.dumps(n).encode() + b"\n" for n in sorted(names)]
-        if flashes:
-            lines.append(_FLASHES_LINE + b"\n")
-        return b"".join(lines)
-
     def _variable_ops(self, sid: str) -> list[Op]:
         ttl = self.config.ttl
         flags = self.config.serializer.flags
@@ -468,76 +453,92 @@ class Session(MutableMapping[str, Any]):
             Set(self._ks.variable(sid, n), data, flags, ttl) for n, data in self._dirty.items()
         ]
         ops += [Delete(self._ks.variable(sid, n)) for n in sorted(self._deleted)]
+        key = self._ks.internal(sid, "flashes")
         if self._flashes_taken and isinstance(self._flash_item, Item):
-            cas = self._flash_item.cas or None
-            ops.append(Delete(self._ks.internal(sid, "flashes"), cas=cas))
+            # Only the flashes we read: one appended meanwhile keeps the key alive.
+            ops.append(Delete(key, cas=self._flash_item.cas or None))
         if self._flashes_out:
-            key = self._ks.internal(sid, "flashes")
             ops.append(Set(key, b"", FLAGS_FLASHES, ttl, mode="add"))
             ops.append(Set(key, b"".join(self._flashes_out), mode="append"))
         return ops
 
     def _save_new(self) -> None:
-        names = set(self._dirty)
         for _ in range(3):
             sid = self._sid or self._fresh_id()
             self._sid = sid
-            record = Set(
-                self._ks.record(sid),
-                self._header() + self._index_lines(names, bool(self._flashes_out)),
-                FLAGS_RECORD,
-                self.config.record_ttl,
-                mode="add",
+            record = self._record
+            record.born = self._clock()
+            record.names = set(self._dirty)
+            record.ever = set(self._dirty)
+            record.flashes = bool(self._flashes_out)
+            record.lines = len(record.names) + int(record.flashes)
+            first = Set(
+                self._ks.record(sid), record.encode(), FLAGS_RECORD, self.config.record_ttl, "add"
             )
-            results = self._execute(sid, [record, *self._variable_ops(sid)])
+            results = self._execute(sid, [first, *self._variable_ops(sid)])
             if results is None:
                 self._after_failed_write(sid)
                 return
             if results[0] is True:
                 self._state = "stored"
-                self._names = names
-                self._has_flashes = bool(self._flashes_out)
                 self.cookie_action = "set"
                 self._report(sid, results[1:])
                 self._clear_changes()
                 return
-            # An id already taken (or a ghost of one): never share it.
+            # The id is taken (astronomically unlikely): never share it.
             self._sid = None
         raise RuntimeError("could not find a free session id")  # pragma: no cover
 
     def _save_stored(self) -> None:
         sid = self._sid
         assert sid is not None
-        new_names = set(self._dirty) - self._names
-        new_flashes = bool(self._flashes_out) and not self._has_flashes
-        appended = bool(new_names) or new_flashes
+        record = self._record
+        record_key = self._ks.record(sid)
+        added = set(self._dirty) - record.names
+        removed = self._deleted & record.names
+        new_flashes = bool(self._flashes_out) and not record.flashes
         ops: list[Op] = []
-        if appended:
-            index = self._index_lines(new_names, new_flashes)
-            ops.append(Set(self._ks.record(sid), index, mode="append"))
+        compact = record.needs_compaction() and record.cas
+        if compact:
+            # Skipped by the server if anyone appended since we read it.
+            ops.append(
+                Set(
+                    record_key,
+                    record.encode(),
+                    FLAGS_RECORD,
+                    self.config.record_ttl,
+                    cas=record.cas,
+                )
+            )
+        append = bool(added or removed or new_flashes)
+        if append:
+            ops.append(Set(record_key, index_lines(added, removed, new_flashes), mode="append"))
+        first_var = len(ops)
         ops += self._variable_ops(sid)
         # Checked last: if the record vanished while this batch ran (logout in
         # another request, expiry), the writes above must not outlive it.
-        ops.append(Exists(self._ks.record(sid)))
+        ops.append(Exists(record_key))
         results = self._execute(sid, ops)
         if results is None:
             self._after_failed_write(sid)
             return
-        if results[-1] is not True or (appended and results[0] is not True):
+        if results[-1] is not True or (append and results[first_var - 1] is not True):
             log.info("session %s ended during the request; its writes undone", log_token(sid))
             self._undo(sid, ops)
             self._clear_changes()
             self._start_fresh()
             return
-        self._names |= new_names
-        self._has_flashes = self._has_flashes or new_flashes
-        self._report(sid, results[1 if appended else 0 : -1])
+        if compact and results[0] is True:
+            record.lines = len(record.names) + int(record.flashes)
+        record.apply(added, removed, new_flashes)
+        self._report(sid, results[first_var:-1])
         if self.config.cookie_args.max_age is not None:
             self.cookie_action = "set"  # slide the persistent cookie's expiry
         self._clear_changes()
 
     def _undo(self, sid: str, ops: list[Op]) -> None:
-        keys = {op.key for op in ops if isinstance(op, Set) and op.key != self._ks.record(sid)}
+        record_key = self._ks.record(sid)
+        keys = {op.key for op in ops if isinstance(op, Set) and op.key != record_key}
         if keys:
             self._execute(sid, [Delete(k) for k in sorted(keys)])
 
@@ -582,46 +583,53 @@ class Session(MutableMapping[str, Any]):
             return
         old = self._sid
         assert old is not None
-        names = sorted(self._names)
-        self._fetch([n for n in names if n not in self._values])
-        if self._has_flashes and self._flash_item is _MISSING:
+        old_record = self._record
+        self._fetch(sorted(n for n in old_record.names if n not in self._values))
+        if old_record.flashes and self._flash_item is _MISSING:
             got = self._execute(old, [Get(self._ks.internal(old, "flashes"))])
             self._flash_item = got[0] if got and isinstance(got[0], Item) else None
-        for name in names:
+        for name in sorted(old_record.names):
             value = self._values.get(name, _MISSING)
-            if value is not _MISSING and name not in self._dirty and name not in self._deleted:
-                item = self._items.get(name)
-                self._dirty[name] = item.value if item else self._serialize(name, value)
+            if value is _MISSING or name in self._dirty or name in self._deleted:
+                continue
+            item = self._items.get(name)
+            self._dirty[name] = item.value if item else self._serialize(name, value)
         flash = self._flash_item
         if isinstance(flash, Item) and not self._flashes_taken:
             self._flashes_out.insert(0, flash.value)
         self._deleted.clear()
         self._flashes_taken = False
         self._flash_item = _MISSING
-        old_names, old_flashes = set(self._names), self._has_flashes
+        self._record = self._blank_record()
+        self._record.created = old_record.created  # the absolute timeout still counts
         self._sid = None
         self._state = "new"
         self._items.clear()
         self._force_save = True
         self._save_new()
-        self._delete_everything(old, (old_names, old_flashes))
-        log.info("session %s regenerated as %s", log_token(old), log_token(self._sid or ""))
+        self._delete_everything(old, old_record)
+        log.info("session %s regenerated as %s", log_token(old), self._tag())
 
     def destroy(self) -> None:
         """Delete every key of the session on the server and expire the cookie."""
         self._ensure_loaded()
         if self._state == "stored" and self._sid is not None:
             self._delete_everything(self._sid)
+        elif self._state == "unavailable":
+            log.error(
+                "session %s: logout could not delete it on the server (%s unavailable)",
+                self._tag(),
+                self.store.describe(self._sid or ""),
+            )
         self._dirty.clear()
         self._deleted.clear()
         self._flashes_out.clear()
         self._flashes_taken = False
-        self.cookie_action = None
-        self._start_fresh()
         self.cookie_action = "delete"
+        self._start_fresh()
 
-    def _delete_everything(self, sid: str, known: tuple[set[str], bool] | None = None) -> None:
-        """Delete the record, then every variable it lists.
+    def _delete_everything(self, sid: str, known: Record | None = None) -> None:
+        """Delete the record, then every variable it ever listed.
 
         The record is deleted only if nobody appended to it since we read it
         (compare-and-set), so a name added concurrently is always among those
@@ -629,18 +637,22 @@ class Session(MutableMapping[str, Any]):
         ``_save_stored``).
         """
         record_key = self._ks.record(sid)
+        names = set((known or self._record).ever)
+        flashes = (known or self._record).flashes
         for _ in range(_DESTROY_ATTEMPTS):
             results = self._execute(sid, [Get(record_key)])
             if results is None:
                 log.error("session %s: could not be deleted on the server", log_token(sid))
                 return
             item = results[0]
-            parsed = self._parse_record(sid, item)
-            names, flashes = known or (self._names, self._has_flashes)
-            if parsed:
-                names, flashes = names | parsed[1][0], flashes or parsed[1][1]
             ops: list[Op] = []
             if isinstance(item, Item):
+                try:
+                    current = Record.parse(item)
+                    names |= current.ever
+                    flashes = flashes or current.flashes
+                except ValueError:
+                    pass
                 ops.append(Delete(record_key, cas=item.cas))
             ops += [Delete(self._ks.variable(sid, n)) for n in sorted(names)]
             if flashes:
@@ -656,26 +668,26 @@ class Session(MutableMapping[str, Any]):
         """Add ``delta`` to an integer variable atomically on the server.
 
         A missing variable counts as 0. Counters are unsigned, as memcached's
-        are: subtracting below zero gives 0. Raises ``TypeError`` if the variable
-        holds something other than a non-negative int.
+        are: subtracting below zero gives 0. Raises ``TypeError`` if the
+        variable holds anything but a non-negative int. Runs at once (one round
+        trip, after storing a new session) rather than at the end of dispatch.
         """
         if isinstance(delta, bool) or not isinstance(delta, int):
             raise TypeError("delta must be an int")
         name_suffix(name)
+        flags, ttl = self.config.serializer.flags, self.config.ttl
         result = self._atomic(
             name,
-            lambda key: [
-                Set(key, b"0", self.config.serializer.flags, self.config.ttl, mode="add"),
-                Incr(key, delta, self.config.ttl),
-            ],
+            lambda key: [Set(key, b"0", flags, ttl, mode="add"), Incr(key, delta, ttl)],
         )
         if result is None:
-            value = self._values.get(name, _MISSING)
-            return int(value) if isinstance(value, int) and value is not _MISSING else 0
+            cached = self._values.get(name, _MISSING)
+            return cached if isinstance(cached, int) else 0
         if isinstance(result[1], Failed):
             raise TypeError(f"session variable {name!r} does not hold a non-negative int")
         value = result[1] if isinstance(result[1], int) else 0
         self._values[name] = value
+        self._items.pop(name, None)
         return value
 
     def update_var(self, name: str, fn: Callable[[Any], Any], attempts: int = 10) -> Any:
@@ -683,27 +695,29 @@ class Session(MutableMapping[str, Any]):
 
         ``fn`` gets ``None`` when the variable is missing and may run more than
         once. Raises ``UpdateConflictError`` after ``attempts`` lost races.
+        Returns the stored value (``None`` if the store is unavailable).
         """
         name_suffix(name)
         self._flush_for_atomic()
+        flags, ttl = self.config.serializer.flags, self.config.ttl
         for _ in range(attempts):
             sid = self._sid
-            if sid is None:
+            if sid is None or self._state != "stored":
                 return None
             key = self._ks.variable(sid, name)
-            got = self._execute(sid, [Get(key, touch=self.config.ttl)])
+            got = self._execute(sid, [Get(key, touch=ttl)])
             if got is None:
                 return None
             item = got[0] if isinstance(got[0], Item) else None
+            self._values.pop(name, None)
             self._remember(name, item)
             current = self._values.get(name, _MISSING)
             new = fn(None if current is _MISSING else current)
             data = self._serialize(name, new)
-            flags = self.config.serializer.flags
             if item is None:
-                write = Set(key, data, flags, self.config.ttl, mode="add")
+                write = Set(key, data, flags, ttl, mode="add")
             else:
-                write = Set(key, data, flags, self.config.ttl, cas=item.cas)
+                write = Set(key, data, flags, ttl, cas=item.cas)
             result = self._atomic(name, _constant([write]))
             if result is None:
                 return None
@@ -726,23 +740,27 @@ class Session(MutableMapping[str, Any]):
         sid = self._sid
         if sid is None or self._state != "stored":
             return None
+        record_key = self._ks.record(sid)
         ops: list[Op] = []
-        record = self._ks.record(sid)
-        new_name = name not in self._names
+        new_name = name not in self._record.names
         if new_name:
-            ops.append(Set(record, self._index_lines([name]), mode="append"))
+            ops.append(Set(record_key, index_lines({name}), mode="append"))
         body = build(self._ks.variable(sid, name))
         ops += body
-        ops.append(Exists(record))
+        ops.append(Exists(record_key))
         results = self._execute(sid, ops)
         if results is None:
             return None
-        if results[-1] is not True:
+        if results[-1] is not True or (new_name and results[0] is not True):
             self._undo(sid, ops)
             self._start_fresh()
             return None
-        self._names.add(name)
+        self._record.apply({name} if new_name else set(), set(), False)
         self._dirty.pop(name, None)
         self._deleted.discard(name)
         start = 1 if new_name else 0
         return results[start : start + len(body)]
+
+
+def _constant(ops: list[Op]) -> Callable[[str], list[Op]]:
+    return lambda _key: ops

@@ -1,0 +1,195 @@
+"""Sessions on a memcached cluster: placement, dead nodes, returning nodes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+import webapp2
+import webtest
+from conftest import SECRET, Handler
+
+from webapp2_sessions import MemcacheStore, SessionUnavailableError
+from webapp2_sessions.ids import new_session_id
+
+
+def cluster_app(servers, **settings) -> webapp2.WSGIApplication:
+    config = {
+        "memcache_servers": [s.address for s in servers],
+        "cookie_name": "sid",
+        "secret_key": SECRET,
+        "timeout": 0.3,
+        "connect_timeout": 0.3,
+        **settings,
+    }
+    return webapp2.WSGIApplication([("/", Handler)], config={"webapp2_sessions": config})
+
+
+def browsers(app, count: int) -> list[webtest.TestApp]:
+    out = []
+    for i in range(count):
+        browser = webtest.TestApp(app)
+        browser.get("/", {"set": ["a", "b"], "value": [str(i), f'"{i}"']})
+        out.append(browser)
+    return out
+
+
+def sid(browser) -> str:
+    return browser.cookies["sid"].split(".")[0]
+
+
+def test_every_key_of_a_session_lives_on_the_node_its_id_hashes_to(memcached_cluster):
+    app = cluster_app(memcached_cluster)
+    store = MemcacheStore([s.address for s in memcached_cluster])
+    by_address = {s.address: s for s in memcached_cluster}
+    used = set()
+    for browser in browsers(app, 30):
+        home = store.node_for(sid(browser))
+        used.add(home)
+        for server in memcached_cluster:
+            present = [server.mg(f"{sid(browser)}{k}") is not None for k in ("", "-a", "-b")]
+            assert present == [server is by_address[home]] * 3
+    assert len(used) == 3  # sessions spread over every node
+
+
+def test_adding_a_fourth_node_moves_about_a_quarter_of_sessions():
+    three = MemcacheStore(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])
+    four = MemcacheStore(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"])
+    ids = [new_session_id() for _ in range(4000)]
+    moved = [i for i in ids if three.node_for(i) != four.node_for(i)]
+    assert 0.20 < len(moved) / len(ids) < 0.30
+    assert all(four.node_for(i) == "127.0.0.1:4" for i in moved)
+
+
+def test_a_dead_node_costs_only_its_own_sessions_and_is_logged_once(memcached_cluster, caplog):
+    app = cluster_app(memcached_cluster, dead_retry=30)
+    store = MemcacheStore([s.address for s in memcached_cluster])
+    clients = browsers(app, 45)
+    victim = memcached_cluster[1]
+    victim.stop()
+    with caplog.at_level(logging.WARNING, logger="webapp2_sessions"):
+        for i, browser in enumerate(clients):
+            on_dead_node = store.node_for(sid(browser)) == victim.address
+            for _ in range(2):
+                body = browser.get("/", {"get": ["a", "b"]}, status=200).json
+                expected = {"a": None, "b": None} if on_dead_node else {"a": i, "b": str(i)}
+                assert body == expected
+    down = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(down) == 1 and victim.address in down[0].getMessage()
+
+
+def test_a_visitor_of_a_dead_node_starts_fresh_on_a_live_one(memcached_cluster):
+    app = cluster_app(memcached_cluster, dead_retry=30)
+    store = MemcacheStore([s.address for s in memcached_cluster])
+    clients = browsers(app, 30)
+    victim = memcached_cluster[0]
+    stranded = [b for b in clients if store.node_for(sid(b)) == victim.address]
+    assert stranded
+    victim.stop()
+    for browser in stranded:
+        old = sid(browser)
+        browser.get("/", {"set": "c", "value": "1"}, status=200)
+        assert sid(browser) != old
+        assert store.node_for(sid(browser)) != victim.address
+        assert browser.get("/", {"get": "c"}).json == {"c": 1}
+
+
+def test_a_restarted_node_takes_traffic_again_after_the_dead_interval(memcached_cluster):
+    app = cluster_app(memcached_cluster, dead_retry=0.3)
+    store = MemcacheStore([s.address for s in memcached_cluster])
+    victim = memcached_cluster[2]
+    victim.stop()
+    browsers(app, 5)  # some of these meet the dead node and mark it down
+    victim.start()
+    time.sleep(0.4)
+    clients = browsers(app, 40)
+    on_victim = [b for b in clients if store.node_for(sid(b)) == victim.address]
+    assert on_victim
+    for browser in on_victim:
+        assert victim.mg(f"{sid(browser)}-a") is not None
+
+
+def test_a_session_does_not_come_back_when_a_partitioned_node_returns(memcached_cluster):
+    """SIGSTOP keeps the node's memory, like a network partition would."""
+    app = cluster_app(memcached_cluster, dead_retry=0.3)
+    store = MemcacheStore([s.address for s in memcached_cluster])
+    victim = memcached_cluster[0]
+    clients = browsers(app, 30)
+    stranded = [b for b in clients if store.node_for(sid(b)) == victim.address]
+    assert len(stranded) >= 2
+    logged_out, idle = stranded[0], stranded[1]
+    old_cookie = logged_out.cookies["sid"]
+    os.kill(victim.proc.pid, signal.SIGSTOP)
+    try:
+        logged_out.get("/", {"destroy": "1"}, status=200)  # logout during the outage
+        assert "sid" not in logged_out.cookies
+    finally:
+        os.kill(victim.proc.pid, signal.SIGCONT)
+    time.sleep(0.4)
+    assert victim.mg(f"{old_cookie.split('.')[0]}-a") is not None  # the data survived
+    thief = webtest.TestApp(app)
+    thief.set_cookie("sid", old_cookie)
+    assert thief.get("/", {"get": "a"}).json == {"a": None}
+    assert idle.get("/", {"get": "a"}).json == {"a": None}  # ended with its node
+    fresh = browsers(app, 30)  # sessions born after the return are unaffected
+    for browser in fresh:
+        assert browser.get("/", {"get": "b"}).json["b"] is not None
+
+
+def test_all_nodes_down_pages_still_render_with_defaults(memcached_cluster):
+    app = cluster_app(memcached_cluster)
+    clients = browsers(app, 6)
+    for server in memcached_cluster:
+        server.stop()
+    for browser in clients:
+        assert browser.get("/", {"get": "a"}, status=200).json == {"a": None}
+        browser.get("/", {"set": "z", "value": "1"}, status=200)
+
+
+def test_all_nodes_down_in_strict_mode_lets_the_app_answer_503(memcached_cluster):
+    seen: list[BaseException] = []
+
+    def unavailable(request, response, exception):
+        seen.append(exception)
+        response.set_status(503)
+
+    app = cluster_app(memcached_cluster, strict=True)
+    app.error_handlers[500] = unavailable
+    clients = browsers(app, 3)
+    for server in memcached_cluster:
+        server.stop()
+    for browser in clients:
+        browser.get("/", {"get": "a"}, status=503)
+    assert all(isinstance(e, SessionUnavailableError) for e in seen) and len(seen) == 3
+
+
+def test_an_evicted_required_variable_ends_the_session(memcached):
+    class Guarded(Handler):
+        session_required = ("csrf",)
+
+    config = {"memcache_servers": [memcached.address], "cookie_name": "sid"}
+    app = webtest.TestApp(
+        webapp2.WSGIApplication([("/", Guarded)], config={"webapp2_sessions": config})
+    )
+    app.get("/", {"set": ["csrf", "cart"], "value": ['"t"', "[1]"]})
+    old = sid(app)
+    memcached.raw(f"md {old}-csrf\r\n".encode())  # what an eviction looks like
+    body = app.get("/", {"get": "cart", "sid": "1"}).json
+    assert body["cart"] is None and body["sid"] != old
+    assert memcached.mg(f"{old}-cart") is None
+
+
+def test_an_evicted_variable_is_reported_as_lost(memcached):
+    from webapp2_sessions import Session, SessionConfig
+
+    config = SessionConfig.from_mapping({"memcache_servers": [memcached.address]})
+    store = MemcacheStore([memcached.address])
+    session = Session(config, store, None)
+    session["a"], session["b"] = 1, 2
+    session.save()
+    memcached.raw(f"md {session.session_id}-a\r\n".encode())
+    again = Session(config, store, session.session_id)
+    assert again.get("a") is None and again.get("b") == 2
+    assert again.lost == {"a"}

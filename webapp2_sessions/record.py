@@ -1,0 +1,139 @@
+"""The session record: the one key that makes a session id real.
+
+Stored at ``<prefix><id>`` as a JSON header line followed by an append-only
+index of variable names::
+
+    {"v":1,"c":1700000000.0,"b":1700000000.0}
+    "cart"            <- a name was stored
+    "user"
+    -"cart"           <- a name was deleted
+    !flashes          <- the session has a flash list
+
+Appending is atomic on the server and fails once the record is gone, which is
+how concurrent requests add names without losing each other's, and how a
+write that races a logout finds out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .stores import Item
+
+#: Client flags of session records and of flash lists.
+FLAGS_RECORD = 0x5753_0010
+FLAGS_FLASHES = 0x5753_0011
+
+_FLASHES_LINE = b"!flashes"
+
+
+def client_hash(text: str | None) -> str | None:
+    """What the record keeps of a user agent or address: a hash, not the text."""
+    if text is None:
+        return None
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def index_lines(
+    added: set[str] | frozenset[str] = frozenset(),
+    removed: set[str] | frozenset[str] = frozenset(),
+    flashes: bool = False,
+) -> bytes:
+    """Index lines recording ``added`` and ``removed`` names (JSON-quoted)."""
+    lines = [json.dumps(n).encode() + b"\n" for n in sorted(added)]
+    lines += [b"-" + json.dumps(n).encode() + b"\n" for n in sorted(removed)]
+    if flashes:
+        lines.append(_FLASHES_LINE + b"\n")
+    return b"".join(lines)
+
+
+@dataclass
+class Record:
+    """A parsed session record.
+
+    ``created`` drives the absolute timeout and survives id regeneration;
+    ``born`` is when this id's record was written, compared with a node's
+    outage epoch. ``names`` are the variables currently listed, ``ever`` every
+    name listed at any point (what logout must delete).
+    """
+
+    created: float
+    born: float
+    user_agent: str | None = None
+    remote_addr: str | None = None
+    names: set[str] = field(default_factory=set)
+    ever: set[str] = field(default_factory=set)
+    flashes: bool = False
+    lines: int = 0
+    cas: int = 0
+
+    def encode(self) -> bytes:
+        """Header plus a compact index of the current names."""
+        header: dict[str, Any] = {"v": 1, "c": round(self.created, 3), "b": round(self.born, 3)}
+        if self.user_agent is not None:
+            header["ua"] = self.user_agent
+        if self.remote_addr is not None:
+            header["ip"] = self.remote_addr
+        head = json.dumps(header, separators=(",", ":")).encode() + b"\n"
+        return head + index_lines(self.names, flashes=self.flashes)
+
+    def needs_compaction(self) -> bool:
+        """True once deletions have made the index much longer than needed."""
+        return self.lines > 2 * len(self.names) + 32
+
+    def apply(self, added: set[str], removed: set[str], flashes: bool) -> None:
+        self.names |= added
+        self.names -= removed
+        self.ever |= added
+        self.flashes = self.flashes or flashes
+        self.lines += len(added) + len(removed) + int(flashes)
+
+    @classmethod
+    def parse(cls, item: Item) -> Record:
+        """Decode a stored record; ``ValueError`` if it is not one of ours."""
+        if item.flags != FLAGS_RECORD:
+            raise ValueError("foreign flags")
+        try:
+            head, _, rest = item.value.partition(b"\n")
+            header = json.loads(head)
+            if not isinstance(header, dict):
+                raise ValueError("header is not an object")
+            created, born = header.get("c"), header.get("b", header.get("c"))
+            if not isinstance(created, (int, float)) or not isinstance(born, (int, float)):
+                raise ValueError("missing times")
+            record = cls(
+                created=float(created),
+                born=float(born),
+                user_agent=_optional_str(header.get("ua")),
+                remote_addr=_optional_str(header.get("ip")),
+                cas=item.cas,
+            )
+            for line in rest.split(b"\n"):
+                if not line:
+                    continue
+                record.lines += 1
+                if line == _FLASHES_LINE:
+                    record.flashes = True
+                elif line.startswith(b"-"):
+                    record.names.discard(_name(line[1:]))
+                else:
+                    name = _name(line)
+                    record.names.add(name)
+                    record.ever.add(name)
+        except (UnicodeDecodeError, RecursionError) as exc:
+            raise ValueError(type(exc).__name__) from None
+        return record
+
+
+def _name(raw: bytes) -> str:
+    name = json.loads(raw)
+    if not isinstance(name, str):
+        raise ValueError("index entry is not a name")
+    return name
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
