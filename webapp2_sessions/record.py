@@ -8,10 +8,13 @@ index of variable names::
     "user"
     -"cart"           <- a name was deleted
     !flashes          <- the session has a flash list
+    !dead             <- logout has begun: the session is over
 
 Appending is atomic on the server and fails once the record is gone, which is
-how concurrent requests add names without losing each other's, and how a
-write that races a logout finds out.
+how concurrent requests add names without losing each other's. A logout
+appends ``!dead`` before it reads the names to delete, so every writer either
+appended its names in time to be deleted, or finds the session dead (or gone)
+when it re-reads the record at the end of its batch, and undoes its writes.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ FLAGS_RECORD = 0x5753_0010
 FLAGS_FLASHES = 0x5753_0011
 
 _FLASHES_LINE = b"!flashes"
+DEAD_LINE = b"!dead"
+
+
+def is_live(item: object) -> bool:
+    """True for a record that exists and has no logout under way."""
+    return isinstance(item, Item) and b"\n" + DEAD_LINE + b"\n" not in item.value
 
 
 def client_hash(text: str | None) -> str | None:
@@ -67,6 +76,7 @@ class Record:
     names: set[str] = field(default_factory=set)
     ever: set[str] = field(default_factory=set)
     flashes: bool = False
+    dead: bool = False
     lines: int = 0
     cas: int = 0
 
@@ -117,6 +127,8 @@ class Record:
                 record.lines += 1
                 if line == _FLASHES_LINE:
                     record.flashes = True
+                elif line == DEAD_LINE:
+                    record.dead = True
                 elif line.startswith(b"-"):
                     record.names.discard(_name(line[1:]))
                 else:

@@ -22,15 +22,22 @@ from typing import Any
 from .config import SessionConfig
 from .errors import SessionUnavailableError, UpdateConflictError
 from .ids import KeyScheme, log_token, name_suffix, new_session_id
-from .record import FLAGS_FLASHES, FLAGS_RECORD, Record, client_hash, index_lines
-from .stores import Delete, Exists, Failed, Get, Incr, Item, Op, Result, Set, Store
+from .record import (
+    DEAD_LINE,
+    FLAGS_FLASHES,
+    FLAGS_RECORD,
+    Record,
+    client_hash,
+    index_lines,
+    is_live,
+)
+from .stores import Delete, Failed, Get, Incr, Item, Op, Result, Set, Store
 
 __all__ = ["FLAGS_FLASHES", "FLAGS_RECORD", "ClientInfo", "Prefetch", "Session"]
 
 log = logging.getLogger("webapp2_sessions")
 
 _MISSING: Any = object()
-_DESTROY_ATTEMPTS = 8
 _MAX_LEARNED = 64
 
 
@@ -220,6 +227,9 @@ class Session(MutableMapping[str, Any]):
         except ValueError as exc:
             log.warning("session %s: unreadable record ignored (%s)", log_token(sid), exc)
             self._start_fresh()
+            return False
+        if record.dead:
+            self._start_fresh()  # a logout is deleting it right now
             return False
         reason = self._end_reason(record, epoch)
         if reason is not None:
@@ -515,14 +525,14 @@ class Session(MutableMapping[str, Any]):
             ops.append(Set(record_key, index_lines(added, removed, new_flashes), mode="append"))
         first_var = len(ops)
         ops += self._variable_ops(sid)
-        # Checked last: if the record vanished while this batch ran (logout in
+        # Read back last: if the session ended while this batch ran (logout in
         # another request, expiry), the writes above must not outlive it.
-        ops.append(Exists(record_key))
+        ops.append(Get(record_key))
         results = self._execute(sid, ops)
         if results is None:
             self._after_failed_write(sid)
             return
-        if results[-1] is not True or (append and results[first_var - 1] is not True):
+        if not is_live(results[-1]) or (append and results[first_var - 1] is not True):
             log.info("session %s ended during the request; its writes undone", log_token(sid))
             self._undo(sid, ops)
             self._clear_changes()
@@ -629,38 +639,36 @@ class Session(MutableMapping[str, Any]):
         self._start_fresh()
 
     def _delete_everything(self, sid: str, known: Record | None = None) -> None:
-        """Delete the record, then every variable it ever listed.
+        """Mark the session dead, then delete the record and every variable.
 
-        The record is deleted only if nobody appended to it since we read it
-        (compare-and-set), so a name added concurrently is always among those
-        deleted; a writer that loses the race removes its own writes (see
-        ``_save_stored``).
+        Two round trips, however busy the session: appending ``!dead`` and
+        reading the names happen in one batch, so any name appended before the
+        mark is read here, and any writer after it undoes its own writes.
         """
         record_key = self._ks.record(sid)
         names = set((known or self._record).ever)
         flashes = (known or self._record).flashes
-        for _ in range(_DESTROY_ATTEMPTS):
-            results = self._execute(sid, [Get(record_key)])
-            if results is None:
-                log.error("session %s: could not be deleted on the server", log_token(sid))
-                return
-            item = results[0]
-            ops: list[Op] = []
-            if isinstance(item, Item):
-                try:
-                    current = Record.parse(item)
-                    names |= current.ever
-                    flashes = flashes or current.flashes
-                except ValueError:
-                    pass
-                ops.append(Delete(record_key, cas=item.cas))
-            ops += [Delete(self._ks.variable(sid, n)) for n in sorted(names)]
-            if flashes:
-                ops.append(Delete(self._ks.internal(sid, "flashes")))
-            done = self._execute(sid, ops)
-            if done is None or not isinstance(item, Item) or done[0] is True:
-                return
-        log.error("session %s: record kept changing; deletion incomplete", log_token(sid))
+        marked = self._execute(
+            sid, [Set(record_key, DEAD_LINE + b"\n", mode="append"), Get(record_key)]
+        )
+        if marked is None:
+            log.error("session %s: could not be deleted on the server", log_token(sid))
+            return
+        if isinstance(marked[1], Item):
+            try:
+                current = Record.parse(marked[1])
+                names |= current.ever
+                flashes = flashes or current.flashes
+            except ValueError:
+                pass
+        ops: list[Op] = [Delete(record_key)]
+        ops += [Delete(self._ks.variable(sid, n)) for n in sorted(names)]
+        if flashes:
+            ops.append(Delete(self._ks.internal(sid, "flashes")))
+        if self._execute(sid, ops) is None:
+            log.error(
+                "session %s: deletion interrupted; its keys expire with their TTL", log_token(sid)
+            )
 
     # ------------------------------------------------------------------ atomic updates
 
@@ -747,11 +755,11 @@ class Session(MutableMapping[str, Any]):
             ops.append(Set(record_key, index_lines({name}), mode="append"))
         body = build(self._ks.variable(sid, name))
         ops += body
-        ops.append(Exists(record_key))
+        ops.append(Get(record_key))
         results = self._execute(sid, ops)
         if results is None:
             return None
-        if results[-1] is not True or (new_name and results[0] is not True):
+        if not is_live(results[-1]) or (new_name and results[0] is not True):
             self._undo(sid, ops)
             self._start_fresh()
             return None
