@@ -146,5 +146,5 @@ def test_destroy_racing_with_writers_leaves_nothing_behind(memcached, shared, ro
     for t in threads:
         t.join(timeout=60)
     assert writes_during_logout[0] > 0  # the writers really raced the logout
-    leftovers = [k for k in memcached.keys() if k.startswith(sid)]  # noqa: SIM118
+    leftovers = [k for k in memcached.keys() if k.startswith(sid)]
     assert leftovers == []
