@@ -30,3 +30,14 @@ test: memcached deps
 lint: deps
 	$(BIN)/ruff check webapp2_sessions tests examples benchmarks
 	$(BIN)/mypy
+
+## bench: median request times and round trips, side by side with peer libraries
+bench: memcached deps
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/bench.py
+
+## load: sustained load on a three-node cluster (gunicorn + wrk)
+load: memcached deps
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }
+	$(BIN)/pip install -q gunicorn
+	$(BIN)/python benchmarks/load.py
