@@ -16,6 +16,7 @@ served instead.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -33,6 +34,7 @@ log = logging.getLogger("webapp2_sessions")
 #: memcached reads a larger expiry as an absolute Unix time.
 _MAX_RELATIVE_EXPTIME = 30 * 24 * 3600
 _MODE_FLAG = {"set": b"", "add": b" ME", "append": b" MA"}
+_UNSAFE_KEY_BYTE = re.compile(rb"[\x00-\x20\x7f]")
 _SET_RESULTS = {b"HD": True, b"NS": False, b"EX": False, b"NF": False}
 
 
@@ -48,8 +50,9 @@ def exptime(ttl: int) -> int:
 
 
 def _check_key(key: str) -> bytes:
-    raw = key.encode("ascii")  # keys are built from validated parts only
-    if not 0 < len(raw) <= 250 or any(b <= 32 or b == 127 for b in raw):
+    # Keys are built from validated parts only; this is the last line of defence.
+    raw = key.encode("ascii")
+    if not 0 < len(raw) <= 250 or _UNSAFE_KEY_BYTE.search(raw):
         raise ValueError(f"refusing to send malformed memcached key {key[:40]!r}")
     return raw
 
