@@ -131,10 +131,15 @@ class SessionHandlerMixin:
     # ------------------------------------------------------------------ setup
 
     def _session_runtime(self) -> _Runtime:
-        overrides = dict(self.session_settings)
-        if self.session_cookie_name is not None:
-            overrides["cookie_name"] = self.session_cookie_name
-        return _runtime(self.app, overrides)
+        registry: dict[Any, Any] = self.app.registry
+        key = (_REGISTRY_KEY, "handler", type(self))
+        runtime: _Runtime | None = registry.get(key)
+        if runtime is None:
+            overrides = dict(self.session_settings)
+            if self.session_cookie_name is not None:
+                overrides["cookie_name"] = self.session_cookie_name
+            runtime = registry[key] = _runtime(self.app, overrides)
+        return runtime
 
     def _make_session(self) -> Session:
         runtime = self._session_runtime()
@@ -146,12 +151,15 @@ class SessionHandlerMixin:
             prefetch = runtime.prefetch.setdefault(
                 cls, Prefetch(self.session_prefetch, learn=config.learn_prefetch)
             )
+        client = None
+        if config.bind_user_agent or config.bind_ip:
+            client = ClientInfo(self.request.user_agent, self.request.remote_addr)
         return Session(
             config,
             runtime.store,
             runtime.codec.decode(raw),
             cookie_present=raw is not None,
-            client=ClientInfo(self.request.user_agent, self.request.remote_addr),
+            client=client,
             prefetch=prefetch,
             required=self.session_required,
         )
@@ -267,10 +275,27 @@ class SessionHandlerMixin:
             # WebOb's delete_cookie would drop Secure, which __Host- cookies need.
             response.set_cookie(name, "", max_age=0, overwrite=True, **common)
         if session.accessed or session.cookie_action:
-            vary = set(response.vary or ())
-            if "Cookie" not in vary:
-                response.vary = (*(response.vary or ()), "Cookie")
-            cache = response.cache_control
-            if not cache.no_store:
-                cache.public = False
-                cache.private = True
+            _mark_private(response.headers)
+
+
+def _mark_private(headers: Any) -> None:
+    """Add ``Vary: Cookie`` and make the response uncacheable by shared caches.
+
+    Plain string work on the two headers: WebOb's cache-control object would
+    parse and rebuild them on every request.
+    """
+    vary = headers.get("Vary")
+    if not vary:
+        headers["Vary"] = "Cookie"
+    elif "cookie" not in {v.strip().lower() for v in vary.split(",")}:
+        headers["Vary"] = vary + ", Cookie"
+    cache = headers.get("Cache-Control")
+    if not cache:
+        headers["Cache-Control"] = "private"
+        return
+    directives = [d.strip() for d in cache.split(",") if d.strip()]
+    lowered = [d.lower() for d in directives]
+    if "no-store" in lowered or ("private" in lowered and "public" not in lowered):
+        return
+    kept = [d for d, low in zip(directives, lowered, strict=True) if low != "public"]
+    headers["Cache-Control"] = ", ".join([*kept, "private"])

@@ -7,6 +7,7 @@ is either made of a small safe alphabet or replaced by its SHA-256.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import uuid
@@ -50,6 +51,10 @@ class CookieCodec:
 
     def __init__(self, secret_keys: Sequence[str] = ()) -> None:
         self._signer: Signer | None = None
+        # A returning visitor presents the same value on every request: verify
+        # it once per process (bounded; only exact values that verified map
+        # to an id, anything else maps to None).
+        self.decode = functools.lru_cache(maxsize=8192)(self._decode)  # type: ignore[method-assign]
         if secret_keys:
             # itsdangerous signs with the last key of its list.
             self._signer = Signer(
@@ -69,6 +74,10 @@ class CookieCodec:
         return self._signer.sign(session_id).decode("ascii")
 
     def decode(self, raw: str | None) -> str | None:
+        """The id in cookie value ``raw``, or None if it is not a valid one."""
+        return self._decode(raw)
+
+    def _decode(self, raw: str | None) -> str | None:
         if not raw or len(raw) > _MAX_COOKIE_LENGTH or not raw.isascii():
             return None
         if self._signer is not None:
@@ -92,6 +101,11 @@ def name_suffix(name: str, room: int = MAX_KEY_LENGTH) -> str:
         raise TypeError(f"session variable names must be str, not {type(name).__name__}")
     if not name:
         raise ValueError("session variable names must not be empty")
+    return _suffix(name, room)
+
+
+@functools.lru_cache(maxsize=4096)
+def _suffix(name: str, room: int) -> str:
     if len(name) <= room and _SAFE_NAME_RE.fullmatch(name):
         return name
     return "~" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()

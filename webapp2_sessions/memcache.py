@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -31,6 +32,8 @@ from .stores import Delete, Exists, Failed, Get, Incr, Item, Op, Result, Set, St
 
 log = logging.getLogger("webapp2_sessions")
 
+#: Seconds a node's outage epoch is trusted before it is read again.
+EPOCH_REFRESH = 1.0
 #: memcached reads a larger expiry as an absolute Unix time.
 _MAX_RELATIVE_EXPTIME = 30 * 24 * 3600
 _MODE_FLAG = {"set": b"", "add": b" ME", "append": b" MA"}
@@ -49,116 +52,142 @@ def exptime(ttl: int) -> int:
     return ttl
 
 
-def _check_key(key: str) -> bytes:
-    # Keys are built from validated parts only; this is the last line of defence.
-    raw = key.encode("ascii")
-    if not 0 < len(raw) <= 250 or _UNSAFE_KEY_BYTE.search(raw):
-        raise ValueError(f"refusing to send malformed memcached key {key[:40]!r}")
-    return raw
+def _kernel_timeouts(sock: socket.socket, timeout: float | None) -> None:
+    """Enforce ``timeout`` in the kernel and leave the socket blocking.
+
+    A Python-level socket timeout makes every send and recv poll first: one
+    extra system call each, about a fifth of a loopback round trip. With
+    SO_RCVTIMEO/SO_SNDTIMEO a stalled server still fails the call in time
+    (as ``BlockingIOError``, an ``OSError``).
+    """
+    if timeout is None:
+        return
+    seconds = int(timeout)
+    value = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    except OSError:  # a platform without them keeps Python's own timeout
+        return
+    sock.settimeout(None)
 
 
 def encode(ops: Sequence[Op]) -> bytes:
     """The meta-protocol text of a batch."""
     out: list[bytes] = []
+    append = out.append
+    now = 0
     for op in ops:
-        key = _check_key(op.key)
-        if isinstance(op, Get):
-            touch = b"" if op.touch is None else b" T%d" % exptime(op.touch)
-            out.append(b"mg " + key + b" v f c" + touch + b"\r\n")
-        elif isinstance(op, Set):
+        key = op.key.encode("ascii")  # keys are built from validated parts only;
+        if len(key) > 250 or not key or _UNSAFE_KEY_BYTE.search(key):  # last defence
+            raise ValueError(f"refusing to send malformed memcached key {op.key[:40]!r}")
+        kind = op.__class__
+        if kind is Get:
+            touch = op.touch  # type: ignore[union-attr]
+            if touch is None:
+                append(b"mg %s v f c\r\n" % key)
+            else:
+                if touch > _MAX_RELATIVE_EXPTIME:
+                    now = now or int(time.time())
+                    touch += now
+                append(b"mg %s v f c T%d\r\n" % (key, touch))
+        elif kind is Set:
+            assert isinstance(op, Set)
             head = b"ms %s %d F%d" % (key, len(op.value), op.flags)
             if op.mode != "append":
                 head += b" T%d" % exptime(op.ttl)
             head += _MODE_FLAG[op.mode]
             if op.cas is not None:
                 head += b" C%d" % op.cas
-            out.append(head + b"\r\n" + op.value + b"\r\n")
-        elif isinstance(op, Delete):
-            cas = b"" if op.cas is None else b" C%d" % op.cas
-            out.append(b"md " + key + cas + b"\r\n")
-        elif isinstance(op, Incr):
+            append(head + b"\r\n" + op.value + b"\r\n")
+        elif kind is Delete:
+            cas = op.cas  # type: ignore[union-attr]
+            append(b"md %s\r\n" % key if cas is None else b"md %s C%d\r\n" % (key, cas))
+        elif kind is Incr:
+            assert isinstance(op, Incr)
             mode = b" MD" if op.delta < 0 else b""
-            out.append(b"ma %s D%d T%d v%s\r\n" % (key, abs(op.delta), exptime(op.ttl), mode))
-        elif isinstance(op, Exists):
-            out.append(b"mg " + key + b"\r\n")
+            append(b"ma %s D%d T%d v%s\r\n" % (key, abs(op.delta), exptime(op.ttl), mode))
+        elif kind is Exists:
+            append(b"mg %s\r\n" % key)
         else:
             raise TypeError(f"unknown store operation {op!r}")
     return b"".join(out)
 
 
-class _Reader:
-    """Buffered reads of lines and value blocks from a socket."""
-
-    __slots__ = ("buf", "pos", "sock", "started")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = b""
-        self.pos = 0
-        self.started = False
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionResetError("memcached closed the connection")
-        self.started = True
-        self.buf = self.buf[self.pos :] + chunk
-        self.pos = 0
-
-    def line(self) -> bytes:
-        while True:
-            end = self.buf.find(b"\r\n", self.pos)
-            if end >= 0:
-                line = self.buf[self.pos : end]
-                self.pos = end + 2
-                return line
-            self._fill()
-
-    def block(self, size: int) -> bytes:
-        while len(self.buf) - self.pos < size + 2:
-            self._fill()
-        data = self.buf[self.pos : self.pos + size]
-        self.pos += size + 2
-        return data
+_NEGATIVE = {b"NS", b"EX", b"NF"}
 
 
-def _parse_get(head: bytes, reader: _Reader) -> Item:
-    parts = head.split()
-    data = reader.block(int(parts[1]))
-    flags = cas = 0
-    for token in parts[2:]:
-        if token[:1] == b"f":
-            flags = int(token[1:])
-        elif token[:1] == b"c":
-            cas = int(token[1:])
-    return Item(data, flags, cas)
+def read_replies(sock: socket.socket, ops: Sequence[Op]) -> tuple[list[Result], bool]:
+    """Read one reply per op from ``sock``.
 
-
-def decode(ops: Sequence[Op], reader: _Reader) -> tuple[list[Result], bool]:
-    """Read one reply per op; also say whether the stream may be out of step."""
+    Returns the results and whether the connection must be closed afterwards
+    (bytes left over, or an error that may have left the stream out of step).
+    Raises ``ConnectionResetError`` if the server closes the connection and
+    ``StaleConnectionError`` if it does so before sending anything.
+    """
+    try:
+        buf = sock.recv(65536)
+    except ConnectionResetError:
+        raise StaleConnectionError("memcached reset the connection") from None
+    if not buf:
+        raise StaleConnectionError("memcached closed the connection")
+    pos = 0
     results: list[Result] = []
+    append = results.append
     desynced = False
     for op in ops:
-        head = reader.line()
-        if head.startswith((b"CLIENT_ERROR", b"SERVER_ERROR", b"ERROR")):
-            # Only a CLIENT_ERROR about the data block can leave bytes unread.
+        end = buf.find(b"\r\n", pos)
+        while end < 0:
+            buf = buf[pos:] + _more(sock)
+            pos = 0
+            end = buf.find(b"\r\n")
+        head = buf[pos:end]
+        pos = end + 2
+        status = head[:2]
+        kind = op.__class__
+        if status == b"VA":
+            parts = head.split()
+            size = int(parts[1])
+            while len(buf) < pos + size + 2:
+                buf = buf[pos:] + _more(sock)
+                pos = 0
+            data = buf[pos : pos + size]
+            pos += size + 2
+            if kind is Incr:
+                append(int(data.strip() or b"0"))
+                continue
+            flags = cas = 0
+            for token in parts[2:]:
+                first = token[0]
+                if first == 102:  # f
+                    flags = int(token[1:])
+                elif first == 99:  # c
+                    cas = int(token[1:])
+            append(Item(data, flags, cas))
+        elif status == b"HD":
+            append(True)
+        elif status == b"EN":
+            append(False if kind is Exists else None)
+        elif status in _NEGATIVE:
+            append(None if kind is Incr else False)
+        elif head.startswith((b"CLIENT_ERROR", b"SERVER_ERROR", b"ERROR")):
+            # Only an error about the data block can leave bytes unread.
             desynced = desynced or head.startswith((b"CLIENT_ERROR bad", b"ERROR"))
-            results.append(Failed(head.decode("ascii", "replace")))
-        elif isinstance(op, Get):
-            results.append(_parse_get(head, reader) if head.startswith(b"VA") else None)
-        elif isinstance(op, Exists):
-            results.append(head.startswith(b"HD"))
-        elif isinstance(op, Incr):
-            if head.startswith(b"VA"):
-                results.append(int(_parse_get(head, reader).value.strip() or b"0"))
-            else:
-                results.append(None)
-        elif isinstance(op, (Set, Delete)):
-            status = head.split(b" ", 1)[0]
-            if status not in _SET_RESULTS:
-                raise ConnectionError(f"unexpected reply {head[:32]!r}")
-            results.append(_SET_RESULTS[status])
-    return results, desynced
+            append(Failed(head.decode("ascii", "replace")))
+        else:
+            raise ConnectionError(f"unexpected reply {head[:32]!r}")
+    return results, desynced or pos != len(buf)
+
+
+def _more(sock: socket.socket) -> bytes:
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise ConnectionResetError("memcached closed the connection mid-reply")
+    return chunk
+
+
+class StaleConnectionError(ConnectionResetError):
+    """The server had closed a pooled connection before this batch."""
 
 
 class _Node:
@@ -208,6 +237,8 @@ class _Node:
 
     def mark_up(self) -> float | None:
         """Record success; after an outage, return when the outage began."""
+        if not self.down:
+            return None
         with self._state_lock:
             if not self.down:
                 return None
@@ -245,6 +276,7 @@ class MemcacheStore(Store):
         #: Key on every node holding the start of its last outage seen by any
         #: process; sessions born before it are not trusted (see ``Session``).
         self.epoch_key = epoch_key
+        self._epochs: dict[str, tuple[float, float]] = {}
         nodes: dict[str, _Node] = {}
         if client is None:
             if not servers:
@@ -289,6 +321,27 @@ class MemcacheStore(Store):
     def describe(self, route: str) -> str:
         return self.node_for(route)
 
+    def known_epoch(self, route: str) -> float | None:
+        """The outage epoch of ``route``'s node, or None if it must be re-read.
+
+        Sessions born before it are not trusted (see ``_record_outage``).
+        """
+        cached = self._epochs.get(self.node_for(route))
+        if cached is None or time.monotonic() - cached[1] > EPOCH_REFRESH:
+            return None
+        return cached[0]
+
+    def note_epoch(self, route: str, item: Result) -> float:
+        """Remember the epoch just read (a Get of ``epoch_key``) and return it."""
+        value = 0.0
+        if isinstance(item, Item):
+            try:
+                value = float(item.value)
+            except ValueError:
+                log.warning("memcached %s: unreadable outage epoch ignored", self.node_for(route))
+        self._epochs[self.node_for(route)] = (value, time.monotonic())
+        return value
+
     def available(self, route: str) -> bool:
         """False while the node of ``route`` is marked down."""
         node = self._nodes[self.node_for(route)]
@@ -312,24 +365,20 @@ class MemcacheStore(Store):
         attempt = 0
         while True:
             fresh = client.sock is None
-            reader: _Reader | None = None
             try:
                 if fresh:
                     client._connect()  # pymemcache's connect: timeouts, TCP_NODELAY
+                    assert client.sock is not None
+                    _kernel_timeouts(client.sock, client.timeout)
                 sock = client.sock
                 assert sock is not None
                 sock.sendall(payload)
-                reader = _Reader(sock)
-                results, desynced = decode(ops, reader)
+                results, close = read_replies(sock, ops)
             except (OSError, ValueError, IndexError) as exc:
                 client.close()
                 # A pooled connection the server has since closed fails on first
                 # use without the server having run anything: retry on a new one.
-                stale = (
-                    not fresh
-                    and isinstance(exc, ConnectionError)
-                    and (reader is None or not reader.started)
-                )
+                stale = not fresh and isinstance(exc, (StaleConnectionError, BrokenPipeError))
                 if stale and attempt < self.retries:
                     attempt += 1
                     continue
@@ -337,11 +386,12 @@ class MemcacheStore(Store):
                 raise SessionUnavailableError(
                     f"request failed ({type(exc).__name__})", node.name
                 ) from None
-            if desynced or reader.pos != len(reader.buf):
+            if close:
                 client.close()
-            down_since = node.mark_up()
-            if down_since is not None:
-                self._record_outage(node, down_since, ops, results)
+            if node.down:
+                down_since = node.mark_up()
+                if down_since is not None:
+                    self._record_outage(node, down_since, ops, results)
             return results
 
     def _record_outage(
@@ -369,6 +419,7 @@ class MemcacheStore(Store):
             except (SessionUnavailableError, ValueError):
                 return
         # The batch that noticed the return must not serve a stale session.
+        self._epochs[node.name] = (down_since, time.monotonic())
         for index, op in enumerate(ops):
             if isinstance(op, Get) and op.key == self.epoch_key:
                 results[index] = Item(value, 0)

@@ -1,14 +1,15 @@
 """The session record: the one key that makes a session id real.
 
 Stored at ``<prefix><id>`` as a JSON header line followed by an append-only
-index of variable names::
+index of variable names, one JSON value a line (so the whole record parses in
+one ``json.loads``)::
 
     {"v":1,"c":1700000000.0,"b":1700000000.0}
     "cart"            <- a name was stored
     "user"
-    -"cart"           <- a name was deleted
-    !flashes          <- the session has a flash list
-    !dead             <- logout has begun: the session is over
+    {"-":"cart"}      <- a name was deleted
+    {"!":"flashes"}   <- the session has a flash list
+    {"!":"dead"}      <- logout has begun: the session is over
 
 Appending is atomic on the server and fails once the record is gone, which is
 how concurrent requests add names without losing each other's. A logout
@@ -19,6 +20,7 @@ when it re-reads the record at the end of its batch, and undoes its writes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -30,8 +32,9 @@ from .stores import Item
 FLAGS_RECORD = 0x5753_0010
 FLAGS_FLASHES = 0x5753_0011
 
-_FLASHES_LINE = b"!flashes"
-DEAD_LINE = b"!dead"
+_FLASHES_LINE = b'{"!":"flashes"}'
+DEAD_LINE = b'{"!":"dead"}'
+_encode_name = json.JSONEncoder(ensure_ascii=True).encode
 
 
 def is_live(item: object) -> bool:
@@ -52,8 +55,9 @@ def index_lines(
     flashes: bool = False,
 ) -> bytes:
     """Index lines recording ``added`` and ``removed`` names (JSON-quoted)."""
-    lines = [json.dumps(n).encode() + b"\n" for n in sorted(added)]
-    lines += [b"-" + json.dumps(n).encode() + b"\n" for n in sorted(removed)]
+    # ensure_ascii: a JSON string then holds no raw newline or non-ASCII byte.
+    lines = [_encode_name(n).encode() + b"\n" for n in sorted(added)]
+    lines += [b'{"-":' + _encode_name(n).encode() + b"}\n" for n in sorted(removed)]
     if flashes:
         lines.append(_FLASHES_LINE + b"\n")
     return b"".join(lines)
@@ -106,45 +110,57 @@ class Record:
         """Decode a stored record; ``ValueError`` if it is not one of ours."""
         if item.flags != FLAGS_RECORD:
             raise ValueError("foreign flags")
-        try:
-            head, _, rest = item.value.partition(b"\n")
-            header = json.loads(head)
-            if not isinstance(header, dict):
-                raise ValueError("header is not an object")
-            created, born = header.get("c"), header.get("b", header.get("c"))
-            if not isinstance(created, (int, float)) or not isinstance(born, (int, float)):
-                raise ValueError("missing times")
-            record = cls(
-                created=float(created),
-                born=float(born),
-                user_agent=_optional_str(header.get("ua")),
-                remote_addr=_optional_str(header.get("ip")),
-                cas=item.cas,
-            )
-            for line in rest.split(b"\n"):
-                if not line:
-                    continue
-                record.lines += 1
-                if line == _FLASHES_LINE:
-                    record.flashes = True
-                elif line == DEAD_LINE:
-                    record.dead = True
-                elif line.startswith(b"-"):
-                    record.names.discard(_name(line[1:]))
-                else:
-                    name = _name(line)
-                    record.names.add(name)
-                    record.ever.add(name)
-        except (UnicodeDecodeError, RecursionError) as exc:
-            raise ValueError(type(exc).__name__) from None
-        return record
+        parsed = _parse(item.value)
+        return cls(
+            created=parsed.created,
+            born=parsed.born,
+            user_agent=parsed.user_agent,
+            remote_addr=parsed.remote_addr,
+            names=set(parsed.names),
+            ever=set(parsed.ever),
+            flashes=parsed.flashes,
+            dead=parsed.dead,
+            lines=parsed.lines,
+            cas=item.cas,
+        )
 
 
-def _name(raw: bytes) -> str:
-    name = json.loads(raw)
-    if not isinstance(name, str):
-        raise ValueError("index entry is not a name")
-    return name
+# A returning visitor's record is the same bytes request after request: parse
+# it once per process. Records are small; the cache is bounded.
+@functools.lru_cache(maxsize=4096)
+def _parse(value: bytes) -> Record:
+    """Decode record bytes; ``ValueError`` if they are not a record."""
+    try:
+        entries = json.loads(b"[" + value.rstrip(b"\n").replace(b"\n", b",") + b"]")
+        if not entries or not isinstance(entries[0], dict):
+            raise ValueError("header is not an object")
+        header = entries[0]
+        created, born = header.get("c"), header.get("b", header.get("c"))
+        if not isinstance(created, (int, float)) or not isinstance(born, (int, float)):
+            raise ValueError("missing times")
+        record = Record(
+            created=float(created),
+            born=float(born),
+            user_agent=_optional_str(header.get("ua")),
+            remote_addr=_optional_str(header.get("ip")),
+        )
+        names, ever = record.names, record.ever
+        for entry in entries[1:]:
+            if isinstance(entry, str):
+                names.add(entry)
+                ever.add(entry)
+            elif not isinstance(entry, dict):
+                raise ValueError("index entry is not a name")
+            elif isinstance(entry.get("-"), str):
+                names.discard(entry["-"])
+            elif entry.get("!") == "flashes":
+                record.flashes = True
+            elif entry.get("!") == "dead":
+                record.dead = True
+        record.lines = len(entries) - 1
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(type(exc).__name__) from None
+    return record
 
 
 def _optional_str(value: Any) -> str | None:

@@ -191,14 +191,18 @@ class Session(MutableMapping[str, Any]):
         flashes = self.prefetch.flashes
         if flashes:
             ops.append(Get(self._ks.internal(sid, "flashes"), touch=self.config.ttl))
-        epoch_key: str | None = getattr(self.store, "epoch_key", None)
-        if epoch_key is not None:
-            ops.append(Get(epoch_key))
+        # The node's outage epoch, fetched in this batch when the store's copy
+        # is stale (MemcacheStore refreshes it about once a second).
+        known_epoch = getattr(self.store, "known_epoch", None)
+        epoch = known_epoch(sid) if known_epoch is not None else 0.0
+        if epoch is None:
+            ops.append(Get(self.store.epoch_key))  # type: ignore[attr-defined]
         results = self._execute(sid, ops)
         if results is None:
             self._state = "unavailable"
             return
-        epoch = results.pop() if epoch_key is not None else None
+        if epoch is None:
+            epoch = self.store.note_epoch(sid, results.pop())  # type: ignore[attr-defined]
         flash_item = results.pop() if flashes else None
         if not self._adopt(sid, results[0], epoch):
             return
@@ -217,7 +221,7 @@ class Session(MutableMapping[str, Any]):
             self._delete_everything(sid)
             self._start_fresh()
 
-    def _adopt(self, sid: str, item: Result, epoch: Result) -> bool:
+    def _adopt(self, sid: str, item: Result, epoch: float) -> bool:
         """Accept the record of ``sid``, or end it and start afresh; say which."""
         if not isinstance(item, Item):
             self._start_fresh()  # never issued, expired, evicted or destroyed
@@ -241,7 +245,7 @@ class Session(MutableMapping[str, Any]):
         self._record = record
         return True
 
-    def _end_reason(self, record: Record, epoch: Result) -> str | None:
+    def _end_reason(self, record: Record, epoch: float) -> str | None:
         config = self.config
         now = self._clock()
         if config.absolute_timeout and now - record.created > config.absolute_timeout:
@@ -250,13 +254,8 @@ class Session(MutableMapping[str, Any]):
             return "user agent changed"
         if config.bind_ip and record.remote_addr != client_hash(self.client.remote_addr):
             return "client address changed"
-        if isinstance(epoch, Item):
-            try:
-                down_since = float(epoch.value)
-            except ValueError:
-                down_since = 0.0
-            if record.born < down_since:
-                return "its memcached node was unreachable after it was created"
+        if record.born < epoch:
+            return "its memcached node was unreachable after it was created"
         return None
 
     def _start_fresh(self) -> None:
