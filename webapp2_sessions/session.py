@@ -38,6 +38,8 @@ __all__ = ["FLAGS_FLASHES", "FLAGS_RECORD", "ClientInfo", "Prefetch", "Session"]
 log = logging.getLogger("webapp2_sessions")
 
 _MISSING: Any = object()
+_UNCACHED: Any = object()
+_UNLOADED = Record(created=0.0, born=0.0)
 _MAX_LEARNED = 64
 
 
@@ -60,21 +62,18 @@ class Prefetch:
     def __init__(self, declared: Iterable[str] = (), learn: bool = True) -> None:
         self.declared = frozenset(declared)
         self.learn = learn
-        self._learned: set[str] = set()
+        #: Everything to fetch; replaced (never mutated) so readers need no lock.
+        self.names = self.declared
         self._lock = threading.Lock()
         #: The handler reads flashes, so fetch them with the first batch.
         self.flashes = False
 
-    def names(self) -> frozenset[str]:
-        with self._lock:
-            return self.declared | self._learned
-
     def saw(self, name: str) -> None:
-        if not self.learn or name in self.declared or name in self._learned:
+        if not self.learn or name in self.names:
             return
         with self._lock:
-            if len(self._learned) < _MAX_LEARNED:
-                self._learned.add(name)
+            if name not in self.names and len(self.names) < len(self.declared) + _MAX_LEARNED:
+                self.names = self.names | {name}
 
 
 class Session(MutableMapping[str, Any]):
@@ -110,7 +109,9 @@ class Session(MutableMapping[str, Any]):
         # 'stored': the id's record exists; 'new': nothing stored yet;
         # 'unavailable': the store failed, reads give defaults.
         self._state = "unloaded" if cookie_sid else "new"
-        self._record = self._blank_record()
+        # A returning visitor's record comes from the server: until then a
+        # shared empty one stands in (it is never written to).
+        self._record = _UNLOADED if cookie_sid else self._blank_record()
         self._values: dict[str, Any] = {}
         self._items: dict[str, Item] = {}
         self._dirty: dict[str, bytes] = {}
@@ -183,9 +184,11 @@ class Session(MutableMapping[str, Any]):
             return
         assert self._sid is not None
         sid = self._sid
-        wanted = sorted(
-            n for n in self.prefetch.names().union(extra, self.required) if n not in self._values
-        )
+        names = self.prefetch.names
+        if extra or self.required:
+            names = names.union(extra, self.required)
+        values = self._values
+        wanted = sorted(n for n in names if n not in values)
         ops: list[Op] = [Get(self._ks.record(sid), touch=self.config.record_ttl)]
         ops += [Get(self._ks.variable(sid, n), touch=self.config.ttl) for n in wanted]
         flashes = self.prefetch.flashes
@@ -319,11 +322,12 @@ class Session(MutableMapping[str, Any]):
         return default if value is _MISSING else value
 
     def _get(self, name: str) -> Any:
+        # Cached: read before (so loaded and validated) or written by this request.
+        value = self._values.get(name, _UNCACHED) if isinstance(name, str) else _UNCACHED
+        if value is not _UNCACHED:
+            return value
         name_suffix(name)  # type and emptiness checks
         self.prefetch.saw(name)
-        if name in self._values:
-            self._ensure_loaded()
-            return self._values[name]
         self._ensure_loaded((name,))
         if name not in self._values:
             if self._state == "stored" and name in self._record.names:
