@@ -144,7 +144,7 @@ class SessionHandlerMixin:
     def _make_session(self) -> Session:
         runtime = self._session_runtime()
         config = runtime.config
-        raw = self.request.cookies.get(config.cookie_name)
+        raw = _cookie_value(self.request, config.cookie_name)
         cls = type(self)
         prefetch = runtime.prefetch.get(cls)
         if prefetch is None:
@@ -276,6 +276,25 @@ class SessionHandlerMixin:
             response.set_cookie(name, "", max_age=0, overwrite=True, **common)
         if session.accessed or session.cookie_action:
             _mark_private(response.headers)
+
+
+def _cookie_value(request: Any, name: str) -> str | None:
+    """The raw value of cookie ``name``; never raises.
+
+    WebOb decodes every cookie of the header at once and raises on one it
+    cannot decode (``x=\\377``), which would turn a stranger's junk cookie
+    into a 500. Fall back to finding ours by hand; the codec validates it.
+    """
+    try:
+        value: str | None = request.cookies.get(name)
+        return value
+    except (UnicodeDecodeError, ValueError, KeyError):
+        header = request.environ.get("HTTP_COOKIE", "")
+        for part in header.split(";"):
+            key, sep, value = part.strip().partition("=")
+            if sep and key == name:
+                return value.strip().strip('"')
+        return None
 
 
 def _mark_private(headers: Any) -> None:

@@ -16,6 +16,7 @@ served instead.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import socket
 import struct
@@ -337,6 +338,8 @@ class MemcacheStore(Store):
         if isinstance(item, Item):
             try:
                 value = float(item.value)
+                if not math.isfinite(value):
+                    raise ValueError("non-finite")
             except ValueError:
                 log.warning("memcached %s: unreadable outage epoch ignored", self.node_for(route))
         self._epochs[self.node_for(route)] = (value, time.monotonic())

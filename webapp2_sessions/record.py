@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,32 +136,40 @@ def _parse(value: bytes) -> Record:
         if not entries or not isinstance(entries[0], dict):
             raise ValueError("header is not an object")
         header = entries[0]
-        created, born = header.get("c"), header.get("b", header.get("c"))
-        if not isinstance(created, (int, float)) or not isinstance(born, (int, float)):
-            raise ValueError("missing times")
+        created, born = _time(header.get("c")), _time(header.get("b", header.get("c")))
         record = Record(
-            created=float(created),
-            born=float(born),
+            created=created,
+            born=born,
             user_agent=_optional_str(header.get("ua")),
             remote_addr=_optional_str(header.get("ip")),
         )
         names, ever = record.names, record.ever
         for entry in entries[1:]:
-            if isinstance(entry, str):
+            if isinstance(entry, str) and entry:
                 names.add(entry)
                 ever.add(entry)
             elif not isinstance(entry, dict):
                 raise ValueError("index entry is not a name")
-            elif isinstance(entry.get("-"), str):
+            elif isinstance(entry.get("-"), str) and entry["-"]:
                 names.discard(entry["-"])
             elif entry.get("!") == "flashes":
                 record.flashes = True
             elif entry.get("!") == "dead":
                 record.dead = True
         record.lines = len(entries) - 1
-    except (UnicodeDecodeError, RecursionError) as exc:
+    except (UnicodeDecodeError, RecursionError, OverflowError) as exc:
         raise ValueError(type(exc).__name__) from None
     return record
+
+
+def _time(value: Any) -> float:
+    """A finite Unix time from the header, or ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("missing times")
+    result = float(value)  # OverflowError for huge integers, caught by the caller
+    if not math.isfinite(result):
+        raise ValueError("non-finite time")
+    return result
 
 
 def _optional_str(value: Any) -> str | None:

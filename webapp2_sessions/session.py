@@ -741,8 +741,10 @@ class Session(MutableMapping[str, Any]):
     def _flush_for_atomic(self) -> None:
         """Atomic operations need the session stored; store it now if it is new."""
         self._ensure_loaded()
-        if self._state in ("new", "unavailable"):
-            self._state = "new"
+        if self._state == "unavailable":
+            # Never store under the cookie's id: it was not verified on the server.
+            self._start_fresh()
+        if self._state == "new":
             self._force_save = True
             self.save()
 
