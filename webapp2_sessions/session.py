@@ -155,12 +155,11 @@ class Session(MutableMapping[str, Any]):
         return self._state != "stored"
 
     def _fresh_id(self) -> str:
-        available = getattr(self.store, "available", None)
         sid = new_session_id()
         # In a cluster, prefer an id whose node is up: a visitor whose node
         # just died can then start over at once on a live one.
         for _ in range(16):
-            if available is None or available(sid):
+            if self.store.available(sid):
                 break
             sid = new_session_id()
         return sid
@@ -196,16 +195,15 @@ class Session(MutableMapping[str, Any]):
             ops.append(Get(self._ks.internal(sid, "flashes"), touch=self.config.ttl))
         # The node's outage epoch, fetched in this batch when the store's copy
         # is stale (MemcacheStore refreshes it about once a second).
-        known_epoch = getattr(self.store, "known_epoch", None)
-        epoch = known_epoch(sid) if known_epoch is not None else 0.0
+        epoch = self.store.known_epoch(sid)
         if epoch is None:
-            ops.append(Get(self.store.epoch_key))  # type: ignore[attr-defined]
+            ops.append(Get(self.store.epoch_key))
         results = self._execute(sid, ops)
         if results is None:
             self._state = "unavailable"
             return
         if epoch is None:
-            epoch = self.store.note_epoch(sid, results.pop())  # type: ignore[attr-defined]
+            epoch = self.store.note_epoch(sid, results.pop())
         flash_item = results.pop() if flashes else None
         if not self._adopt(sid, results[0], epoch):
             return

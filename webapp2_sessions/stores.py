@@ -113,6 +113,28 @@ class Store(abc.ABC):
         """Where ``route`` lives, for log lines (``host:port`` or a name)."""
         return type(self).__name__
 
+    # Outages. A store whose nodes can fail and come back (MemcacheStore)
+    # overrides these; an in-process store never loses its data that way.
+
+    #: Key holding a node's outage epoch (see ``known_epoch``).
+    epoch_key = ""
+
+    def available(self, route: str) -> bool:
+        """False while the node of ``route`` is known to be down."""
+        return True
+
+    def known_epoch(self, route: str) -> float | None:
+        """Sessions of ``route``'s node born before this time are not trusted.
+
+        ``None`` asks the session to fetch ``epoch_key`` in its next batch and
+        hand the result to ``note_epoch``.
+        """
+        return 0.0
+
+    def note_epoch(self, route: str, item: Result) -> float:
+        """Remember an epoch fetched by a session; return it."""
+        return 0.0
+
     # Conveniences on top of ``execute``; each is one round trip.
 
     def get_many(self, route: str, keys: Iterable[str]) -> dict[str, Item]:
