@@ -162,3 +162,9 @@ def test_tuples_come_back_as_lists(memcached):
     session.save()
     assert reopen(session)["t"] == [1, 2]
     assert json.loads(memcached.mg(f"{session.session_id}-t")[0]) == [1, 2]
+
+
+def test_a_lone_surrogate_is_refused_at_set_time(memcached):
+    session = new_session(memcached)
+    with pytest.raises(TypeError, match="'s'.*surrogate"):
+        session["s"] = "\ud800"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from json.encoder import encode_basestring as _encode_str
 from typing import Any
 
 #: Client flags of values written by the JSON serializer ("WS" + format 1).
@@ -51,14 +52,24 @@ class JSONSerializer(Serializer):
         self._decoder = json.JSONDecoder()
 
     def dumps(self, value: Any) -> bytes:
+        # Counters and short strings are most of what sessions hold.
+        kind = value.__class__
+        if kind is int:
+            return b"%d" % value
         try:
+            if kind is str:
+                return _encode_str(value).encode("utf-8")
             return self._encoder.encode(value).encode("utf-8")
+        except UnicodeEncodeError:
+            raise TypeError("value holds a lone surrogate, which UTF-8 cannot carry") from None
         except ValueError as exc:  # NaN, infinity, circular reference
             raise TypeError(str(exc)) from None
         except RecursionError:
             raise TypeError("value is nested too deeply for JSON") from None
 
     def loads(self, data: bytes) -> Any:
+        if data.isdigit() and len(data) < 20:
+            return int(data)
         try:
             return self._decoder.decode(data.decode("utf-8"))
         except RecursionError:
