@@ -119,11 +119,11 @@ class MemcachedServer:
 
     def keys(self) -> list[str]:
         """Every live key, through the LRU crawler (small test servers only)."""
+        from urllib.parse import unquote
+
         out = self.raw(b"lru_crawler metadump all\r\n", b"END\r\n")
         keys = []
-        for line in out.split(b"\r\n"):
+        for line in out.splitlines():  # metadump ends its lines with a bare newline
             if line.startswith(b"key="):
-                from urllib.parse import unquote
-
                 keys.append(unquote(line.split()[0][4:].decode()))
         return keys

@@ -166,5 +166,14 @@ def test_tuples_come_back_as_lists(memcached):
 
 def test_a_lone_surrogate_is_refused_at_set_time(memcached):
     session = new_session(memcached)
-    with pytest.raises(TypeError, match="'s'.*surrogate"):
+    with pytest.raises(TypeError, match=r"'s'.*surrogate"):
         session["s"] = "\ud800"
+
+
+def test_flashes_survive_the_pickle_serializer(memcached):
+    session = new_session(memcached, serializer="pickle")
+    message = "0123456789"  # pickles with a newline byte in its length prefix
+    session.add_flash(message, "info")
+    session.add_flash({"obj": (1, 2)})
+    session.save()
+    assert reopen(session).get_flashes() == [(message, "info"), ({"obj": (1, 2)}, None)]

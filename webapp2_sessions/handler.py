@@ -60,7 +60,8 @@ def build_store(config: SessionConfig) -> Store:
 
 def _runtime(app: Any, overrides: Mapping[str, Any]) -> _Runtime:
     registry: dict[Any, Any] = app.registry
-    key = (_REGISTRY_KEY, tuple(sorted(overrides.items(), key=lambda kv: kv[0])))
+    # repr: override values may be unhashable (a list of secret keys).
+    key = (_REGISTRY_KEY, repr(sorted(overrides.items(), key=lambda kv: kv[0])))
     runtime: _Runtime | None = registry.get(key)
     if runtime is not None:
         return runtime
@@ -271,7 +272,7 @@ class SessionHandlerMixin:
         if session.cookie_action == "set":
             value = self._session_runtime().codec.encode(session.session_id)
             response.set_cookie(name, value, max_age=args.max_age, overwrite=True, **common)
-        elif session.cookie_action == "delete" and name in self.request.cookies:
+        elif session.cookie_action == "delete" and session.cookie_present:
             # WebOb's delete_cookie would drop Secure, which __Host- cookies need.
             response.set_cookie(name, "", max_age=0, overwrite=True, **common)
         if session.accessed or session.cookie_action:

@@ -12,6 +12,7 @@ naming any other id starts a fresh session with a new id.
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -104,6 +105,8 @@ class Session(MutableMapping[str, Any]):
         self.required = frozenset(required)
         self._ks = KeyScheme(config.key_prefix)
         self._clock = clock
+        #: The request carried a cookie of our name (valid or not).
+        self.cookie_present = cookie_present
         self._sid: str | None = cookie_sid
         # 'unloaded': a cookie names an id not yet checked on the server;
         # 'stored': the id's record exists; 'new': nothing stored yet;
@@ -409,7 +412,8 @@ class Session(MutableMapping[str, Any]):
         """Queue a message for a later request; written with the other changes."""
         line = self._serialize("flash", [value, level])
         self.accessed = True
-        self._flashes_out.append(line + b"\n")  # compact JSON holds no raw newline
+        # One base64 line per flash: any serializer's bytes fit on a line.
+        self._flashes_out.append(base64.b64encode(line) + b"\n")
 
     def get_flashes(self) -> list[tuple[Any, str | None]]:
         """Every flash stored so far, oldest first; they are then cleared."""
@@ -435,7 +439,8 @@ class Session(MutableMapping[str, Any]):
             if not line.strip():
                 continue
             try:
-                value, level = self.config.serializer.loads(line.strip())
+                raw = base64.b64decode(line.strip(), validate=True)
+                value, level = self.config.serializer.loads(raw)
                 out.append((value, level))
             except (ValueError, TypeError):
                 log.warning("session %s: unreadable flash ignored", self._tag())

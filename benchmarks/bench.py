@@ -1,0 +1,848 @@
+"""Per-request cost of sessions: webapp2_sessions against its peers and two hand-written designs.
+
+Run ``.venv/bin/python benchmarks/bench.py`` (``--quick`` for a ~10 s smoke run,
+``--profile`` to see where our read-3-write-1 request spends its time).
+
+Why it is built this way:
+
+* One process, one memcached: the script starts its own server on a free
+  loopback port and stops it (by PID) on the way out, even on Ctrl-C.
+* Timing is direct: the timed requests of every implementation connect to
+  memcached itself, with nothing in between.
+* Round trips are counted, not guessed, in a separate pass that is not timed:
+  each implementation is built a second time, talking to memcached through a
+  RoundTripProxy of its own (tests/rtproxy.py), which counts on the wire each
+  time a client waits for an answer. That instance gets the same warm-up (so
+  learned reads are in effect), then ``--count`` requests per workload; RT/req
+  and ops/req (memcached's own stats) come from that pass. The proxies run in
+  a child process (proxyhost.py; ``--proxy thread`` keeps them in this
+  process). The micro-rows at the end show what a proxy hop would cost (the
+  same get, through a proxy and direct).
+* Requests are WSGI calls in-process (no HTTP server, no WebTest), so the
+  numbers are the framework's and the session code's, plus memcached.
+* Cells are interleaved: each round runs a block of every (implementation,
+  workload) pair in a shuffled order, so drift and noise hit all rows alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import io
+import json
+import os
+import platform
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+# This folder, tests/ (memcached and proxy fixtures) and the repository (webapp2_sessions).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import peers
+from memcached import MemcachedServer
+from peers import COOKIE_NAME, INITIAL, PATHS, Impl, Proxy, ProxyFactory
+from proxyhost import ProxyHost
+from rtproxy import RoundTripProxy
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKLOADS: dict[str, str] = {
+    "untouched": "untouched: a returning visitor's request whose handler never uses the session",
+    "new": "new visitor: no cookie; writes a, b, c",
+    "read": "returning, read 3: reads a, b, c",
+    "rw": "returning, read 3 + write 1: reads a, b, c; writes a + 1 to a",
+}
+#: Which cookie each workload sends: none for a new visitor, the warm-up session's otherwise.
+SENDS_COOKIE = {"untouched": True, "new": False, "read": True, "rw": True}
+#: memcached counters that make up "ops", one per key. A get that also resets the TTL
+#: (``gat``, or ``mg`` with ``T`` on a hit) counts as a touch, not a get, so both are summed.
+OP_STATS = (
+    "cmd_get",
+    "cmd_touch",
+    "cmd_set",
+    "delete_hits",
+    "delete_misses",
+    "incr_hits",
+    "incr_misses",
+    "decr_hits",
+    "decr_misses",
+)
+#: Stands in for a session cookie in the baseline's requests, so every row parses alike.
+BARE_COOKIE = "0" * 32
+
+
+# ---------------------------------------------------------------------- driving WSGI apps
+
+
+@dataclass
+class Reply:
+    status: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def set_cookie(self) -> str | None:
+        """The value of our session cookie's Set-Cookie header, if the response has one."""
+        for name, value in self.headers:
+            if name.lower() == "set-cookie":
+                cookie = value.strip().split(";", 1)[0]
+                key, _, val = cookie.partition("=")
+                if key.strip() == COOKIE_NAME:
+                    return val
+        return None
+
+
+def make_environ(path: str, cookie: str | None) -> dict[str, Any]:
+    """A minimal GET environ; copied per request (WSGI apps write into it)."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "bench.local",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "bench.local",
+        "HTTP_USER_AGENT": "bench/1.0",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    if cookie is not None:
+        environ["HTTP_COOKIE"] = f"{COOKIE_NAME}={cookie}"
+    return environ
+
+
+def call(app: Any, template: dict[str, Any]) -> Reply:
+    """One request, start to finish, as a WSGI server would drive it."""
+    captured: list[Any] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        captured[:] = [status, headers]
+        return lambda data: None
+
+    environ = dict(template)
+    environ["wsgi.input"] = io.BytesIO()
+    result = app(environ, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    return Reply(captured[0], captured[1], body)
+
+
+# ---------------------------------------------------------------------- measurements
+
+
+@dataclass
+class Cell:
+    """What one (implementation, workload) pair measured."""
+
+    times_ns: list[int] = field(default_factory=list)
+    #: Requests of the counting pass (through the proxy), and what they took.
+    counted: int = 0
+    round_trips: int = 0
+    ops: int = 0
+    cookie_in: int | None = None
+    cookie_out: int | None = None
+
+    def median_us(self) -> float:
+        return percentile(self.times_ns, 0.5) / 1000
+
+    def p90_us(self) -> float:
+        return percentile(self.times_ns, 0.9) / 1000
+
+
+def percentile(values: list[int], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = q * (len(ordered) - 1)
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+@dataclass
+class Runner:
+    """An implementation ready to be run: its app and the cookie of its warm-up session.
+
+    A timed instance connects to memcached directly and only records times; a
+    counting instance goes through a proxy and only records round trips and ops.
+    """
+
+    impl: Impl
+    cookie: str | None = None
+    templates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cells: dict[str, Cell] = field(default_factory=dict)
+
+    #: Read-3-write-1 requests run so far (each adds 1 to ``a`` on the server).
+    rw_requests: int = 0
+
+    @property
+    def is_bare(self) -> bool:
+        return self.impl.baseline
+
+    def prepare(self) -> None:
+        """Create the returning visitor's session, then build each workload's environ."""
+        if self.is_bare:
+            self.cookie = BARE_COOKIE
+        else:
+            reply = call(self.impl.app, make_environ(PATHS["new"], None))
+            check(self.impl, "new", reply)
+            self.cookie = reply.set_cookie()
+            if not self.cookie:
+                raise RuntimeError(f"{self.impl.name}: the warm-up request set no cookie")
+        for workload, path in PATHS.items():
+            cookie = self.cookie if SENDS_COOKIE[workload] else None
+            self.templates[workload] = make_environ(path, cookie)
+            self.cells[workload] = Cell(cookie_in=len(cookie) if cookie else None)
+
+    def warm(self, count: int) -> None:
+        """Untimed requests: connections opened, code paths and learned reads settled."""
+        for workload in PATHS:
+            for _ in range(count):
+                reply = call(self.impl.app, self.templates[workload])
+                check(self.impl, workload, reply)
+        self.rw_requests += count
+
+    def run_block(self, workload: str, count: int) -> None:
+        """``count`` timed requests (nothing else is measured around them)."""
+        app = self.impl.app
+        template = self.templates[workload]
+        cell = self.cells[workload]
+        clock = time.perf_counter_ns
+        times = cell.times_ns
+        reply: Reply | None = None
+        for _ in range(count):
+            start = clock()
+            reply = call(app, template)
+            times.append(clock() - start)
+            if reply.status[:3] != "200":
+                check(self.impl, workload, reply)
+        if reply is not None:
+            out = reply.set_cookie()
+            cell.cookie_out = len(out) if out is not None else None
+        if workload == "rw":
+            self.rw_requests += count
+
+    def count_block(self, workload: str, count: int, memcached: MemcachedServer) -> None:
+        """``count`` untimed requests; round trips and memcached ops are taken around them.
+
+        Nothing else talks to memcached meanwhile, so its stats are this block's.
+        """
+        app = self.impl.app
+        template = self.templates[workload]
+        cell = self.cells[workload]
+        proxy = self.impl.proxy
+        if proxy is not None and self.impl.sync is not None:
+            self.impl.sync()  # earlier noreply writes are processed before the count starts
+        before_ops = op_count(memcached) if proxy else 0
+        before_rt = proxy.round_trips if proxy else 0
+        for _ in range(count):
+            check(self.impl, workload, call(app, template))
+        cell.counted += count
+        if proxy:
+            cell.round_trips += proxy.round_trips - before_rt
+            if self.impl.sync is not None:
+                self.impl.sync()  # outside the count; only its ops are left to be taken
+            cell.ops += op_count(memcached) - before_ops
+        if workload == "rw":
+            self.rw_requests += count
+
+    def read_back(self) -> list[Any]:
+        """What the returning visitor's session holds now, through the app itself."""
+        reply = call(self.impl.app, self.templates["read"])
+        check(self.impl, "read", reply)
+        values: list[Any] = json.loads(reply.body)
+        return values
+
+    def verify(self) -> None:
+        """The reads must see what the new-visitor request stored (catches silent misses)."""
+        if self.is_bare:
+            return
+        a, b, c = self.read_back()
+        counter_ok = isinstance(a, int) and a >= INITIAL["a"]
+        if not counter_ok or b != INITIAL["b"] or c != INITIAL["c"]:
+            raise RuntimeError(f"{self.impl.name}: read back {[a, b, c]!r}, not what was stored")
+
+    def lost_writes(self) -> int | None:
+        """How many of the read-3-write-1 increments are missing from the server (None: n/a).
+
+        Requests run one at a time, so every increment must be there. A cookie
+        store cannot be checked this way: each request starts again from the
+        cookie the script sends, which never changes.
+        """
+        if self.impl.keeps_data != "server":
+            return None
+        expected = INITIAL["a"] + self.rw_requests
+        return int(expected - self.read_back()[0])
+
+
+def check(impl: Impl, workload: str, reply: Reply) -> None:
+    if reply.status[:3] != "200":
+        raise RuntimeError(
+            f"{impl.name} / {workload}: {reply.status}\n{reply.body.decode(errors='replace')}"
+        )
+
+
+def op_count(memcached: MemcachedServer) -> int:
+    stats = memcached.stats()
+    return sum(stats.get(name, 0) for name in OP_STATS)
+
+
+def run_interleaved(
+    blocks: list[Callable[[], None]],
+    rounds: int,
+    seed: int,
+    progress: Callable[[str], None],
+) -> None:
+    """Run every block once per round, in a fresh shuffled order each round."""
+    order = list(blocks)
+    rng = random.Random(seed)
+    for number in range(rounds):
+        rng.shuffle(order)
+        for block in order:
+            block()
+        progress(f"round {number + 1}/{rounds}")
+
+
+class Micro:
+    """The floor micro-rows: one get and one 3-key get_many, direct and through a proxy.
+
+    Timed in the same interleaved rounds as the requests, so they see the same
+    machine state. The timed requests connect directly, like the "direct"
+    column; the "via proxy" column shows what a proxy hop would add.
+    """
+
+    KEYS = ("micro:a", "micro:b", "micro:c")
+    OPS = ("get", "get_many")
+    ROUTES = ("via proxy", "direct")
+
+    def __init__(self, memcached: MemcachedServer, make_proxy: ProxyFactory) -> None:
+        from pymemcache.client.base import Client
+
+        self.proxy = make_proxy()
+        self.clients: dict[str, Client] = {}
+        for route, address in zip(
+            self.ROUTES, (self.proxy.address, memcached.address), strict=True
+        ):
+            host, port = address.rsplit(":", 1)
+            self.clients[route] = Client((host, int(port)), no_delay=True, default_noreply=False)
+        self.clients["direct"].set_many(dict.fromkeys(self.KEYS, "12345"), expire=3600)
+        for client in self.clients.values():  # connect outside the timed loop
+            client.get(self.KEYS[0])
+        self.samples: dict[tuple[str, str], list[int]] = {
+            (op, route): [] for op in self.OPS for route in self.ROUTES
+        }
+
+    def run_block(self, op: str, route: str, count: int) -> None:
+        client = self.clients[route]
+        times = self.samples[(op, route)]
+        clock = time.perf_counter_ns
+        keys = list(self.KEYS)
+        for _ in range(count):
+            start = clock()
+            if op == "get":
+                client.get(keys[0])
+            else:
+                client.get_many(keys)
+            times.append(clock() - start)
+
+    def median_us(self, op: str, route: str) -> float:
+        return percentile(self.samples[(op, route)], 0.5) / 1000
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+        self.proxy.close()
+
+
+# ---------------------------------------------------------------------- report
+
+
+def machine_lines(memcached: MemcachedServer) -> list[str]:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    version = memcached.raw(b"version\r\n").decode().strip().removeprefix("VERSION ")
+
+    def ver(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "-"
+
+    packages = ", ".join(
+        f"{name} {ver(dist)}"
+        for name, dist in [
+            ("webapp2_sessions", "webapp2-sessions"),
+            ("webapp2", "webapp2"),
+            ("WebOb", "WebOb"),
+            ("pymemcache", "pymemcache"),
+            ("Beaker", "Beaker"),
+            ("python-memcached", "python-memcached"),
+            ("Django", "Django"),
+        ]
+    )
+    return [
+        f"machine:   {platform.platform()}, {cpu}, {os.cpu_count()} CPUs",
+        f"source:    {source_state()}",
+        f"python:    {platform.python_implementation()} {platform.python_version()}",
+        f"memcached: {version} on 127.0.0.1 (started by this script, -t 2)",
+        f"packages:  {packages}",
+    ]
+
+
+def source_state() -> str:
+    """The commit measured, and whether webapp2_sessions/ differs from it."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", ROOT, "status", "--porcelain", "--", "webapp2_sessions"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    state = "with uncommitted changes" if dirty else "clean"
+    return f"git {head}, webapp2_sessions/ {state}"
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def workload_table(runners: list[Runner], workload: str) -> list[str]:
+    bare = next((r for r in runners if r.is_bare), None)
+    base = bare.cells[workload].median_us() if bare else None
+    head = (
+        f"{'implementation':<29}{'median µs':>10}{'p90 µs':>9}{'x bare':>8}"
+        f"{'RT/req':>8}{'ops/req':>9}{'cookie in/out B':>17}"
+    )
+    lines = [WORKLOADS[workload], head, "-" * len(head)]
+    for runner in runners:
+        name = runner.impl.name
+        if runner.impl.unavailable:
+            lines.append(f"{name:<29}n/a: {runner.impl.unavailable}"[:120])
+            continue
+        cell = runner.cells[workload]
+        median = cell.median_us()
+        uses_server = runner.impl.proxy is not None
+        if not uses_server:
+            rt_text = ops_text = "0.00"
+        elif cell.counted:
+            rt_text = f"{cell.round_trips / cell.counted:.2f}"
+            ops_text = f"{cell.ops / cell.counted:.2f}"
+        else:
+            rt_text = ops_text = "-"  # its counting instance could not be built
+        cookie_in = "-" if runner.is_bare or cell.cookie_in is None else str(cell.cookie_in)
+        cookie_out = "-" if cell.cookie_out is None else str(cell.cookie_out)
+        ratio = median / base if base else None
+        lines.append(
+            f"{name:<29}{median:>10.1f}{cell.p90_us():>9.1f}{fmt(ratio, '.2f'):>8}"
+            f"{rt_text:>8}{ops_text:>9}{cookie_in + '/' + cookie_out:>17}"
+        )
+    return lines
+
+
+@dataclass
+class WriteCheck:
+    """Every increment of the read-3-write-1 workload must have reached memcached."""
+
+    ok: dict[str, int] = field(default_factory=dict)
+    bad: list[str] = field(default_factory=list)
+
+    def run(self, label: str, runners: list[Runner]) -> None:
+        """Check ``runners`` (their apps must still be open) as the ``label`` pass."""
+        self.ok[label] = 0
+        for runner in runners:
+            lost = runner.lost_writes()
+            if lost is None:
+                continue
+            if lost == 0:
+                self.ok[label] += 1
+            else:
+                self.bad.append(
+                    f"{runner.impl.name} ({label} pass): {lost} of {runner.rw_requests} "
+                    "increments missing"
+                )
+
+    def lines(self) -> list[str]:
+        oks = ", ".join(f"ok for {n} rows in the {label} pass" for label, n in self.ok.items())
+        lines = [f"write check (a == 1 + read-3-write-1 requests run): {oks}"]
+        lines += [f"  MISMATCH {line}" for line in self.bad]
+        return lines
+
+
+def legend(runners: list[Runner]) -> list[str]:
+    lines = ["implementations:"]
+    for runner in runners:
+        if runner.impl.note:
+            text = f"{runner.impl.name}: {runner.impl.note}"
+            lines += textwrap.wrap(text, 96, initial_indent="  ", subsequent_indent="      ")
+    lines += [
+        "columns:",
+        "  median/p90 µs: wall time of one in-process WSGI request (app call + body),",
+        "          connected to memcached directly (no proxy in the path)",
+        "  x bare: median over bare webapp2's median for the same workload",
+        "  RT/req: memcached round trips the client waited for, counted on the wire by a proxy",
+        "          in a separate, untimed pass (a second instance of each row, same warm-up)",
+        "          (a noreply write is not waited for: it rides with the next command's burst)",
+        "  ops/req: memcached key operations (get/touch/set/delete/incr, per key; server stats),",
+        "          taken in the same counting pass",
+        "  cookie in/out B: bytes of the session cookie value sent / set in the response",
+    ]
+    return lines
+
+
+# ---------------------------------------------------------------------- profiling
+
+
+def profile_ours(make_direct: ProxyFactory, requests: int, profiler: str) -> None:
+    """Run our read-3-write-1 workload, connected directly, under a profiler; print the top 25."""
+    impl = peers.build_ours(make_direct)
+    try:
+        runner = Runner(impl)
+        runner.prepare()
+        runner.warm(50)  # learn the reads, open the connection
+        runner.verify()
+        template, app = runner.templates["rw"], impl.app
+
+        def work() -> None:
+            for _ in range(requests):
+                reply = call(app, template)
+                if reply.status[:3] != "200":
+                    check(impl, "rw", reply)
+
+        if profiler == "auto":
+            try:
+                import pyinstrument  # noqa: F401
+
+                profiler = "pyinstrument"
+            except ImportError:
+                profiler = "cprofile"
+        print(
+            f"profile: ours, {WORKLOADS['rw']}; {requests} requests under {profiler}, "
+            "memcached direct"
+        )
+        print("(times are per request and include the profiler's own overhead)")
+        rows = _pyinstrument_rows(work) if profiler == "pyinstrument" else _cprofile_rows(work)
+        print(f"{'cum µs':>9}{'own µs':>9}{'calls':>7}  function")
+        for cum, own, calls, where in rows[:25]:
+            calls_text = "-" if calls is None else f"{calls / requests:.1f}"
+            print(
+                f"{cum / requests * 1e6:>9.1f}{own / requests * 1e6:>9.1f}{calls_text:>7}  {where}"
+            )
+    finally:
+        impl.close()
+
+
+def _short(path: str) -> str:
+    for marker in ("site-packages/", "lib/python3"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return os.path.relpath(path, ROOT) if path.startswith(ROOT) else path
+
+
+def _cprofile_rows(work: Callable[[], None]) -> list[tuple[float, float, int | None, str]]:
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.runcall(work)
+    stats: dict[Any, Any] = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    rows = []
+    for (path, line, func), (_cc, calls, own, cum, _callers) in stats.items():
+        if func == "work" or (path == "~" and func.startswith("<method 'disable'")):
+            continue
+        where = func if path == "~" else f"{func}  {_short(path)}:{line}"
+        rows.append((cum, own, calls, where))
+    rows.sort(key=lambda r: r[0], reverse=True)
+    return rows
+
+
+def _pyinstrument_rows(work: Callable[[], None]) -> list[tuple[float, float, int | None, str]]:
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0001)
+    profiler.start()
+    work()
+    session = profiler.stop()
+    root = session.root_frame()
+    cum: dict[str, float] = {}
+    own: dict[str, float] = {}
+
+    def find_work(frame: Any) -> Any:
+        if frame.function == "work":
+            return frame
+        for child in frame.children:
+            found = find_work(child)
+            if found is not None:
+                return found
+        return None
+
+    def walk(frame: Any, active: frozenset[str]) -> None:
+        if frame.is_synthetic:  # "[self]" and similar: already in the parent's own time
+            return
+        key = f"{frame.function}  {_short(frame.file_path or '?')}:{frame.line_no}"
+        if key not in active:  # a recursive call is already counted by its outer frame
+            cum[key] = cum.get(key, 0.0) + frame.time
+        own[key] = own.get(key, 0.0) + frame.total_self_time
+        for child in frame.children:
+            walk(child, active | {key})
+
+    work_frame = find_work(root) if root is not None else None
+    for child in work_frame.children if work_frame is not None else []:
+        walk(child, frozenset())
+    rows: list[tuple[float, float, int | None, str]] = [
+        (t, own.get(k, 0.0), None, k) for k, t in cum.items()
+    ]
+    rows.sort(key=lambda r: r[0], reverse=True)
+    return rows
+
+
+# ---------------------------------------------------------------------- main
+
+
+def build_all(make_proxy: ProxyFactory, with_prefetch_row: bool) -> list[Impl]:
+    """Every row, in table order; a row that cannot be built says why instead."""
+    builders: list[tuple[str, Callable[[], Impl]]] = [
+        ("bare webapp2", peers.build_bare),
+        ("naive (noreply sets)", lambda: peers.build_naive(make_proxy)),
+        ("floor (hand-written)", lambda: peers.build_floor(make_proxy)),
+        ("webapp2_extras securecookie", peers.build_extras),
+        ("beaker ext:memcached", lambda: peers.build_beaker(make_proxy)),
+        ("django cache sessions", lambda: peers.build_django(make_proxy)),
+        ("ours", lambda: peers.build_ours(make_proxy)),
+        (
+            "ours, unsigned",
+            lambda: peers.build_ours(make_proxy, signed=False, name="ours, unsigned"),
+        ),
+    ]
+    if with_prefetch_row:
+        builders.append(
+            (
+                "ours, session_prefetch",
+                lambda: peers.build_ours(make_proxy, prefetch=True, name="ours, session_prefetch"),
+            )
+        )
+    impls = []
+    for name, build in builders:
+        try:
+            impls.append(build())
+        except Exception as exc:
+            impls.append(Impl(name, "", unavailable=f"{type(exc).__name__}: {exc}"))
+    return impls
+
+
+def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--requests", type=int, default=2000, help="timed requests per cell")
+    parser.add_argument("--block", type=int, default=100, help="requests per interleaved block")
+    parser.add_argument("--warmup", type=int, default=50, help="untimed requests per cell")
+    parser.add_argument(
+        "--count",
+        type=int,
+        default=200,
+        help="requests per cell in the untimed round-trip counting pass (through the proxies)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the block order")
+    parser.add_argument("--quick", action="store_true", help="a ~10 s run (fewer requests)")
+    parser.add_argument(
+        "--proxy",
+        choices=["process", "thread"],
+        default="process",
+        help="where the counting pass's round-trip proxies run (thread: in this process)",
+    )
+    parser.add_argument(
+        "--no-prefetch-row", action="store_true", help="skip the 'ours, session_prefetch' row"
+    )
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="auto",
+        choices=["auto", "cprofile", "pyinstrument"],
+        help="only profile ours on the read-3-write-1 workload (auto: pyinstrument if installed)",
+    )
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    if args.quick:
+        args.requests, args.block, args.warmup, args.count = 600, 50, 20, 100
+    if args.requests < 1 or args.block < 1 or args.count < 1:
+        parser.error("--requests, --block and --count must be positive")
+    args.block = min(args.block, args.requests)
+    return args
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def count_pass(
+    memcached: MemcachedServer,
+    make_proxy: ProxyFactory,
+    timed: list[Runner],
+    args: argparse.Namespace,
+    progress: Callable[[str], None],
+    writes: WriteCheck,
+) -> None:
+    """Build every row again through its own proxy and count what its requests cost.
+
+    Untimed, and alone on memcached: each instance gets the timed rows' warm-up
+    (so learned reads are in effect), then ``args.count`` requests per workload.
+    The counts land in the matching timed runner's cells; the instances' writes
+    are checked into ``writes`` before they are closed.
+    """
+    impls = build_all(make_proxy, not args.no_prefetch_row)
+    runners = [Runner(impl) for impl in impls]
+    try:
+        for number, (counter, runner) in enumerate(zip(runners, timed, strict=True)):
+            if counter.impl.unavailable or runner.impl.unavailable:
+                continue
+            counter.prepare()
+            counter.warm(args.warmup)
+            counter.verify()
+            for workload in PATHS:
+                counter.count_block(workload, args.count, memcached)
+                cell, counted = runner.cells[workload], counter.cells[workload]
+                cell.counted, cell.round_trips, cell.ops = (
+                    counted.counted,
+                    counted.round_trips,
+                    counted.ops,
+                )
+            progress(f"counting pass {number + 1}/{len(runners)}")
+        writes.run("counting", [r for r in runners if r.cells])
+    finally:
+        for impl in impls:
+            impl.close()
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    started = time.monotonic()
+    memcached = MemcachedServer()
+    impls: list[Impl] = []
+    micro: Micro | None = None
+    host: ProxyHost | None = None
+    try:
+        memcached.start()
+        make_direct: ProxyFactory = functools.partial(peers.Direct, memcached.address)
+        if args.profile:
+            profile_ours(make_direct, args.requests, args.profile)
+            return 0
+        if args.proxy == "process":
+            host = ProxyHost(memcached.port)
+            make_proxy: ProxyFactory = host.new_proxy
+        else:
+
+            def make_proxy() -> Proxy:
+                return RoundTripProxy(memcached.port)
+
+        def progress(text: str) -> None:
+            print(f"\r{text} ({time.monotonic() - started:.0f}s)", end="", file=sys.stderr)
+
+        # The timed instances: connected to memcached directly.
+        impls = build_all(make_direct, not args.no_prefetch_row)
+        runners = [Runner(impl) for impl in impls]
+        live = [r for r in runners if not r.impl.unavailable]
+        for runner in live:
+            runner.prepare()
+            runner.warm(args.warmup)
+            runner.verify()
+
+        # The counting instances: through the proxies, untimed, closed before the timing.
+        writes = WriteCheck()
+        count_pass(memcached, make_proxy, runners, args, progress, writes)
+        print(file=sys.stderr)
+
+        micro = Micro(memcached, make_proxy)
+        rounds = max(1, args.requests // args.block)
+        blocks: list[Callable[[], None]] = [
+            functools.partial(runner.run_block, workload, args.block)
+            for runner in live
+            for workload in PATHS
+        ]
+        blocks += [
+            functools.partial(micro.run_block, op, route, args.block)
+            for op in Micro.OPS
+            for route in Micro.ROUTES
+        ]
+        run_interleaved(blocks, rounds, args.seed, progress)
+        print(file=sys.stderr)
+
+        lines = machine_lines(memcached)
+        where = "a child process" if args.proxy == "process" else "this process (threads)"
+        lines.append("timing:    every implementation connects to memcached directly (no proxy)")
+        lines.append(
+            f"counting:  a second instance per implementation through its own RoundTripProxy "
+            f"in {where}, untimed, {args.warmup} warm-up + {args.count} counted per cell"
+        )
+        lines.append(
+            f"requests:  {rounds * args.block} timed per cell ({rounds} interleaved rounds of "
+            f"{args.block}), {args.warmup} warm-up per cell, {len(live)} implementations x "
+            f"{len(PATHS)} workloads"
+        )
+        lines.append("")
+        for workload in PATHS:
+            lines += workload_table(runners, workload)
+            lines.append("")
+        lines.append(
+            "floor micro-rows: pymemcache Client(no_delay=True, default_noreply=False), "
+            "keys present, 5-byte values"
+        )
+        lines.append(f"{'':<36}{'direct µs':>12}{'via proxy µs':>14}")
+        for op, label in [("get", "get, 1 key (1 RT)"), ("get_many", "get_many, 3 keys (1 RT)")]:
+            direct, via = micro.median_us(op, "direct"), micro.median_us(op, "via proxy")
+            lines.append(f"{label:<36}{direct:>12.1f}{via:>14.1f}")
+        lines.append("")
+        writes.run("timed", live)
+        lines += writes.lines()
+        lines.append("")
+        lines += legend(runners)
+        lines.append(f"total run time: {time.monotonic() - started:.0f}s")
+        print("\n".join(lines))
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping memcached and proxies", file=sys.stderr)
+        return 130
+    finally:
+        for impl in impls:
+            impl.close()
+        if micro is not None:
+            micro.close()
+        if host is not None:
+            host.close()
+        memcached.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

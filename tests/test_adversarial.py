@@ -1,0 +1,1245 @@
+"""Hostile input against a real memcached: cookies, names, values and planted items.
+
+Every attack is checked on the server itself. Before it, another browser holds a
+real session with a known variable and a raw ``canary`` key is written; after
+it, both are intact, no flush or other unexpected command ran (the server's
+counters moved exactly as for an ordinary request), and every live key has one
+of the shapes the library writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import pickle
+import re
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import pytest
+import webapp2
+import webob
+import webtest
+from conftest import SECRET, Handler, make_app
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from memcached import MemcachedServer
+
+from webapp2_sessions import MemcacheStore, Session, SessionConfig, SessionHandlerMixin
+from webapp2_sessions.ids import CookieCodec, KeyScheme, new_session_id
+from webapp2_sessions.serializers import FLAGS_JSON, FLAGS_PICKLE
+from webapp2_sessions.session import FLAGS_FLASHES, FLAGS_RECORD
+
+VICTIM_SECRET = "victim-only-4f1c9e"
+OTHER_SECRET = "some-other-secret-0123456789"
+#: A request that reads the victim's variable name, writes one and shows its id.
+ATTACK = {"get": "secret", "set": "mine", "value": '"attacker"', "sid": "1"}
+#: Server counters of every command a request can cause.
+COUNTERS = (
+    "cmd_get",
+    "cmd_set",
+    "cmd_touch",
+    "cmd_flush",
+    "get_hits",
+    "get_misses",
+    "get_expired",
+    "get_flushed",
+    "delete_hits",
+    "delete_misses",
+    "incr_hits",
+    "incr_misses",
+    "decr_hits",
+    "decr_misses",
+    "cas_hits",
+    "cas_misses",
+    "cas_badval",
+    "touch_hits",
+    "touch_misses",
+    "auth_cmds",
+)
+SESSION_KEY = re.compile(rb"[0-9a-f]{32}(?:-.+)?", re.DOTALL)
+ONE_MB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------- server views
+
+
+def metadump(server: MemcachedServer) -> set[bytes]:
+    """One pass of the LRU crawler over every key, as raw bytes.
+
+    memcached ends each metadump entry with a bare LF (only ``END`` has CRLF),
+    and answers ``BUSY`` while a crawl is running, so this reads it itself.
+    """
+    data = b""
+    for _ in range(100):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(b"lru_crawler metadump all\r\n")
+            data = b""
+            while not data.endswith(b"END\r\n"):
+                if data.endswith(b"\r\n") and not data.startswith(b"key="):
+                    break  # BUSY or an error line
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        if data.endswith(b"END\r\n"):
+            return {
+                unquote_to_bytes(line.split()[0][4:])
+                for line in data.split(b"\n")
+                if line.startswith(b"key=")
+            }
+        time.sleep(0.02)
+    raise AssertionError(f"metadump failed: {data[:80]!r}")
+
+
+def live_keys(server: MemcachedServer) -> set[bytes]:
+    """Every live key while nothing else runs.
+
+    A crawl skips an item memcached is busy with (moving it between its LRUs),
+    so this is the union of passes, ending after two in a row add nothing.
+    """
+    seen = metadump(server)
+    quiet = 0
+    for _ in range(20):
+        again = metadump(server)
+        quiet = quiet + 1 if again <= seen else 0
+        seen |= again
+        if quiet == 2:
+            break
+    return seen
+
+
+def keys_of(server: MemcachedServer, sid: str) -> list[bytes]:
+    return sorted(key for key in live_keys(server) if sid.encode() in key)
+
+
+def assert_gone(server: MemcachedServer, sid: str, names: Iterable[str] = ()) -> None:
+    """No key of ``sid`` is left: none in a crawl, and none of the known ones by name."""
+    assert keys_of(server, sid) == []
+    scheme = KeyScheme()
+    known = [scheme.record(sid), scheme.internal(sid, "flashes")]
+    known += [scheme.variable(sid, name) for name in names]
+    for key in known:
+        assert server.mg(key) is None, key
+
+
+def counters(server: MemcachedServer) -> dict[str, int]:
+    stats = server.stats()
+    return {name: stats.get(name, 0) for name in COUNTERS}
+
+
+def spent(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {name: after[name] - before[name] for name in COUNTERS}
+
+
+NOTHING = dict.fromkeys(COUNTERS, 0)
+
+
+def same_cost(actual: dict[str, int], expected: dict[str, int]) -> bool:
+    """Equal counters, give or take one get: a request that loads a session
+    re-reads its node's outage epoch (``<prefix>!epoch``) about once a second.
+    """
+    diff = {name: actual[name] - expected[name] for name in COUNTERS}
+    gets = diff.pop("cmd_get")
+    found = diff.pop("get_hits") + diff.pop("get_misses")
+    return gets in (-1, 0, 1) and found == gets and not any(diff.values())
+
+
+def assert_valid_key(key: bytes) -> None:
+    assert 0 < len(key) <= 250, key
+    assert all(0x21 <= byte <= 0x7E for byte in key), key
+
+
+def assert_keys_sane(
+    server: MemcachedServer, prefix: str = "", owners: set[str] | None = None
+) -> None:
+    """Every key is the canary or ``<prefix><id>[-<suffix>]`` of a known id.
+
+    ``<prefix>!epoch`` is the library's per-node outage marker.
+    """
+    allowed = {b"canary", (prefix + "!epoch").encode()}
+    for key in live_keys(server):
+        assert_valid_key(key)
+        if key in allowed:
+            continue
+        assert key.startswith(prefix.encode()), key
+        rest = key[len(prefix) :]
+        assert SESSION_KEY.fullmatch(rest), key
+        if owners is not None:
+            assert rest[:32].decode() in owners, key
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def cookie_headers(response: webtest.TestResponse, name: str) -> list[str]:
+    return [
+        header
+        for header in response.headers.getall("Set-Cookie")
+        if header.partition("=")[0].strip() == name
+    ]
+
+
+def cookie_value(header: str) -> str:
+    return header.partition("=")[2].split(";", 1)[0]
+
+
+def attributes(header: str) -> dict[str, str]:
+    out = {}
+    for part in header.split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        out[key.lower()] = value
+    return out
+
+
+def flip(signature: str) -> str:
+    """The signature with its first character changed (not just padding bits)."""
+    return ("B" if signature[:1] == "A" else "A") + signature[1:]
+
+
+def utf8_as_environ(text: str) -> str:
+    """What a WSGI server puts in the environ for ``text`` sent as UTF-8."""
+    return text.encode("utf-8", "surrogatepass").decode("latin-1")
+
+
+# --------------------------------------------------------------------------- the scene
+
+
+class Scene:
+    """A victim with a live session, a raw canary key, and a way to attack.
+
+    ``send`` makes a request from a new browser (an empty cookie jar) with a
+    raw ``Cookie`` header; ``attack`` also measures the server's counters
+    against a harmless request of the same kind and checks the victim's data.
+    """
+
+    def __init__(
+        self, server: MemcachedServer, routes: list[Any] | None = None, **settings: Any
+    ) -> None:
+        settings.setdefault("memcache_servers", [server.address])
+        settings.setdefault("cookie_name", "sid")
+        self.server = server
+        self.name: str = settings["cookie_name"]
+        self.prefix: str = settings.get("key_prefix", "")
+        secrets = settings.get("secret_key") or ()
+        self.codec = CookieCodec([secrets] if isinstance(secrets, str) else list(secrets))
+        self.victim = make_app(settings, routes)
+        self.victim.get("/", {"set": "secret", "value": json.dumps(VICTIM_SECRET)}, status=200)
+        self.victim_cookie: str = self.victim.cookies[self.name]
+        victim_sid = self.codec.decode(self.victim_cookie)
+        assert victim_sid is not None
+        self.victim_sid: str = victim_sid
+        self.owners = {victim_sid}
+        server.set("canary", b"intact")
+        # The attacker's own, legitimate session; also warms the handler up.
+        own = cookie_headers(self.send(None), self.name)
+        self.own_cookie = cookie_value(own[-1])
+
+    @property
+    def app(self) -> webapp2.WSGIApplication:
+        return self.victim.app
+
+    def send(
+        self,
+        cookie: str | None,
+        params: Any = None,
+        *,
+        path: str = "/",
+        headers: dict[str, str] | None = None,
+        environ: dict[str, str] | None = None,
+        app: webapp2.WSGIApplication | None = None,
+        codec: CookieCodec | None = None,
+    ) -> webtest.TestResponse:
+        browser = webtest.TestApp(app or self.app)
+        all_headers = dict(headers or {})
+        if cookie is not None:
+            all_headers["Cookie"] = cookie
+        response = browser.get(
+            path,
+            ATTACK if params is None else params,
+            headers=all_headers,
+            extra_environ=environ or {},
+            status=200,
+        )
+        for header in cookie_headers(response, self.name):
+            value = cookie_value(header)
+            if value:
+                sid = (codec or self.codec).decode(value)
+                assert sid is not None, header  # never a hostile value echoed back
+                self.owners.add(sid)
+            else:
+                assert attributes(header).get("max-age") == "0", header
+        return response
+
+    def track(self, browser: webtest.TestApp) -> str:
+        """The id in ``browser``'s cookie jar, now known as a legitimate owner."""
+        sid = self.codec.decode(browser.cookies[self.name])
+        assert sid is not None
+        self.owners.add(sid)
+        return sid
+
+    def fields(self) -> dict[str, str]:
+        signature = self.victim_cookie.partition(".")[2]
+        return {
+            "unknown": new_session_id(),
+            "UNKNOWN": new_session_id().upper(),
+            "victim": self.victim_sid,
+            "forged": f"{self.victim_sid}.{flip(signature)}",
+            "truncated": self.victim_cookie[:-1],
+            "truncated_more": self.victim_cookie[:40],
+            "swapped": f"{self.victim_sid}.{self.own_cookie.partition('.')[2]}",
+            "other_key": CookieCodec([OTHER_SECRET]).encode(self.victim_sid),
+            "own": self.own_cookie,
+            "signed_unknown": self.codec.encode(new_session_id()),
+        }
+
+    def attack(self, cookie: str, *, lookup: bool) -> webtest.TestResponse:
+        """Send ``cookie``; it must cost what a harmless request costs.
+
+        ``lookup``: the cookie names a well-formed id the server never issued,
+        so one lookup is expected (compared with another such id); otherwise
+        it must cost exactly what a request without any cookie costs.
+        """
+        harmless = f"{self.name}={self.codec.encode(new_session_id())}" if lookup else None
+        before = counters(self.server)
+        self.send(harmless)
+        middle = counters(self.server)
+        response = self.send(cookie)
+        after = counters(self.server)
+        assert same_cost(spent(middle, after), spent(before, middle)), (before, middle, after)
+        assert response.json["secret"] is None
+        assert response.json["sid"] != self.victim_sid
+        assert VICTIM_SECRET not in response.text
+        self.assert_intact()
+        return response
+
+    def assert_intact(self) -> None:
+        canary = self.server.mg("canary")
+        assert canary is not None and canary[0] == b"intact"
+        assert self.server.mg(self.prefix + self.victim_sid) is not None
+        stored = self.server.mg(f"{self.prefix}{self.victim_sid}-secret")
+        assert stored is not None and json.loads(stored[0]) == VICTIM_SECRET
+        stats = self.server.stats()
+        assert stats["cmd_flush"] == 0 and stats["get_flushed"] == 0
+        assert_keys_sane(self.server, self.prefix, self.owners)
+        read = self.victim.get("/", {"get": "secret"}, status=200)
+        assert read.json == {"secret": VICTIM_SECRET}
+
+
+# --------------------------------------------------------------------------- hostile cookies
+
+UNSIGNED_COOKIES = [
+    pytest.param("sid=x\r\nflush_all\r\n", False, id="crlf-flush_all"),
+    pytest.param("sid={unknown}\r\ndelete canary\r\n", True, id="id-crlf-delete"),
+    pytest.param('sid="x\\015\\012flush_all\\015\\012"', False, id="quoted-crlf-flush_all"),
+    pytest.param('sid="{unknown}\\015\\012delete canary"', False, id="quoted-id-crlf-delete"),
+    pytest.param(
+        'sid="x 0 0 1\\015\\012Z\\015\\012set canary 0 0 4\\015\\012EVIL"',
+        False,
+        id="quoted-crlf-set",
+    ),
+    pytest.param('sid="{unknown}\\015\\012mg canary v\\015\\012md canary"', False, id="meta"),
+    pytest.param('sid="{unknown} flush_all"', False, id="quoted-space"),
+    pytest.param("sid={unknown} flush_all", True, id="space"),
+    pytest.param("sid={unknown}\x00flush_all", True, id="nul"),
+    pytest.param('sid="{unknown}\\000"', False, id="quoted-nul"),
+    pytest.param("sid=\x01\x02\x07\x08\x0b\x0c\x1b\x7f", False, id="control-bytes"),
+    pytest.param('sid="\\001\\033[2J\\177"', False, id="quoted-control-bytes"),
+    pytest.param("sid=\xff\xfe\xc3\x28\x80", False, id="non-utf8"),
+    pytest.param("sid={unknown}\xc0\xaf", True, id="id-then-non-utf8"),
+    pytest.param("sid=" + "a" * 8192, False, id="8kb"),
+    pytest.param("sid=" + "{unknown}" * 256, False, id="8kb-of-ids"),
+    pytest.param("sid=", False, id="empty"),
+    pytest.param('sid=""', False, id="empty-quoted"),
+    pytest.param("sid", False, id="no-equals"),
+    pytest.param("sid=x; sid={unknown}", True, id="duplicate-names"),
+    pytest.param("sid={unknown}; sid=x\r\nflush_all", False, id="duplicate-names-crlf"),
+    pytest.param("sid={UNKNOWN}", False, id="uppercase-id"),
+    pytest.param("sid=" + "0" * 32, False, id="not-a-uuid4"),
+]
+
+SIGNED_COOKIES = [
+    pytest.param("sid={victim}", False, id="victim-id-without-signature"),
+    pytest.param("sid={forged}", False, id="forged-signature"),
+    pytest.param("sid={truncated}", False, id="signature-missing-a-character"),
+    pytest.param("sid={truncated_more}", False, id="truncated-signature"),
+    pytest.param("sid={victim}.", False, id="empty-signature"),
+    pytest.param("sid={swapped}", False, id="signature-of-another-id"),
+    pytest.param("sid={other_key}", False, id="signed-with-another-secret"),
+    pytest.param("sid={forged}" + "A" * 8192, False, id="8kb"),
+    pytest.param("sid={own}; sid={victim}", False, id="duplicate-names"),
+    pytest.param("sid={victim}; sid={forged}", False, id="duplicate-forgeries"),
+    pytest.param('sid="{forged}\\015\\012delete canary"', False, id="quoted-crlf"),
+    pytest.param("sid={signed_unknown}\r\nflush_all\r\n", True, id="valid-unknown-crlf"),
+    pytest.param("sid={victim}\x00.{forged}", False, id="nul"),
+    pytest.param("sid=\xff{victim}", False, id="non-utf8"),
+]
+
+
+@pytest.mark.parametrize(("template", "lookup"), UNSIGNED_COOKIES)
+def test_hostile_unsigned_cookie_cannot_inject_a_command_or_reach_another_session(
+    memcached, template, lookup
+):
+    scene = Scene(memcached)
+    scene.attack(template.format(**scene.fields()), lookup=lookup)
+
+
+@pytest.mark.parametrize(("template", "lookup"), SIGNED_COOKIES)
+def test_hostile_signed_cookie_cannot_inject_a_command_or_reach_another_session(
+    memcached, template, lookup
+):
+    scene = Scene(memcached, secret_key=SECRET)
+    scene.attack(template.format(**scene.fields()), lookup=lookup)
+
+
+def webob_parses(header: str) -> bool:
+    """Whether WebOb can read this Cookie header at all (see the test below)."""
+    try:
+        webob.Request.blank("/", environ={"HTTP_COOKIE": header}).cookies.get("sid")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        pytest.param("x=\\377", id="another-cookie-octal-escape"),
+        pytest.param("theme=\\377; sid={victim_cookie}", id="tossed-next-to-a-valid-cookie"),
+        pytest.param("x=\\377; sid={own}", id="tossed-next-to-an-attackers-cookie"),
+        pytest.param("sid=\\377", id="octal-escape"),
+        pytest.param('sid="\\200"', id="quoted-octal-escape"),
+        pytest.param(utf8_as_environ("sid=a\\\u00e9"), id="escaped-utf8-lead-byte"),
+        pytest.param("sid={victim}; x=\\377", id="bare-victim-id"),
+    ],
+)
+def test_a_cookie_header_webob_cannot_decode_is_not_a_server_error(memcached, template):
+    scene = Scene(memcached, secret_key=SECRET)
+    cookie = template.format(victim_cookie=scene.victim_cookie, **scene.fields())
+    assert not webob_parses(cookie)
+    response = scene.send(cookie, {"get": "secret", "sid": "1"})
+    if scene.victim_cookie in cookie:
+        assert response.json["secret"] in (None, VICTIM_SECRET)  # the victim's own browser
+    else:
+        assert response.json["secret"] is None
+        assert response.json["sid"] != scene.victim_sid
+    scene.assert_intact()
+
+
+def test_hostile_cookies_under_a_key_prefix_stay_inside_it(memcached):
+    scene = Scene(memcached, key_prefix="app:", secret_key=SECRET)
+    fields = scene.fields()
+    scene.attack('sid="x\\015\\012flush_all\\015\\012"', lookup=False)
+    scene.attack("sid={victim}".format(**fields), lookup=False)
+    scene.attack("sid={signed_unknown}".format(**fields), lookup=True)
+
+
+def test_a_hostile_cookie_on_a_read_only_request_sends_nothing_and_expires_it(memcached):
+    scene = Scene(memcached, secret_key=SECRET)
+    before = counters(memcached)
+    response = scene.send('sid="x\\015\\012flush_all"', {"get": "secret"})
+    assert spent(before, counters(memcached)) == NOTHING
+    assert response.json == {"secret": None}
+    (header,) = cookie_headers(response, "sid")
+    assert cookie_value(header) == "" and attributes(header)["max-age"] == "0"
+    scene.assert_intact()
+
+
+def test_a_request_that_never_touches_the_session_ignores_a_hostile_cookie(memcached):
+    scene = Scene(memcached)
+    before = counters(memcached)
+    response = scene.send("sid=x\r\nflush_all\r\n", {}, path="/untouched")
+    assert spent(before, counters(memcached)) == NOTHING
+    assert "Set-Cookie" not in response.headers
+    scene.assert_intact()
+
+
+# --------------------------------------------------------------------------- secret rotation
+
+OLD_SECRET = "retired-secret-0123456789abcdef"
+NEW_SECRET = "current-secret-0123456789abcdef"
+
+
+def test_a_cookie_signed_with_a_retired_secret_starts_a_fresh_session(memcached):
+    scene = Scene(memcached, secret_key=[OLD_SECRET])
+    rotated = make_app(
+        {"memcache_servers": [memcached.address], "cookie_name": "sid", "secret_key": [NEW_SECRET]}
+    ).app
+    codec = CookieCodec([NEW_SECRET])
+    before = counters(memcached)
+    scene.send(None, app=rotated, codec=codec)
+    middle = counters(memcached)
+    response = scene.send(f"sid={scene.victim_cookie}", app=rotated, codec=codec)
+    assert same_cost(spent(middle, counters(memcached)), spent(before, middle))
+    assert response.json["secret"] is None
+    assert response.json["sid"] != scene.victim_sid
+    (header,) = cookie_headers(response, "sid")
+    assert CookieCodec([NEW_SECRET]).decode(cookie_value(header)) == response.json["sid"]
+    scene.assert_intact()
+
+
+def test_a_cookie_signed_with_a_secret_still_listed_is_accepted_and_new_ones_use_the_first(
+    memcached,
+):
+    scene = Scene(memcached, secret_key=[OLD_SECRET])
+    both = make_app(
+        {
+            "memcache_servers": [memcached.address],
+            "cookie_name": "sid",
+            "secret_key": [NEW_SECRET, OLD_SECRET],
+        }
+    ).app
+    codec = CookieCodec([NEW_SECRET, OLD_SECRET])
+    cookie = f"sid={scene.victim_cookie}"
+    response = scene.send(cookie, {"get": "secret"}, app=both, codec=codec)
+    assert response.json == {"secret": VICTIM_SECRET}
+    fresh = scene.send(None, app=both, codec=codec)
+    (header,) = cookie_headers(fresh, "sid")
+    assert CookieCodec([NEW_SECRET]).decode(cookie_value(header)) == fresh.json["sid"]
+    assert CookieCodec([OLD_SECRET]).decode(cookie_value(header)) is None
+    scene.assert_intact()
+
+
+# --------------------------------------------------------------------------- variable names
+
+HOSTILE_NAMES = [
+    pytest.param("a\r\nflush_all", id="crlf-flush_all"),
+    pytest.param("x 0 0 1\r\nZ\r\nset canary 0 0 4\r\nEVIL", id="crlf-set-canary"),
+    pytest.param("v\r\nmg canary v\r\nmd canary", id="crlf-meta-commands"),
+    pytest.param("n" * 1000, id="1000-characters"),
+    pytest.param("\u540d\u524d", id="cjk"),
+    pytest.param("caf\u00e9 \u2603", id="accents-and-space"),
+    pytest.param("\x00\x01\x7f", id="control-characters"),
+    pytest.param(" ", id="single-space"),
+    pytest.param("~" + hashlib.sha256(b"x").hexdigest(), id="looks-hashed"),
+    pytest.param("!flashes", id="looks-internal"),
+    pytest.param("../../etc/passwd", id="path"),
+    pytest.param("%0d%0aflush_all", id="percent-encoded"),
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_hostile_variable_name_round_trips_and_maps_to_a_valid_key(memcached, name):
+    scene = Scene(memcached)
+    browser = webtest.TestApp(scene.app)
+    browser.get("/", {"set": name, "value": json.dumps(name)}, status=200)
+    sid = scene.track(browser)
+    assert browser.get("/", {"get": name}, status=200).json == {name: name}
+    own = keys_of(memcached, sid)
+    assert len(own) == 2  # the record and the variable
+    for key in own:
+        assert_valid_key(key)
+    scene.assert_intact()
+    browser.get("/", {"destroy": "1"}, status=200)
+    assert_gone(memcached, sid, [name])
+    scene.assert_intact()
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        pytest.param("p" * 300 + "a", "p" * 300 + "b", id="ascii"),
+        pytest.param("\u00e9" * 200 + "a", "\u00e9" * 200 + "b", id="two-byte-characters"),
+        pytest.param("k" * 249 + "\r", "k" * 249 + "\n", id="control-after-249"),
+    ],
+)
+def test_names_that_differ_only_after_the_250th_byte_do_not_collide(memcached, first, second):
+    scene = Scene(memcached)
+    browser = webtest.TestApp(scene.app)
+    browser.get("/", {"set": [first, second], "value": ['"one"', '"two"']}, status=200)
+    sid = scene.track(browser)
+    assert browser.get("/", {"get": [first, second]}).json == {first: "one", second: "two"}
+    assert len(keys_of(memcached, sid)) == 3
+    scene.assert_intact()
+
+
+def test_names_that_mimic_hashed_or_internal_keys_do_not_collide(memcached):
+    long_name = "q" * 300
+    mimic = "~" + hashlib.sha256(long_name.encode()).hexdigest()
+    scene = Scene(memcached)
+    browser = webtest.TestApp(scene.app)
+    browser.get(
+        "/",
+        {"set": [long_name, mimic, "!flashes"], "value": ["1", "2", "3"], "flash": "hi"},
+        status=200,
+    )
+    body = browser.get("/", {"get": [long_name, mimic, "!flashes"], "flashes": "1"}).json
+    assert body == {long_name: 1, mimic: 2, "!flashes": 3, "flashes": [["hi", "info"]]}
+
+
+# --------------------------------------------------------------------------- values
+
+
+def new_session(server: MemcachedServer, **settings: Any) -> Session:
+    config = SessionConfig.from_mapping({"memcache_servers": [server.address], **settings})
+    return Session(config, MemcacheStore([server.address]), None)
+
+
+def reopen(session: Session) -> Session:
+    return Session(session.config, session.store, session.session_id)
+
+
+def nested(depth: int, kind: str) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value] if kind == "list" else {"k": value}
+    return value
+
+
+def test_a_value_over_one_megabyte_raises_value_error_naming_the_variable(memcached):
+    memcached.set("canary", b"intact")
+    session = new_session(memcached)
+    session["small"] = 1
+    before = counters(memcached)
+    with pytest.raises(ValueError, match="'oversized'"):
+        session["oversized"] = "x" * (ONE_MB + 1)
+    assert spent(before, counters(memcached)) == NOTHING
+    session.save()
+    again = reopen(session)
+    assert again.get("oversized") is None and again["small"] == 1
+    assert memcached.mg("canary")[0] == b"intact"
+
+
+def test_a_value_over_one_megabyte_set_in_a_request_stores_nothing(memcached):
+    class Oversized(SessionHandlerMixin, webapp2.RequestHandler):
+        def get(self) -> None:
+            self.set_session_var("small", 1)
+            self.set_session_var("oversized", "x" * (ONE_MB + 1))
+
+    seen: list[BaseException] = []
+
+    def on_error(request: Any, response: Any, exception: BaseException) -> None:
+        seen.append(exception)
+        response.set_status(413)
+
+    scene = Scene(memcached, routes=[("/", Handler), ("/big", Oversized)])
+    scene.app.error_handlers[500] = on_error
+    keys_before = live_keys(memcached)
+    before = counters(memcached)
+    webtest.TestApp(scene.app).get("/big", status=413)
+    assert spent(before, counters(memcached)) == NOTHING
+    assert live_keys(memcached) == keys_before
+    assert isinstance(seen[0], ValueError) and "'oversized'" in str(seen[0])
+    scene.assert_intact()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(object(), id="object"),
+        pytest.param({1, 2}, id="set"),
+        pytest.param(b"bytes", id="bytes"),
+        pytest.param(float("nan"), id="nan"),
+        pytest.param(float("inf"), id="infinity"),
+        pytest.param(lambda: None, id="function"),
+        pytest.param({(1, 2): "tuple key"}, id="tuple-key"),
+    ],
+)
+def test_an_unserialisable_value_raises_type_error_naming_the_variable(memcached, value):
+    session = new_session(memcached)
+    with pytest.raises(TypeError, match="'payload'"):
+        session["payload"] = value
+    assert not session.modified
+
+
+def test_a_circular_value_raises_type_error_naming_the_variable(memcached):
+    loop: list[Any] = []
+    loop.append(loop)
+    session = new_session(memcached)
+    with pytest.raises(TypeError, match="'loop'"):
+        session["loop"] = loop
+
+
+@pytest.mark.parametrize("serializer", ["json", "pickle"])
+@pytest.mark.parametrize("kind", ["list", "dict"])
+def test_a_deeply_nested_value_raises_type_error(memcached, serializer, kind):
+    session = new_session(memcached, serializer=serializer)
+    with pytest.raises(TypeError, match="'deep'"):
+        session["deep"] = nested(100_000, kind)
+    assert not session.modified
+
+
+TRIPPED: list[str] = []
+
+
+def _trip(label: str) -> str:
+    TRIPPED.append(label)
+    return label
+
+
+class _Tripwire:
+    """Unpickling this calls ``_trip``: proof that a pickle was trusted."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (_trip, ("unpickled",))
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        pytest.param(0, id="no-flags"),
+        pytest.param(1, id="pickle-as-python-memcached"),
+        pytest.param(FLAGS_PICKLE, id="our-pickle-flags"),
+        pytest.param(FLAGS_JSON, id="our-json-flags"),
+        pytest.param(0xFFFFFFFF, id="all-bits"),
+    ],
+)
+def test_a_planted_pickle_under_a_session_key_reads_as_missing_and_is_never_unpickled(
+    memcached, flags
+):
+    TRIPPED.clear()
+    scene = Scene(memcached)
+    payload = pickle.dumps(_Tripwire())
+    assert pickle.loads(payload) == "unpickled" and TRIPPED == ["unpickled"]  # it is armed
+    TRIPPED.clear()
+    memcached.set(f"{scene.victim_sid}-secret", payload, flags)
+    response = scene.send(f"sid={scene.victim_cookie}", {"get": "secret"})
+    assert response.json == {"secret": None}
+    session = Session(
+        SessionConfig.from_mapping({"memcache_servers": [memcached.address]}),
+        MemcacheStore([memcached.address]),
+        scene.victim_sid,
+    )
+    assert session.get("secret", "missing") == "missing"
+    assert TRIPPED == []
+    assert memcached.stats()["cmd_flush"] == 0
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b"[" * 100_000, id="deeply-nested"),
+        pytest.param(b'"\xff\xfe"', id="invalid-utf8"),
+        pytest.param(b"9" * 5000, id="5000-digit-number"),
+        pytest.param(b"", id="empty"),
+        pytest.param(b"\x80\x04K\x01.", id="pickle-bytes"),
+    ],
+)
+def test_planted_garbage_with_our_own_value_flags_reads_as_missing(memcached, payload):
+    scene = Scene(memcached)
+    memcached.set(f"{scene.victim_sid}-secret", payload, FLAGS_JSON)
+    response = scene.send(f"sid={scene.victim_cookie}", {"get": "secret"})
+    assert response.json == {"secret": None}
+    assert memcached.mg("canary")[0] == b"intact"
+
+
+KEPT_FLASH = base64.b64encode(b'["kept","info"]')
+
+
+def test_planted_garbage_flashes_are_skipped_without_an_error(memcached):
+    scene = Scene(memcached)
+    scene.victim.get("/", {"flash": "real"}, status=200)
+    flash_key = KeyScheme().internal(scene.victim_sid, "flashes")
+    assert memcached.mg(flash_key) is not None
+    # Flash lines are base64 of the serialized [value, level]: plant junk in
+    # both layers around one well-formed line.
+    junk = [b"not json", b"[1,2,3]", b"42", b"[" * 100_000, b"\xff\xfe"]
+    garbage = b"\n".join(
+        [b"not base64!", *map(base64.b64encode, junk), b"\xff\xfe", KEPT_FLASH, b""]
+    )
+    memcached.set(flash_key, garbage, FLAGS_FLASHES)
+    response = scene.send(f"sid={scene.victim_cookie}", {"flashes": "1", "get": "secret"})
+    assert response.json == {"secret": VICTIM_SECRET, "flashes": [["kept", "info"]]}
+    canary = memcached.mg("canary")
+    assert canary is not None and canary[0] == b"intact"
+
+
+def _record(extra: bytes = b"", **header: Any) -> bytes:
+    now = round(time.time(), 3)
+    fields = {"v": 1, "c": now, "b": now, **header}
+    return json.dumps(fields, separators=(",", ":")).encode() + b'\n"secret"\n' + extra
+
+
+@pytest.mark.parametrize(
+    ("value", "flags"),
+    [
+        pytest.param(_record(), FLAGS_PICKLE, id="foreign-flags"),
+        pytest.param(pickle.dumps({"c": 1}), FLAGS_RECORD, id="pickle-bytes"),
+        pytest.param(b"[1]\n", FLAGS_RECORD, id="header-not-an-object"),
+        pytest.param(b'{"v":1}\n', FLAGS_RECORD, id="header-without-times"),
+        pytest.param(b"[" * 100_000, FLAGS_RECORD, id="deeply-nested-header"),
+        pytest.param(b'{"v":1,"c":"\xff"}\n', FLAGS_RECORD, id="invalid-utf8"),
+        pytest.param(b'{"c":' + b"9" * 5000 + b"}\n", FLAGS_RECORD, id="5000-digit-time"),
+        pytest.param(_record(b"42\n"), FLAGS_RECORD, id="index-entry-not-a-name"),
+        pytest.param(_record(b"[" * 100_000 + b"\n"), FLAGS_RECORD, id="deeply-nested-index"),
+        pytest.param(_record(b'"a\\r\\nflush_all"\n'), FLAGS_RECORD, id="hostile-name-in-index"),
+        pytest.param(_record(b'"\\ud800"\n'), FLAGS_RECORD, id="lone-surrogate-name"),
+        pytest.param(_record(c=float("nan"), b=float("nan")), FLAGS_RECORD, id="nan-times"),
+        pytest.param(_record(ua=5, ip=["x"]), FLAGS_RECORD, id="odd-bindings"),
+        pytest.param(_record(c=float("inf")), FLAGS_RECORD, id="infinite-time"),
+        pytest.param(_record(c=True, b=True), FLAGS_RECORD, id="boolean-times"),
+        pytest.param(
+            b'{"v":1,"c":1' + b"0" * 400 + b"}\n", FLAGS_RECORD, id="time-too-large-for-a-float"
+        ),
+        pytest.param(_record(b'""\n'), FLAGS_RECORD, id="empty-name-in-index"),
+        pytest.param(_record(b'{"-":""}\n'), FLAGS_RECORD, id="empty-removed-name"),
+    ],
+)
+def test_a_forged_session_record_never_causes_a_server_error(memcached, value, flags):
+    scene = Scene(memcached)
+    record_key = scene.victim_sid
+    for params in (
+        {"get": "secret"},
+        {"set": "x", "value": "1"},
+        {"incr": "n"},
+        {"flashes": "1"},
+        {"regen": "1"},
+        {"destroy": "1"},
+    ):
+        memcached.set(record_key, value, flags)
+        response = scene.send(f"sid={scene.victim_cookie}", params)
+        assert response.json.get("secret") in (None, VICTIM_SECRET)
+    canary = memcached.mg("canary")
+    assert canary is not None and canary[0] == b"intact"
+    assert memcached.stats()["cmd_flush"] == 0
+    assert_keys_sane(memcached, "", scene.owners)
+
+
+# --------------------------------------------------------------------------- fixation
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_an_id_the_server_never_issued_is_not_adopted(memcached, signed):
+    scene = Scene(memcached, **({"secret_key": SECRET} if signed else {}))
+    planted = new_session_id()
+    cookie = f"sid={scene.codec.encode(planted)}"
+    response = scene.attack(cookie, lookup=True)
+    assert response.json["sid"] != planted
+    (header,) = cookie_headers(response, "sid")
+    assert scene.codec.decode(cookie_value(header)) not in (None, planted)
+    for params in ({"set": "x", "value": "1"}, {"incr": "n"}, {"flash": "f"}, {"regen": "1"}):
+        again = scene.send(cookie, params)
+        for header in cookie_headers(again, "sid"):
+            assert planted not in header
+    assert_gone(memcached, planted, ["x", "n", "secret", "mine"])
+    scene.assert_intact()
+
+
+def test_an_attackers_real_session_planted_before_login_is_dead_after_regeneration(memcached):
+    scene = Scene(memcached, secret_key=SECRET)
+    planted_cookie = scene.own_cookie
+    planted = scene.codec.decode(planted_cookie)
+    assert planted is not None
+    login = scene.send(
+        f"sid={planted_cookie}", {"regen": "1", "set": "user", "value": '"victim"', "sid": "1"}
+    )
+    assert login.json["sid"] != planted
+    (header,) = cookie_headers(login, "sid")
+    assert scene.codec.decode(cookie_value(header)) == login.json["sid"]
+    attacker = scene.send(f"sid={planted_cookie}", {"get": ["user", "mine"]})
+    assert attacker.json == {"user": None, "mine": None}
+    assert_gone(memcached, planted, ["mine", "user"])
+    victim = scene.send(f"sid={cookie_value(header)}", {"get": "user"})
+    assert victim.json == {"user": "victim"}
+    scene.assert_intact()
+
+
+def test_after_regeneration_the_old_cookie_reads_nothing_and_no_old_key_remains(memcached):
+    scene = Scene(memcached, secret_key=SECRET)
+    browser = webtest.TestApp(scene.app)
+    odd = "odd name\r\nflush_all"
+    browser.get("/", {"set": ["a", odd], "value": ["1", "2"], "flash": "hello"}, status=200)
+    browser.get("/", {"incr": "n"}, status=200)
+    old_cookie = browser.cookies["sid"]
+    old = scene.codec.decode(old_cookie)
+    assert old is not None and len(keys_of(memcached, old)) == 5
+    new = browser.get("/", {"regen": "1", "sid": "1"}, status=200).json["sid"]
+    scene.owners.add(new)
+    assert new != old
+    assert_gone(memcached, old, ["a", odd, "n"])
+    stale = scene.send(f"sid={old_cookie}", {"get": ["a", odd, "n"], "flashes": "1"})
+    assert stale.json == {"a": None, odd: None, "n": None, "flashes": []}
+    body = browser.get("/", {"get": ["a", odd, "n"], "flashes": "1"}, status=200).json
+    assert body == {"a": 1, odd: 2, "n": 1, "flashes": [["hello", "info"]]}
+    scene.assert_intact()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param({"set": "x", "value": "1"}, id="set"),
+        pytest.param({"incr": "n"}, id="incr"),
+        pytest.param({"flash": "f"}, id="flash"),
+        pytest.param({"regen": "1", "set": "x", "value": "1"}, id="regen"),
+    ],
+)
+@pytest.mark.parametrize("ending", ["regen", "destroy"])
+def test_the_cookie_of_an_ended_id_cannot_bring_that_id_back(memcached, params, ending):
+    scene = Scene(memcached, secret_key=SECRET)
+    browser = webtest.TestApp(scene.app)
+    browser.get("/", {"set": "a", "value": "1"}, status=200)
+    old_cookie = browser.cookies["sid"]
+    old = scene.codec.decode(old_cookie)
+    assert old is not None
+    browser.get("/", {ending: "1"}, status=200)
+    if ending == "regen":
+        assert scene.track(browser) != old
+    response = scene.send(f"sid={old_cookie}", params)
+    for header in cookie_headers(response, "sid"):
+        assert old not in header
+    assert_gone(memcached, old, ["a", "x", "n"])
+    scene.assert_intact()
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        pytest.param("set"),
+        pytest.param("incr"),
+        pytest.param("update"),
+    ],
+)
+def test_an_outage_while_loading_does_not_let_a_later_write_adopt_a_planted_id(memcached, action):
+    planted = new_session_id()
+
+    class LoadThenWrite(SessionHandlerMixin, webapp2.RequestHandler):
+        def get(self) -> None:
+            self.session.load()  # memcached is down: the id cannot be checked
+            memcached.start()  # and back before the request ends
+            time.sleep(0.05)  # longer than dead_retry
+            if action == "set":
+                self.set_session_var("n", 1)
+            elif action == "incr":
+                self.incr_session_var("n")
+            else:
+                self.update_session_var("n", lambda old: 1)
+
+    app = make_app(
+        {"memcache_servers": [memcached.address], "cookie_name": "sid", "dead_retry": 0.01},
+        [("/", LoadThenWrite)],
+    )
+    memcached.stop()
+    response = webtest.TestApp(app.app).get("/", headers={"Cookie": f"sid={planted}"}, status=200)
+    headers = cookie_headers(response, "sid")
+    assert headers and all(planted not in header for header in headers)
+    assert_gone(memcached, planted, ["n"])
+
+
+# --------------------------------------------------------------------------- logout
+
+
+def test_logout_deletes_every_key_expires_the_cookie_and_the_old_cookie_reads_nothing(
+    memcached,
+):
+    scene = Scene(memcached, secret_key=SECRET)
+    browser = webtest.TestApp(scene.app)
+    names = ["a", "n" * 300, "x\r\nflush_all"]
+    browser.get("/", {"set": names, "value": ["1", "2", "3"], "flash": "f"}, status=200)
+    browser.get("/", {"incr": "counter", "delete": "a"}, status=200)
+    cookie = browser.cookies["sid"]
+    sid = scene.codec.decode(cookie)
+    assert sid is not None and len(keys_of(memcached, sid)) == 5
+    response = browser.get("/", {"destroy": "1"}, status=200)
+    assert_gone(memcached, sid, [*names, "counter"])
+    (header,) = cookie_headers(response, "sid")
+    assert cookie_value(header) == "" and attributes(header)["max-age"] == "0"
+    stale = scene.send(f"sid={cookie}", {"get": [*names, "counter"], "flashes": "1"})
+    assert stale.json == {**dict.fromkeys([*names, "counter"]), "flashes": []}
+    scene.assert_intact()
+
+
+# --------------------------------------------------------------------------- expiry
+
+
+def test_idle_timeout_ends_the_session_and_issues_a_new_id(app_on, memcached):
+    app = app_on(idle_timeout=1)
+    app.get("/", {"set": "secret", "value": '"s"'}, status=200)
+    old = app.cookies["sid"]
+    assert memcached.mg(f"{old}-secret") is not None
+    time.sleep(2.1)
+    assert memcached.mg(old) is None  # the record expired on the server
+    body = app.get("/", {"get": "secret", "set": "b", "value": "1", "sid": "1"}).json
+    assert body["secret"] is None and body["sid"] != old
+    assert app.cookies["sid"] == body["sid"]
+
+
+def test_absolute_timeout_ends_a_busy_session_even_across_regeneration(app_on, memcached):
+    app = app_on(absolute_timeout=3)
+    start = time.monotonic()
+    app.get("/", {"set": "secret", "value": '"s"'}, status=200)
+    seen = {app.cookies["sid"]}
+    for at, params in (
+        (0.5, {"get": "secret"}),
+        (1.0, {"get": "secret", "regen": "1"}),
+        (1.5, {"get": "secret"}),
+    ):
+        time.sleep(max(0.0, start + at - time.monotonic()))
+        assert app.get("/", params, status=200).json == {"secret": "s"}
+        seen.add(app.cookies["sid"])
+    assert len(seen) == 2  # regeneration gave a new id, not a new lifetime
+    time.sleep(max(0.0, start + 3.3 - time.monotonic()))
+    body = app.get("/", {"get": "secret", "sid": "1"}, status=200).json
+    assert body["secret"] is None and body["sid"] not in seen
+    for sid in seen:
+        assert_gone(memcached, sid, ["secret"])
+
+
+# --------------------------------------------------------------------------- binding
+
+
+@pytest.mark.parametrize(
+    ("setting", "mine", "theirs"),
+    [
+        pytest.param(
+            "bind_user_agent",
+            {"headers": {"User-Agent": "Browser/1.0"}},
+            {"headers": {"User-Agent": "Other/2.0"}},
+            id="user-agent",
+        ),
+        pytest.param(
+            "bind_user_agent",
+            {"headers": {"User-Agent": "Browser/1.0"}},
+            {},
+            id="user-agent-missing",
+        ),
+        pytest.param(
+            "bind_ip",
+            {"environ": {"REMOTE_ADDR": "203.0.113.5"}},
+            {"environ": {"REMOTE_ADDR": "198.51.100.7"}},
+            id="address",
+        ),
+    ],
+)
+def test_a_request_from_another_client_ends_a_bound_session(memcached, setting, mine, theirs):
+    scene = Scene(memcached, secret_key=SECRET, **{setting: True})
+    first = scene.send(None, {"set": "bound", "value": '"mine"', "sid": "1"}, **mine)
+    sid = first.json["sid"]
+    cookie = f"sid={scene.codec.encode(sid)}"
+    assert scene.send(cookie, {"get": "bound"}, **mine).json == {"bound": "mine"}
+    other = scene.send(cookie, {"get": "bound", "sid": "1"}, **theirs)
+    assert other.json["bound"] is None and other.json["sid"] != sid
+    assert_gone(memcached, sid, ["bound"])
+    assert scene.send(cookie, {"get": "bound"}, **mine).json == {"bound": None}
+    scene.assert_intact()
+
+
+# --------------------------------------------------------------------------- cookie attributes
+
+
+@pytest.mark.parametrize(
+    ("name", "cookie_args"),
+    [
+        pytest.param("__Host-sid", {}, id="host-prefix"),
+        pytest.param("__Secure-sid", {}, id="secure-prefix"),
+        pytest.param("sid", {"secure": True}, id="secure-setting"),
+    ],
+)
+def test_a_secure_cookie_stays_secure_when_it_is_cleared(app_on, name, cookie_args):
+    app = app_on(cookie_name=name, cookie_args=cookie_args, secret_key=SECRET)
+    issued = app.get("/", {"set": "a", "value": "1"}, status=200)  # plain http
+    (header,) = cookie_headers(issued, name)
+    attrs = attributes(header)
+    assert "secure" in attrs and attrs["path"] == "/" and "domain" not in attrs
+    value = cookie_value(header)
+    browser = webtest.TestApp(app.app)
+    cleared = browser.get("/", {"destroy": "1"}, headers={"Cookie": f"{name}={value}"})
+    (header,) = cookie_headers(cleared, name)
+    attrs = attributes(header)
+    assert cookie_value(header) == "" and attrs["max-age"] == "0"
+    assert "secure" in attrs and attrs["path"] == "/" and "domain" not in attrs
+    stale = browser.get("/", {"get": "a"}, headers={"Cookie": f"{name}={value}"})
+    assert stale.json == {"a": None}
+
+
+class CachedPage(SessionHandlerMixin, webapp2.RequestHandler):
+    """A page that sets its own caching headers (``?cc=``), then reads the session."""
+
+    def get(self) -> None:
+        self.response.headers["Cache-Control"] = self.request.GET["cc"]
+        self.response.headers["Vary"] = "Accept-Encoding"
+        self.response.write(json.dumps(self.get_session_var("secret")))
+
+
+def assert_private(response: webtest.TestResponse) -> None:
+    vary = [v.strip().lower() for v in response.headers.get("Vary", "").split(",")]
+    assert "cookie" in vary
+    cache = response.headers["Cache-Control"]
+    directives = [d.strip().split("=")[0].lower() for d in cache.split(",")]
+    assert "no-store" in directives or ("private" in directives and "public" not in directives)
+
+
+@pytest.mark.parametrize(
+    ("params", "with_cookie"),
+    [
+        pytest.param({"get": "secret"}, True, id="read"),
+        pytest.param({"get": "secret"}, False, id="read-without-cookie"),
+        pytest.param({"set": "x", "value": "1"}, True, id="write"),
+        pytest.param({"destroy": "1"}, True, id="logout"),
+        pytest.param({"get": "secret"}, "sid=x\r\nflush_all", id="hostile-cookie"),
+    ],
+)
+def test_responses_that_use_the_session_are_private_and_vary_on_cookie(
+    memcached, params, with_cookie
+):
+    scene = Scene(memcached)
+    if isinstance(with_cookie, str):
+        cookie: str | None = with_cookie
+    else:
+        cookie = f"sid={scene.victim_cookie}" if with_cookie else None
+    assert_private(scene.send(cookie, params))
+
+
+@pytest.mark.parametrize(
+    "cache_control",
+    [
+        "public, max-age=3600",
+        "PUBLIC",
+        "public, private",
+        "max-age=60, Public, immutable",
+        "s-maxage=600",
+        "no-store, public",
+    ],
+)
+def test_a_page_asking_to_be_cached_publicly_is_made_private(memcached, cache_control):
+    scene = Scene(memcached, routes=[("/", Handler), ("/cached", CachedPage)])
+    cookie = f"sid={scene.victim_cookie}"
+    response = scene.send(cookie, {"cc": cache_control}, path="/cached")
+    assert_private(response)
+    assert "Accept-Encoding" in response.headers["Vary"]
+    assert json.loads(response.text) == VICTIM_SECRET
+
+
+# --------------------------------------------------------------------------- logs
+
+
+def test_logs_never_contain_a_session_id_or_a_cookie_value(memcached, caplog):
+    hostile = [
+        'sid="x\\015\\012flush_all\\015\\012"',
+        "sid=" + "z" * 8192,
+        "sid=\xff\xfe\x00garbage-cookie",
+    ]
+    with caplog.at_level(logging.DEBUG):
+        scene = Scene(memcached, secret_key=SECRET, bind_user_agent=True)
+        fields = scene.fields()
+        planted = new_session_id()
+        secrets = [scene.victim_cookie, scene.own_cookie, planted, *fields.values()]
+        for cookie in [*hostile, "sid={forged}".format(**fields), f"sid={planted}"]:
+            scene.send(cookie)
+        scene.send(f"sid={scene.codec.encode(planted)}")
+        memcached.set(f"{scene.victim_sid}-secret", pickle.dumps(1), FLAGS_PICKLE)
+        scene.send(f"sid={scene.victim_cookie}", {"get": "secret"})
+        regen = scene.send(f"sid={scene.victim_cookie}", {"regen": "1", "sid": "1"})
+        cookie = f"sid={scene.codec.encode(regen.json['sid'])}"
+        secrets.append(cookie)
+        scene.send(cookie, {"get": "secret"}, headers={"User-Agent": "Other/1.0"})
+        memcached.set(scene.own_cookie.split(".")[0], b"junk", FLAGS_RECORD)
+        scene.send(f"sid={scene.own_cookie}", {"get": "secret"})
+        memcached.stop()
+        for params in ({"get": "a"}, {"set": "a", "value": "1"}, {"incr": "n"}, {"destroy": "1"}):
+            scene.send(f"sid={scene.victim_cookie}", params)
+            scene.send(f"sid={scene.codec.encode(planted)}", params)
+    secrets += sorted(scene.owners)
+    records = caplog.records
+    assert any(r.name == "webapp2_sessions" and r.levelno >= logging.ERROR for r in records)
+    assert any("ended" in r.getMessage() for r in records)
+    texts = [caplog.text] + [
+        f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records
+    ]
+    for secret in secrets:
+        for text in texts:
+            assert secret not in text
+            for start in range(max(1, len(secret) - 15)):
+                assert secret[start : start + 16] not in text, secret
+    for raw in hostile:
+        value = raw.partition("=")[2]
+        assert all(value not in text for text in texts)
+        assert all("flush_all" not in text for text in texts)
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[MemcachedServer]:
+    server = MemcachedServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class CookieProbe:
+    """One victim and canary on the module's server, and the cost of a request."""
+
+    def __init__(self, server: MemcachedServer) -> None:
+        self.scene = Scene(server)
+        self.server = server
+        before = counters(server)
+        self.scene.send(None)
+        middle = counters(server)
+        self.scene.send(f"sid={new_session_id()}")
+        after = counters(server)
+        self.costs = [spent(before, middle), spent(middle, after)]
+
+    def check(self, header: str) -> None:
+        before = counters(self.server)
+        response = self.scene.send(header)
+        cost = spent(before, counters(self.server))
+        assert any(same_cost(cost, usual) for usual in self.costs), cost
+        assert response.json["secret"] is None
+        fresh = response.json["sid"]
+        assert fresh != self.scene.victim_sid
+        assert self.server.mg(fresh) is not None and self.server.mg(f"{fresh}-mine") is not None
+        self.scene.assert_intact()
+
+
+@pytest.fixture(scope="module")
+def probe(shared_server: MemcachedServer) -> CookieProbe:
+    return CookieProbe(shared_server)
+
+
+@settings(max_examples=120, deadline=None)
+@given(text=st.text(max_size=120))
+def test_arbitrary_cookie_text_never_errors_or_touches_another_key(probe, text):
+    probe.check("sid=" + utf8_as_environ(text))
+
+
+@settings(max_examples=120, deadline=None)
+@given(data=st.binary(max_size=120))
+def test_arbitrary_cookie_bytes_never_error_or_touch_another_key(probe, data):
+    probe.check("sid=" + data.decode("latin-1"))
+
+
+@settings(max_examples=120, deadline=None)
+@given(text=st.text(max_size=160))
+def test_an_arbitrary_cookie_header_never_errors_or_touches_another_key(probe, text):
+    probe.check(utf8_as_environ(text))
+
+
+@pytest.fixture(scope="module")
+def shared_store(shared_server: MemcachedServer) -> Iterator[MemcacheStore]:
+    store = MemcacheStore([shared_server.address])
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    names=st.lists(st.text(min_size=1, max_size=300), min_size=1, max_size=4, unique=True),
+    prefix=st.sampled_from(["", "app:", "p" * 120]),
+)
+def test_arbitrary_variable_names_round_trip_to_distinct_valid_keys(
+    shared_server, shared_store, names, prefix
+):
+    config = SessionConfig.from_mapping(
+        {"memcache_servers": [shared_server.address], "key_prefix": prefix}
+    )
+    session = Session(config, shared_store, None)
+    for index, name in enumerate(names):
+        session[name] = [index, name]
+    session.save()
+    sid = session.session_id
+    again = Session(config, shared_store, sid)
+    for index, name in enumerate(names):
+        assert again[name] == [index, name]
+    own = [key for key in live_keys(shared_server) if key.startswith((prefix + sid).encode())]
+    assert len(own) == len(names) + 1
+    for key in own:
+        assert_valid_key(key)
