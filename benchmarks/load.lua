@@ -12,7 +12,14 @@
 --   LOAD_COOKIES  file with one cookie value per line, line k+1 = slot k
 --   LOAD_RESULTS  file that done() writes, one line per slot
 --   LOAD_THREADS  number of wrk threads (= connections)
+--   LOAD_SESSIONS number of slots (lines in LOAD_COOKIES)
 --   LOAD_COOKIE   cookie name
+--
+-- Counts leave the threads as one string global per slot ("slot<N>"), not as
+-- tables: wrk 4.1's thread:get() pops one value too many from the thread's
+-- Lua stack for every table it copies (script_copy_value pops the table, then
+-- script_thread_get pops again), which corrupts memory and can crash wrk at
+-- the end of a run. Strings and numbers are copied safely.
 
 local cookie_name = os.getenv("LOAD_COOKIE") or "demo_session"
 local threads = {}
@@ -44,9 +51,16 @@ function init(args)
       slots[#slots + 1] = s
       cookies[s] = all[s + 1]
       ok[s], doubt[s], bad[s], moved[s], since_ok[s], since_doubt[s] = 0, 0, 0, 0, 0, 0
+      publish(s)
    end
    pos = 0
    pending = nil
+end
+
+-- Make slot s's counts readable from done() (see the note at the top).
+function publish(s)
+   _G["slot" .. s] = string.format("%d %d %d %d %d %d %d %s", s, ok[s], doubt[s], bad[s],
+      moved[s], since_ok[s], since_doubt[s], cookies[s])
 end
 
 function request()
@@ -56,6 +70,7 @@ function request()
       -- have reached the app.
       doubt[pending] = doubt[pending] + 1
       since_doubt[pending] = since_doubt[pending] + 1
+      publish(pending)
    end
    pos = pos % #slots + 1
    local s = slots[pos]
@@ -75,6 +90,7 @@ function response(status, headers, body)
       bad[s] = bad[s] + 1
       doubt[s] = doubt[s] + 1
       since_doubt[s] = since_doubt[s] + 1
+      publish(s)
       return
    end
    for name, value in pairs(headers) do
@@ -90,25 +106,22 @@ function response(status, headers, body)
    end
    ok[s] = ok[s] + 1
    since_ok[s] = since_ok[s] + 1
+   publish(s)
 end
 
--- Main state again: gather every thread's counts into LOAD_RESULTS.
+-- Main state again: gather every thread's slots into LOAD_RESULTS. A line
+-- "pending N" marks slot N's request that was still in flight at the end.
 function done(summary, latency, requests)
+   local nthreads = tonumber(os.getenv("LOAD_THREADS"))
+   local nslots = tonumber(os.getenv("LOAD_SESSIONS"))
    local out = assert(io.open(os.getenv("LOAD_RESULTS"), "w"))
    for _, t in ipairs(threads) do
-      local t_slots = t:get("slots")
-      local t_cookies, t_ok, t_doubt = t:get("cookies"), t:get("ok"), t:get("doubt")
-      local t_bad, t_moved = t:get("bad"), t:get("moved")
-      local t_since_ok, t_since_doubt = t:get("since_ok"), t:get("since_doubt")
+      for s = t:get("id"), nslots - 1, nthreads do
+         out:write(t:get("slot" .. s), "\n")
+      end
       local last = t:get("pending")
       if last ~= nil then
-         -- Still in flight when wrk stopped: the app may finish it anyway.
-         t_doubt[last] = t_doubt[last] + 1
-         t_since_doubt[last] = t_since_doubt[last] + 1
-      end
-      for _, s in ipairs(t_slots) do
-         out:write(string.format("%d %d %d %d %d %d %d %s\n", s, t_ok[s], t_doubt[s],
-            t_bad[s], t_moved[s], t_since_ok[s], t_since_doubt[s], t_cookies[s]))
+         out:write("pending ", last, "\n")
       end
    end
    out:close()

@@ -193,3 +193,16 @@ def test_an_evicted_variable_is_reported_as_lost(memcached):
     again = Session(config, store, session.session_id)
     assert again.get("a") is None and again.get("b") == 2
     assert again.lost == {"a"}
+
+
+def test_a_new_visitor_whose_id_meets_an_undetected_dead_node_is_stored_on_a_live_one(
+    memcached_cluster,
+):
+    dead = memcached_cluster[0]
+    dead.stop()
+    for _ in range(30):
+        # A fresh application has not yet seen the failure.
+        browser = webtest.TestApp(cluster_app(memcached_cluster, dead_retry=10))
+        response = browser.get("/", {"set": "cart", "value": "[1]"}, status=200)
+        assert "sid=" in response.headers["Set-Cookie"]
+        assert browser.get("/", {"get": "cart"}).json == {"cart": [1]}

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Any
 
 from webob.exc import HTTPException
 
-from .config import CONFIG_KEY, SessionConfig
+from .config import CONFIG_KEY, CookieArgs, SessionConfig
 from .ids import CookieCodec
 from .session import ClientInfo, Prefetch, Session
 from .stores import MemoryStore, Store
@@ -132,14 +134,15 @@ class SessionHandlerMixin:
     # ------------------------------------------------------------------ setup
 
     def _session_runtime(self) -> _Runtime:
-        registry: dict[Any, Any] = self.app.registry
+        # request.app is a plain attribute; self.app goes through a thread-local proxy.
+        registry: dict[Any, Any] = self.request.app.registry
         key = (_REGISTRY_KEY, "handler", type(self))
         runtime: _Runtime | None = registry.get(key)
         if runtime is None:
             overrides = dict(self.session_settings)
             if self.session_cookie_name is not None:
                 overrides["cookie_name"] = self.session_cookie_name
-            runtime = registry[key] = _runtime(self.app, overrides)
+            runtime = registry[key] = _runtime(self.request.app, overrides)
         return runtime
 
     def _make_session(self) -> Session:
@@ -262,21 +265,46 @@ class SessionHandlerMixin:
             secure = self.request.scheme == "https"
         if name.startswith(("__Host-", "__Secure-")):
             secure = True
-        common: dict[str, Any] = {
-            "path": args.path,
-            "domain": args.domain,
-            "secure": bool(secure),
-            "httponly": args.httponly,
-            "samesite": args.samesite,
-        }
         if session.cookie_action == "set":
             value = self._session_runtime().codec.encode(session.session_id)
-            response.set_cookie(name, value, max_age=args.max_age, overwrite=True, **common)
+            _set_cookie(response.headers, name, value, args, bool(secure), args.max_age)
         elif session.cookie_action == "delete" and session.cookie_present:
             # WebOb's delete_cookie would drop Secure, which __Host- cookies need.
-            response.set_cookie(name, "", max_age=0, overwrite=True, **common)
+            _set_cookie(response.headers, name, "", args, bool(secure), 0)
         if session.accessed or session.cookie_action:
             _mark_private(response.headers)
+
+
+def _set_cookie(
+    headers: Any, name: str, value: str, args: CookieArgs, secure: bool, max_age: int | None
+) -> None:
+    """Replace any Set-Cookie for ``name`` with ours.
+
+    Written by hand: the name, path and domain were validated with the
+    settings and the value is an id (and signature) in a cookie-safe alphabet,
+    so nothing needs quoting, and WebOb's general cookie writer costs as much
+    as a memcached round trip.
+    """
+    parts = [f"{name}={value}", f"Path={args.path}"]
+    if args.domain:
+        parts.append(f"Domain={args.domain}")
+    if max_age is not None:
+        expires = formatdate(time.time() + max_age if max_age else 0, usegmt=True)
+        parts += [f"Max-Age={max_age}", f"expires={expires}"]
+    if secure:
+        parts.append("secure")
+    if args.httponly:
+        parts.append("HttpOnly")
+    if args.samesite:
+        parts.append(f"SameSite={args.samesite}")
+    prefix = name + "="
+    existing = headers.getall("Set-Cookie")
+    if any(c.startswith(prefix) for c in existing):
+        del headers["Set-Cookie"]
+        for cookie in existing:
+            if not cookie.startswith(prefix):
+                headers.add("Set-Cookie", cookie)
+    headers.add("Set-Cookie", "; ".join(parts))
 
 
 def _cookie_value(request: Any, name: str) -> str | None:
@@ -286,6 +314,8 @@ def _cookie_value(request: Any, name: str) -> str | None:
     cannot decode (``x=\\377``), which would turn a stranger's junk cookie
     into a 500. Fall back to finding ours by hand; the codec validates it.
     """
+    if not request.environ.get("HTTP_COOKIE"):
+        return None
     try:
         value: str | None = request.cookies.get(name)
         return value

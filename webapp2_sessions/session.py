@@ -493,6 +493,13 @@ class Session(MutableMapping[str, Any]):
             )
             results = self._execute(sid, [first, *self._variable_ops(sid)])
             if results is None:
+                if not self.store.available(sid):
+                    # This id's node was just found dead: a fresh id avoids it
+                    # (in a cluster; with one server the retry fails fast).
+                    candidate = self._fresh_id()
+                    if self.store.available(candidate):
+                        self._sid = candidate
+                        continue
                 self._after_failed_write(sid)
                 return
             if results[0] is True:
