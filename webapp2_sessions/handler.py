@@ -257,22 +257,24 @@ class SessionHandlerMixin:
         session = self._session_obj
         if session is None:
             return
-        config = session.config
-        args = config.cookie_args
-        name = config.cookie_name
-        secure = args.secure
-        if secure == "auto":
-            secure = self.request.scheme == "https"
-        if name.startswith(("__Host-", "__Secure-")):
-            secure = True
-        if session.cookie_action == "set":
-            value = self._session_runtime().codec.encode(session.session_id)
-            _set_cookie(response.headers, name, value, args, bool(secure), args.max_age)
-        elif session.cookie_action == "delete" and session.cookie_present:
-            # WebOb's delete_cookie would drop Secure, which __Host- cookies need.
-            _set_cookie(response.headers, name, "", args, bool(secure), 0)
-        if session.accessed or session.cookie_action:
-            _mark_private(response.headers)
+        action = session.cookie_action
+        if action == "set" or (action == "delete" and session.cookie_present):
+            config = session.config
+            args = config.cookie_args
+            name = config.cookie_name
+            secure = args.secure
+            if secure == "auto":
+                secure = self.request.scheme == "https"
+            if name.startswith(("__Host-", "__Secure-")):
+                secure = True
+            if action == "set":
+                value = self._session_runtime().codec.encode(session.session_id)
+                _set_cookie(response.headers, name, value, args, bool(secure), args.max_age)
+            else:
+                # WebOb's delete_cookie would drop Secure, which __Host- cookies need.
+                _set_cookie(response.headers, name, "", args, bool(secure), 0)
+        if session.accessed or action:
+            _mark_private(response.headerlist)
 
 
 def _set_cookie(
@@ -328,24 +330,34 @@ def _cookie_value(request: Any, name: str) -> str | None:
         return None
 
 
-def _mark_private(headers: Any) -> None:
+def _mark_private(headerlist: list[tuple[str, str]]) -> None:
     """Add ``Vary: Cookie`` and make the response uncacheable by shared caches.
 
-    Plain string work on the two headers: WebOb's cache-control object would
-    parse and rebuild them on every request.
+    One pass over WebOb's raw header list: its case-insensitive header view
+    rescans the list on every get and set.
     """
-    vary = headers.get("Vary")
-    if not vary:
-        headers["Vary"] = "Cookie"
-    elif "cookie" not in {v.strip().lower() for v in vary.split(",")}:
-        headers["Vary"] = vary + ", Cookie"
-    cache = headers.get("Cache-Control")
-    if not cache:
-        headers["Cache-Control"] = "private"
+    vary_at = cache_at = -1
+    for index, (name, _) in enumerate(headerlist):
+        lowered = name.lower()
+        if lowered == "vary":
+            vary_at = index
+        elif lowered == "cache-control":
+            cache_at = index
+    if vary_at < 0:
+        headerlist.append(("Vary", "Cookie"))
+    else:
+        vary = headerlist[vary_at][1]
+        if "cookie" not in {v.strip().lower() for v in vary.split(",")}:
+            headerlist[vary_at] = ("Vary", vary + ", Cookie")
+    if cache_at < 0:
+        headerlist.append(("Cache-Control", "private"))
         return
+    cache = headerlist[cache_at][1]
     directives = [d.strip() for d in cache.split(",") if d.strip()]
-    lowered = [d.lower() for d in directives]
-    if "no-store" in lowered or ("private" in lowered and "public" not in lowered):
+    lowered_directives = [d.lower() for d in directives]
+    if "no-store" in lowered_directives or (
+        "private" in lowered_directives and "public" not in lowered_directives
+    ):
         return
-    kept = [d for d, low in zip(directives, lowered, strict=True) if low != "public"]
-    headers["Cache-Control"] = ", ".join([*kept, "private"])
+    kept = [d for d, low in zip(directives, lowered_directives, strict=True) if low != "public"]
+    headerlist[cache_at] = ("Cache-Control", ", ".join([*kept, "private"]))
