@@ -22,7 +22,7 @@ from typing import Any
 
 from .config import SessionConfig
 from .errors import SessionUnavailableError, UpdateConflictError
-from .ids import KeyScheme, log_token, name_suffix, new_session_id
+from .ids import key_scheme, log_token, name_suffix, new_session_id
 from .record import (
     DEAD_LINE,
     FLAGS_FLASHES,
@@ -39,6 +39,7 @@ __all__ = ["FLAGS_FLASHES", "FLAGS_RECORD", "ClientInfo", "Prefetch", "Session"]
 log = logging.getLogger("webapp2_sessions")
 
 _MISSING: Any = object()
+_NOTHING: frozenset[str] = frozenset()
 _UNCACHED: Any = object()
 _UNLOADED = Record(created=0.0, born=0.0)
 _MAX_LEARNED = 64
@@ -77,6 +78,10 @@ class Prefetch:
                 self.names = self.names | {name}
 
 
+_NO_CLIENT = ClientInfo()
+_NO_PREFETCH = Prefetch(learn=False)
+
+
 class Session(MutableMapping[str, Any]):
     """One request's view of one session.
 
@@ -85,6 +90,18 @@ class Session(MutableMapping[str, Any]):
     which the handler mixin calls at the end of dispatch. Values are captured
     when set: mutate a list you read, then set it again to store the change.
     """
+
+    # Defaults shared by every instance until a request changes them: a session
+    # is built on every request, so its constructor sets only what varies.
+    _flash_item: Item | object | None = _MISSING
+    _flashes_taken = False
+    _force_save = False
+    #: The request depended on the session (for Vary: Cookie).
+    accessed = False
+    #: What the response must do with the cookie: None, 'set' or 'delete'.
+    cookie_action: str | None = None
+    #: Names the record lists whose value was gone (evicted or expired).
+    lost: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -100,10 +117,10 @@ class Session(MutableMapping[str, Any]):
     ) -> None:
         self.config = config
         self.store = store
-        self.client = client or ClientInfo()
-        self.prefetch = prefetch or Prefetch()
-        self.required = frozenset(required)
-        self._ks = KeyScheme(config.key_prefix)
+        self.client = client or _NO_CLIENT
+        self.prefetch = prefetch or _NO_PREFETCH
+        self.required = frozenset(required) if required else _NOTHING
+        self._ks = key_scheme(config.key_prefix)
         self._clock = clock
         #: The request carried a cookie of our name (valid or not).
         self.cookie_present = cookie_present
@@ -120,15 +137,8 @@ class Session(MutableMapping[str, Any]):
         self._dirty: dict[str, bytes] = {}
         self._deleted: set[str] = set()
         self._flashes_out: list[bytes] = []
-        self._flash_item: Item | object | None = _MISSING
-        self._flashes_taken = False
-        self._force_save = False
-        #: Names the record lists whose value was gone (evicted or expired).
-        self.lost: set[str] = set()
-        #: The request depended on the session (for Vary: Cookie).
-        self.accessed = False
-        #: What the response must do with the cookie: None, 'set' or 'delete'.
-        self.cookie_action: str | None = "delete" if cookie_present and not cookie_sid else None
+        if cookie_present and not cookie_sid:
+            self.cookie_action = "delete"  # a cookie we cannot use: clear it
 
     def _blank_record(self) -> Record:
         now = self._clock()
@@ -192,7 +202,7 @@ class Session(MutableMapping[str, Any]):
         values = self._values
         wanted = sorted(n for n in names if n not in values)
         ops: list[Op] = [Get(self._ks.record(sid), touch=self.config.record_ttl)]
-        ops += [Get(self._ks.variable(sid, n), touch=self.config.ttl) for n in wanted]
+        ops += [Get(self._ks.variable_fast(sid, n), touch=self.config.ttl) for n in wanted]
         flashes = self.prefetch.flashes
         if flashes:
             ops.append(Get(self._ks.internal(sid, "flashes"), touch=self.config.ttl))
@@ -276,7 +286,7 @@ class Session(MutableMapping[str, Any]):
         if not names or self._sid is None:
             return
         sid = self._sid
-        ops = [Get(self._ks.variable(sid, n), touch=self.config.ttl) for n in names]
+        ops = [Get(self._ks.variable_fast(sid, n), touch=self.config.ttl) for n in names]
         results = self._execute(sid, ops)
         for name, result in zip(names, results or [None] * len(names), strict=True):
             self._remember(name, result)
@@ -285,7 +295,7 @@ class Session(MutableMapping[str, Any]):
         if not isinstance(result, Item):
             self._values[name] = _MISSING
             if name in self._record.names and name not in self._dirty:
-                self.lost.add(name)
+                self.lost = self.lost | {name}
                 log.info("session %s: a listed variable was evicted or expired", self._tag())
             return
         serializer = self.config.serializer
@@ -466,9 +476,10 @@ class Session(MutableMapping[str, Any]):
         ttl = self.config.ttl
         flags = self.config.serializer.flags
         ops: list[Op] = [
-            Set(self._ks.variable(sid, n), data, flags, ttl) for n, data in self._dirty.items()
+            Set(self._ks.variable_fast(sid, n), data, flags, ttl)
+            for n, data in self._dirty.items()
         ]
-        ops += [Delete(self._ks.variable(sid, n)) for n in sorted(self._deleted)]
+        ops += [Delete(self._ks.variable_fast(sid, n)) for n in sorted(self._deleted)]
         key = self._ks.internal(sid, "flashes")
         if self._flashes_taken and isinstance(self._flash_item, Item):
             # Only the flashes we read: one appended meanwhile keeps the key alive.
@@ -675,7 +686,7 @@ class Session(MutableMapping[str, Any]):
             except ValueError:
                 pass
         ops: list[Op] = [Delete(record_key)]
-        ops += [Delete(self._ks.variable(sid, n)) for n in sorted(names)]
+        ops += [Delete(self._ks.variable_fast(sid, n)) for n in sorted(names)]
         if flashes:
             ops.append(Delete(self._ks.internal(sid, "flashes")))
         if self._execute(sid, ops) is None:
@@ -725,7 +736,7 @@ class Session(MutableMapping[str, Any]):
             sid = self._sid
             if sid is None or self._state != "stored":
                 return None
-            key = self._ks.variable(sid, name)
+            key = self._ks.variable_fast(sid, name)
             got = self._execute(sid, [Get(key, touch=ttl)])
             if got is None:
                 return None
@@ -768,7 +779,7 @@ class Session(MutableMapping[str, Any]):
         new_name = name not in self._record.names
         if new_name:
             ops.append(Set(record_key, index_lines({name}), mode="append"))
-        body = build(self._ks.variable(sid, name))
+        body = build(self._ks.variable_fast(sid, name))
         ops += body
         ops.append(Get(record_key))
         results = self._execute(sid, ops)
