@@ -39,5 +39,5 @@ bench: memcached deps
 ## load: sustained load on a three-node cluster (gunicorn + wrk)
 load: memcached deps
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }
-	$(BIN)/pip install -q gunicorn
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/load.py
