@@ -24,7 +24,8 @@ import functools
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from typing import Any
 
 from .stores import Item
@@ -51,8 +52,8 @@ def client_hash(text: str | None) -> str | None:
 
 
 def index_lines(
-    added: set[str] | frozenset[str] = frozenset(),
-    removed: set[str] | frozenset[str] = frozenset(),
+    added: AbstractSet[str] = frozenset(),
+    removed: AbstractSet[str] = frozenset(),
     flashes: bool = False,
 ) -> bytes:
     """Index lines recording ``added`` and ``removed`` names (JSON-quoted)."""
@@ -78,8 +79,8 @@ class Record:
     born: float
     user_agent: str | None = None
     remote_addr: str | None = None
-    names: set[str] = field(default_factory=set)
-    ever: set[str] = field(default_factory=set)
+    names: AbstractSet[str] = frozenset()
+    ever: AbstractSet[str] = frozenset()
     flashes: bool = False
     dead: bool = False
     lines: int = 0
@@ -101,9 +102,9 @@ class Record:
         return self.lines > 2 * len(self.names) + 32
 
     def apply(self, added: set[str], removed: set[str], flashes: bool) -> None:
-        self.names |= added
-        self.names -= removed
-        self.ever |= added
+        # Rebound, never changed in place: parsed records share their sets.
+        self.names = (self.names | added) - removed
+        self.ever = self.ever | added
         self.flashes = self.flashes or flashes
         self.lines += len(added) + len(removed) + int(flashes)
 
@@ -118,8 +119,8 @@ class Record:
             born=parsed.born,
             user_agent=parsed.user_agent,
             remote_addr=parsed.remote_addr,
-            names=set(parsed.names),
-            ever=set(parsed.ever),
+            names=parsed.names,
+            ever=parsed.ever,
             flashes=parsed.flashes,
             dead=parsed.dead,
             lines=parsed.lines,
@@ -144,7 +145,8 @@ def _parse(value: bytes) -> Record:
             user_agent=_optional_str(header.get("ua")),
             remote_addr=_optional_str(header.get("ip")),
         )
-        names, ever = record.names, record.ever
+        names: set[str] = set()
+        ever: set[str] = set()
         for entry in entries[1:]:
             if isinstance(entry, str) and entry:
                 names.add(entry)
@@ -158,6 +160,7 @@ def _parse(value: bytes) -> Record:
             elif entry.get("!") == "dead":
                 record.dead = True
         record.lines = len(entries) - 1
+        record.names, record.ever = frozenset(names), frozenset(ever)
     except (UnicodeDecodeError, RecursionError, OverflowError) as exc:
         raise ValueError(type(exc).__name__) from None
     return record

@@ -261,8 +261,7 @@ class Session(MutableMapping[str, Any]):
 
     def _end_reason(self, record: Record, epoch: float) -> str | None:
         config = self.config
-        now = self._clock()
-        if config.absolute_timeout and now - record.created > config.absolute_timeout:
+        if config.absolute_timeout and self._clock() - record.created > config.absolute_timeout:
             return "absolute timeout"
         if config.bind_user_agent and record.user_agent != client_hash(self.client.user_agent):
             return "user agent changed"
