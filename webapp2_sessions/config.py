@@ -21,8 +21,11 @@ CONFIG_KEY = "webapp2_sessions"
 #: memcached reads an expiry above this many seconds as a Unix timestamp.
 MEMCACHED_MAX_RELATIVE_TTL = 30 * 24 * 3600
 
-_COOKIE_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 6265 token
-_KEY_PREFIX_RE = re.compile(r"^[\x21-\x7e]*$")
+_COOKIE_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 6265 token
+_KEY_PREFIX_RE = re.compile(r"[\x21-\x7e]*")
+_ATTRIBUTE_RE = re.compile(r"[\x21-\x3a\x3c-\x7e]+")  # printable, no ';' or space
+#: Longest TTL or timeout accepted: memcached's absolute expiry times stop at 2038.
+MAX_SECONDS = 5 * 365 * 24 * 3600
 _SAMESITE = ("Strict", "Lax", "None")
 
 
@@ -104,8 +107,10 @@ class SessionConfig:
             raise ConfigurationError(
                 "cookie_args", "a __Host- cookie needs path='/' and no domain"
             )
-        if args.samesite == "None" and args.secure is False:
-            raise ConfigurationError("cookie_args", "samesite='None' requires a Secure cookie")
+        if args.samesite == "None" and args.secure is not True:
+            # Browsers drop a SameSite=None cookie without Secure, so 'auto'
+            # would lose every session served over plain HTTP.
+            raise ConfigurationError("cookie_args", "samesite='None' needs secure=True")
         if self.client is not None and self.memcache_servers:
             raise ConfigurationError(
                 "client", "give either 'client' or 'memcache_servers', not both"
@@ -146,7 +151,10 @@ def _int(key: str, value: Any, minimum: int = 0) -> int:
 
 
 def _seconds(key: str, value: Any) -> int:
-    return _int(key, value, minimum=1)
+    seconds = _int(key, value, minimum=1)
+    if seconds > MAX_SECONDS:
+        raise ConfigurationError(key, f"must be at most {MAX_SECONDS} seconds (5 years)")
+    return seconds
 
 
 def _optional_seconds(key: str, value: Any) -> int | None:
@@ -163,14 +171,14 @@ def _timeout(key: str, value: Any) -> float:
 
 def _cookie_name(key: str, value: Any) -> str:
     name = _str(key, value)
-    if not _COOKIE_NAME_RE.match(name):
+    if not _COOKIE_NAME_RE.fullmatch(name):
         raise ConfigurationError(key, f"{name!r} is not a valid cookie name")
     return name
 
 
 def _key_prefix(key: str, value: Any) -> str:
     prefix = _str(key, value)
-    if not _KEY_PREFIX_RE.match(prefix):
+    if not _KEY_PREFIX_RE.fullmatch(prefix):
         raise ConfigurationError(
             key, "may hold printable ASCII only (no spaces or control characters)"
         )
@@ -212,6 +220,12 @@ def _client(key: str, value: Any) -> Any:
     if not isinstance(value, (Client, HashClient)):
         raise ConfigurationError(
             key, "must be a pymemcache Client or HashClient (or give memcache_servers)"
+        )
+    if isinstance(value, HashClient) and getattr(value, "use_pooling", False):
+        raise ConfigurationError(
+            key,
+            "a HashClient with use_pooling=True is not supported; connections are "
+            "already kept per thread (pass memcache_servers instead)",
         )
     return value
 
@@ -267,11 +281,13 @@ def _cookie_args(key: str, value: Any) -> CookieArgs:
             raise ConfigurationError(where, f"unknown; allowed are {sorted(allowed)}")
         if name == "path":
             item = _str(where, item)
-            if not item.startswith("/") or ";" in item:
-                raise ConfigurationError(where, "must start with '/' and hold no ';'")
+            if not item.startswith("/") or not _ATTRIBUTE_RE.fullmatch(item):
+                raise ConfigurationError(
+                    where, "must start with '/' and hold no ';', space or control character"
+                )
         elif name == "domain" and item is not None:
             item = _str(where, item)
-            if ";" in item or " " in item:
+            if not _ATTRIBUTE_RE.fullmatch(item):
                 raise ConfigurationError(where, "is not a valid domain")
         elif (name == "secure" and item != "auto") or name == "httponly":
             item = _bool(where, item)

@@ -240,6 +240,8 @@ class SessionHandlerMixin:
             # (the login-then-redirect pattern); 5xx and other errors do not.
             if exc.code is not None and exc.code < 500:
                 self._commit_session(exc)
+                # An app-level error handler answers with self.response instead.
+                self._apply_session_headers(self.response)
             raise
         self._commit_session(self.response)
         if result is not None and result is not self.response and hasattr(result, "headers"):

@@ -203,8 +203,11 @@ class _Node:
         self._shared = shared
         self._shared_lock = threading.Lock() if shared is not None else None
         self._state_lock = threading.Lock()
+        self._clients: list[Client] = []  # every thread's, so close() reaches them all
         self.dead_until = 0.0
         self.down = False
+        #: A session deletion failed here during the current outage.
+        self.deletion_lost = False
         #: Wall-clock time this process first failed to reach the node.
         self.down_since = 0.0
 
@@ -215,7 +218,18 @@ class _Node:
         if client is None:
             client = self._make_client()
             self._local.client = client
+            with self._state_lock:
+                self._clients.append(client)
         return client
+
+    def close(self) -> None:
+        if self._shared is not None:
+            self._shared.close()
+            return
+        with self._state_lock:
+            clients = list(self._clients)
+        for client in clients:
+            client.close()  # the owning thread reconnects on next use
 
     def lock(self) -> threading.Lock | None:
         return self._shared_lock
@@ -237,7 +251,7 @@ class _Node:
         )
 
     def mark_up(self) -> float | None:
-        """Record success; after an outage, return when the outage began."""
+        """Record success; after an outage that cost a deletion, return its start."""
         if not self.down:
             return None
         with self._state_lock:
@@ -245,8 +259,9 @@ class _Node:
                 return None
             self.down = False
             self.dead_until = 0.0
+            lost, self.deletion_lost = self.deletion_lost, False
         log.warning("memcached %s is answering again", self.name)
-        return self.down_since
+        return self.down_since if lost else None
 
 
 class MemcacheStore(Store):
@@ -321,6 +336,14 @@ class MemcacheStore(Store):
 
     def describe(self, route: str) -> str:
         return self.node_for(route)
+
+    def deletion_lost(self, route: str) -> None:
+        """A logout could not delete session ``route``: its node is down.
+
+        When the node answers again its outage epoch is recorded (see
+        ``_record_outage``), so the session cannot come back to life.
+        """
+        self._nodes[self.node_for(route)].deletion_lost = True
 
     def known_epoch(self, route: str) -> float | None:
         """The outage epoch of ``route``'s node, or None if it must be re-read.
@@ -402,9 +425,11 @@ class MemcacheStore(Store):
     ) -> None:
         """Raise the node's epoch to ``down_since`` (never lower it).
 
-        A logout during the outage could not delete its session there, and a
-        partitioned (not restarted) node still holds it: every session born on
-        the node before the outage is therefore ended when next loaded.
+        Called only when a logout during the outage could not delete its
+        session there: a partitioned (not restarted) node still holds it, so
+        every session born on the node before the outage is ended when next
+        loaded. An outage that cost no deletion (a slow reply, a restart)
+        ends nothing.
         """
         value = b"%.3f" % down_since
         for _ in range(5):
@@ -429,4 +454,4 @@ class MemcacheStore(Store):
 
     def close(self) -> None:
         for node in self._nodes.values():
-            node.client().close()  # pymemcache's close never raises
+            node.close()

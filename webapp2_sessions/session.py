@@ -32,6 +32,7 @@ from .record import (
     index_lines,
     is_live,
 )
+from .serializers import FLAGS_JSON
 from .stores import Delete, Failed, Get, Incr, Item, Op, Result, Set, Store
 
 __all__ = ["FLAGS_FLASHES", "FLAGS_RECORD", "ClientInfo", "Prefetch", "Session"]
@@ -275,7 +276,9 @@ class Session(MutableMapping[str, Any]):
         self._state = "new"
         self._sid = None
         self._record = self._blank_record()
-        self._values.clear()
+        # What this request wrote is still pending and must still read back.
+        pending = self._dirty.keys() | self._deleted
+        self._values = {n: v for n, v in self._values.items() if n in pending}
         self._items.clear()
         self._flash_item = _MISSING
         if self.cookie_action is None:
@@ -299,9 +302,12 @@ class Session(MutableMapping[str, Any]):
             return
         serializer = self.config.serializer
         try:
-            if result.flags != serializer.flags:
+            if result.flags == serializer.flags:
+                value = serializer.loads(result.value)
+            elif result.flags == FLAGS_JSON and result.value.strip().isdigit():
+                value = int(result.value)  # a counter, kept as decimal text
+            else:
                 raise ValueError(f"flags {result.flags:#x}")
-            value = serializer.loads(result.value)
         except ValueError as exc:
             log.warning(
                 "session %s: value of a variable is not ours (%s), ignored",
@@ -518,17 +524,28 @@ class Session(MutableMapping[str, Any]):
                 self._report(sid, results[1:])
                 self._clear_changes()
                 return
-            # The id is taken (astronomically unlikely): never share it.
+            # Refused (out of memory, too large) or, with 122 random bits,
+            # practically never, an id already taken: take back the variables
+            # written beside it, report, and give up or try a new id.
+            self._undo(sid, [first, *self._variable_ops(sid)])
+            if isinstance(results[0], Failed):
+                self._report(sid, [results[0]])
+                self._after_failed_write(sid)
+                return
             self._sid = None
-        raise RuntimeError("could not find a free session id")  # pragma: no cover
+        log.error("session: no free id after 3 attempts; changes not saved")
+        self._clear_changes()
 
     def _save_stored(self) -> None:
         sid = self._sid
         assert sid is not None
         record = self._record
         record_key = self._ks.record(sid)
-        added = set(self._dirty) - record.names
-        removed = self._deleted & record.names
+        # Every name written or deleted gets its own index line, even one the
+        # record already shows that way: another request may have changed the
+        # index since this one loaded it, and the last line for a name wins.
+        added = set(self._dirty)
+        removed = set(self._deleted)
         new_flashes = bool(self._flashes_out) and not record.flashes
         ops: list[Op] = []
         compact = record.needs_compaction() and record.cas
@@ -648,12 +665,13 @@ class Session(MutableMapping[str, Any]):
         self._ensure_loaded()
         if self._state == "stored" and self._sid is not None:
             self._delete_everything(self._sid)
-        elif self._state == "unavailable":
+        elif self._state == "unavailable" and self._sid is not None:
             log.error(
                 "session %s: logout could not delete it on the server (%s unavailable)",
                 self._tag(),
-                self.store.describe(self._sid or ""),
+                self.store.describe(self._sid),
             )
+            self.store.deletion_lost(self._sid)
         self._dirty.clear()
         self._deleted.clear()
         self._flashes_out.clear()
@@ -676,6 +694,7 @@ class Session(MutableMapping[str, Any]):
         )
         if marked is None:
             log.error("session %s: could not be deleted on the server", log_token(sid))
+            self.store.deletion_lost(sid)
             return
         if isinstance(marked[1], Item):
             try:
@@ -689,6 +708,7 @@ class Session(MutableMapping[str, Any]):
         if flashes:
             ops.append(Delete(self._ks.internal(sid, "flashes")))
         if self._execute(sid, ops) is None:
+            self.store.deletion_lost(sid)
             log.error(
                 "session %s: deletion interrupted; its keys expire with their TTL", log_token(sid)
             )
@@ -706,16 +726,23 @@ class Session(MutableMapping[str, Any]):
         if isinstance(delta, bool) or not isinstance(delta, int):
             raise TypeError("delta must be an int")
         name_suffix(name)
-        flags, ttl = self.config.serializer.flags, self.config.ttl
+        if abs(delta) >= 1 << 64:
+            raise ValueError("delta must be smaller than 2**64 in size")
+        ttl = self.config.ttl
+        # Counters live as decimal text (memcached's own format) under the JSON
+        # flags, whichever serializer the session uses.
         result = self._atomic(
             name,
-            lambda key: [Set(key, b"0", flags, ttl, mode="add"), Incr(key, delta, ttl)],
+            lambda key: [Set(key, b"0", FLAGS_JSON, ttl, mode="add"), Incr(key, delta, ttl)],
         )
         if result is None:
             cached = self._values.get(name, _MISSING)
             return cached if isinstance(cached, int) else 0
         if isinstance(result[1], Failed):
-            raise TypeError(f"session variable {name!r} does not hold a non-negative int")
+            raise TypeError(
+                f"session variable {name!r} does not hold a counter "
+                "(an int from 0 to 2**64-1 stored as a counter or with the JSON serializer)"
+            )
         value = result[1] if isinstance(result[1], int) else 0
         self._values[name] = value
         self._items.pop(name, None)
@@ -766,6 +793,8 @@ class Session(MutableMapping[str, Any]):
             self._start_fresh()
         if self._state == "new":
             self._force_save = True
+        if self.modified:
+            # Pending sets and deletes come first, as the handler wrote them.
             self.save()
 
     def _atomic(self, name: str, build: Callable[[str], list[Op]]) -> list[Result] | None:
@@ -774,10 +803,8 @@ class Session(MutableMapping[str, Any]):
         if sid is None or self._state != "stored":
             return None
         record_key = self._ks.record(sid)
-        ops: list[Op] = []
-        new_name = name not in self._record.names
-        if new_name:
-            ops.append(Set(record_key, index_lines({name}), mode="append"))
+        ops: list[Op] = [Set(record_key, index_lines({name}), mode="append")]
+        new_name = True  # listed again, whatever this request's copy of the index says
         body = build(self._ks.variable_fast(sid, name))
         ops += body
         ops.append(Get(record_key))
@@ -788,9 +815,11 @@ class Session(MutableMapping[str, Any]):
             self._undo(sid, ops)
             self._start_fresh()
             return None
-        self._record.apply({name} if new_name else set(), set(), False)
+        self._record.apply({name}, set(), False)
         self._dirty.pop(name, None)
         self._deleted.discard(name)
+        if self.config.cookie_args.max_age is not None:
+            self.cookie_action = "set"  # a write renews a persistent cookie
         start = 1 if new_name else 0
         return results[start : start + len(body)]
 

@@ -135,6 +135,9 @@ class Store(abc.ABC):
         """Remember an epoch fetched by a session; return it."""
         return 0.0
 
+    def deletion_lost(self, route: str) -> None:  # noqa: B027 - optional hook
+        """A session of ``route`` could not be deleted because its node is down."""
+
     # Conveniences on top of ``execute``; each is one round trip.
 
     def get_many(self, route: str, keys: Iterable[str]) -> dict[str, Item]:
@@ -189,6 +192,10 @@ class MemoryStore(Store):
     def describe(self, route: str) -> str:
         return "embedded store"
 
+    @staticmethod
+    def _expiry(now: float, ttl: int) -> float:
+        return float("inf") if ttl == 0 else now + ttl  # 0: never, as in memcached
+
     def _live(self, key: str, now: float) -> tuple[bytes, int, float, int] | None:
         entry = self._data.get(key)
         if entry is None:
@@ -213,7 +220,8 @@ class MemoryStore(Store):
             if entry is None:
                 return None
             if op.touch is not None:
-                self._data[op.key] = (entry[0], entry[1], now + op.touch, entry[3])
+                expires = self._expiry(now, op.touch)
+                self._data[op.key] = (entry[0], entry[1], expires, entry[3])
             return Item(entry[0], entry[1], entry[3])
         if isinstance(op, Exists):
             return entry is not None
@@ -232,15 +240,15 @@ class MemoryStore(Store):
                     return False
                 self._put(op.key, entry[0] + op.value, entry[1], entry[2])
                 return True
-            self._put(op.key, op.value, op.flags, now + op.ttl)
+            self._put(op.key, op.value, op.flags, self._expiry(now, op.ttl))
             return True
         if isinstance(op, Incr):
             if entry is None:
                 return None
             text = entry[0].strip()
-            if not text.isdigit():
+            if not text.isdigit() or int(text) >= 1 << 64:
                 return Failed("cannot increment or decrement non-numeric value")
-            number = max(0, int(text) + op.delta) % (1 << 64)
-            self._put(op.key, str(number).encode(), entry[1], now + op.ttl)
+            number = max(0, int(text) + op.delta) % (1 << 64)  # memcached wraps up
+            self._put(op.key, str(number).encode(), entry[1], self._expiry(now, op.ttl))
             return number
         raise TypeError(f"unknown store operation {op!r}")
