@@ -541,11 +541,8 @@ class Session(MutableMapping[str, Any]):
         assert sid is not None
         record = self._record
         record_key = self._ks.record(sid)
-        # Every name written or deleted gets its own index line, even one the
-        # record already shows that way: another request may have changed the
-        # index since this one loaded it, and the last line for a name wins.
-        added = set(self._dirty)
-        removed = set(self._deleted)
+        added = set(self._dirty) - record.names
+        removed = self._deleted & record.names
         new_flashes = bool(self._flashes_out) and not record.flashes
         ops: list[Op] = []
         compact = record.needs_compaction() and record.cas
@@ -581,10 +578,33 @@ class Session(MutableMapping[str, Any]):
         if compact and results[0] is True:
             record.lines = len(record.names) + int(record.flashes)
         record.apply(added, removed, new_flashes)
+        self._relist(sid, results[-1], set(self._dirty), set(self._deleted))
         self._report(sid, results[first_var:-1])
         if self.config.cookie_args.max_age is not None:
             self.cookie_action = "set"  # slide the persistent cookie's expiry
         self._clear_changes()
+
+    def _relist(self, sid: str, readback: Result, written: set[str], deleted: set[str]) -> None:
+        """Make the index agree with what this request just wrote.
+
+        The batch listed names against this request's copy of the index. If
+        another request changed it meanwhile (deleting a name this one just
+        wrote, or adding one it just deleted), the record read back at the
+        end of the batch shows it, and one more append puts it right: the last
+        line for a name wins. Unchanged records come from the parse cache.
+        """
+        if not isinstance(readback, Item):
+            return
+        try:
+            latest = Record.parse(readback)
+        except ValueError:
+            return
+        hidden = written - latest.names
+        stale = deleted & latest.names
+        if hidden or stale:
+            line = index_lines(hidden, stale)
+            self._execute(sid, [Set(self._ks.record(sid), line, mode="append")])
+            self._record.names = (self._record.names | hidden) - stale
 
     def _undo(self, sid: str, ops: list[Op]) -> None:
         record_key = self._ks.record(sid)
@@ -803,8 +823,10 @@ class Session(MutableMapping[str, Any]):
         if sid is None or self._state != "stored":
             return None
         record_key = self._ks.record(sid)
-        ops: list[Op] = [Set(record_key, index_lines({name}), mode="append")]
-        new_name = True  # listed again, whatever this request's copy of the index says
+        ops: list[Op] = []
+        new_name = name not in self._record.names
+        if new_name:
+            ops.append(Set(record_key, index_lines({name}), mode="append"))
         body = build(self._ks.variable_fast(sid, name))
         ops += body
         ops.append(Get(record_key))
@@ -816,6 +838,7 @@ class Session(MutableMapping[str, Any]):
             self._start_fresh()
             return None
         self._record.apply({name}, set(), False)
+        self._relist(sid, results[-1], {name}, set())
         self._dirty.pop(name, None)
         self._deleted.discard(name)
         if self.config.cookie_args.max_age is not None:
