@@ -18,8 +18,6 @@ from .serializers import JSONSerializer, PickleSerializer, Serializer
 #: The key of our section in webapp2's ``app.config``.
 CONFIG_KEY = "webapp2_sessions"
 
-#: memcached reads an expiry above this many seconds as a Unix timestamp.
-MEMCACHED_MAX_RELATIVE_TTL = 30 * 24 * 3600
 
 _COOKIE_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 6265 token
 _KEY_PREFIX_RE = re.compile(r"[\x21-\x7e]*")

@@ -39,7 +39,6 @@ EPOCH_REFRESH = 1.0
 _MAX_RELATIVE_EXPTIME = 30 * 24 * 3600
 _MODE_FLAG = {"set": b"", "add": b" ME", "append": b" MA"}
 _UNSAFE_KEY_BYTE = re.compile(rb"[\x00-\x20\x7f]")
-_SET_RESULTS = {b"HD": True, b"NS": False, b"EX": False, b"NF": False}
 
 
 def exptime(ttl: int) -> int:
@@ -77,7 +76,6 @@ def encode(ops: Sequence[Op]) -> bytes:
     """The meta-protocol text of a batch."""
     out: list[bytes] = []
     append = out.append
-    now = 0
     for op in ops:
         key = op.key.encode("ascii")  # keys are built from validated parts only;
         if len(key) > 250 or not key or _UNSAFE_KEY_BYTE.search(key):  # last defence
@@ -88,10 +86,7 @@ def encode(ops: Sequence[Op]) -> bytes:
             if touch is None:
                 append(b"mg %s v f c\r\n" % key)
             else:
-                if touch > _MAX_RELATIVE_EXPTIME:
-                    now = now or int(time.time())
-                    touch += now
-                append(b"mg %s v f c T%d\r\n" % (key, touch))
+                append(b"mg %s v f c T%d\r\n" % (key, exptime(touch)))
         elif kind is Set:
             assert isinstance(op, Set)
             head = b"ms %s %d F%d" % (key, len(op.value), op.flags)

@@ -20,6 +20,7 @@ when it re-reads the record at the end of its batch, and undoes its writes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -113,19 +114,8 @@ class Record:
         """Decode a stored record; ``ValueError`` if it is not one of ours."""
         if item.flags != FLAGS_RECORD:
             raise ValueError("foreign flags")
-        parsed = _parse(item.value)
-        return cls(
-            created=parsed.created,
-            born=parsed.born,
-            user_agent=parsed.user_agent,
-            remote_addr=parsed.remote_addr,
-            names=parsed.names,
-            ever=parsed.ever,
-            flashes=parsed.flashes,
-            dead=parsed.dead,
-            lines=parsed.lines,
-            cas=item.cas,
-        )
+        # A copy: the cached parse is shared, and this record gets its own cas.
+        return dataclasses.replace(_parse(item.value), cas=item.cas)
 
 
 # A returning visitor's record is the same bytes request after request: parse
