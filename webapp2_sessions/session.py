@@ -539,11 +539,37 @@ class Session(MutableMapping[str, Any]):
     def _save_stored(self) -> None:
         sid = self._sid
         assert sid is not None
+        results = self._guarded_write(
+            sid,
+            self._variable_ops(sid),
+            set(self._dirty),
+            set(self._deleted),
+            bool(self._flashes_out) and not self._record.flashes,
+        )
+        if results is not None:
+            self._report(sid, results)
+            self._clear_changes()
+
+    def _guarded_write(
+        self,
+        sid: str,
+        body: list[Op],
+        written: set[str],
+        deleted: set[str],
+        new_flashes: bool = False,
+    ) -> list[Result] | None:
+        """Run ``body`` on a stored session, with its index lines, in one batch.
+
+        The batch also lists new names (and compacts the index when it has
+        grown), and reads the record back last: if the session ended while it
+        ran (logout in another request, expiry), the writes must not outlive
+        it and are undone. Returns the results of ``body``, or None when
+        nothing was written (the store failed, or the session ended).
+        """
         record = self._record
         record_key = self._ks.record(sid)
-        added = set(self._dirty) - record.names
-        removed = self._deleted & record.names
-        new_flashes = bool(self._flashes_out) and not record.flashes
+        added = written - record.names
+        removed = deleted & record.names
         ops: list[Op] = []
         compact = record.needs_compaction() and record.cas
         if compact:
@@ -560,29 +586,27 @@ class Session(MutableMapping[str, Any]):
         append = bool(added or removed or new_flashes)
         if append:
             ops.append(Set(record_key, index_lines(added, removed, new_flashes), mode="append"))
-        first_var = len(ops)
-        ops += self._variable_ops(sid)
-        # Read back last: if the session ended while this batch ran (logout in
-        # another request, expiry), the writes above must not outlive it.
+        first = len(ops)
+        ops += body
         ops.append(Get(record_key))
         results = self._execute(sid, ops)
         if results is None:
-            self._after_failed_write(sid)
-            return
-        if not is_live(results[-1]) or (append and results[first_var - 1] is not True):
+            if self.modified:
+                self._after_failed_write(sid)
+            return None
+        if not is_live(results[-1]) or (append and results[first - 1] is not True):
             log.info("session %s ended during the request; its writes undone", log_token(sid))
             self._undo(sid, ops)
             self._clear_changes()
             self._start_fresh()
-            return
+            return None
         if compact and results[0] is True:
             record.lines = len(record.names) + int(record.flashes)
         record.apply(added, removed, new_flashes)
-        self._relist(sid, results[-1], set(self._dirty), set(self._deleted))
-        self._report(sid, results[first_var:-1])
+        self._relist(sid, results[-1], written, deleted)
         if self.config.cookie_args.max_age is not None:
-            self.cookie_action = "set"  # slide the persistent cookie's expiry
-        self._clear_changes()
+            self.cookie_action = "set"  # a write renews a persistent cookie
+        return results[first:-1]
 
     def _relist(self, sid: str, readback: Result, written: set[str], deleted: set[str]) -> None:
         """Make the index agree with what this request just wrote.
@@ -822,29 +846,11 @@ class Session(MutableMapping[str, Any]):
         sid = self._sid
         if sid is None or self._state != "stored":
             return None
-        record_key = self._ks.record(sid)
-        ops: list[Op] = []
-        new_name = name not in self._record.names
-        if new_name:
-            ops.append(Set(record_key, index_lines({name}), mode="append"))
-        body = build(self._ks.variable_fast(sid, name))
-        ops += body
-        ops.append(Get(record_key))
-        results = self._execute(sid, ops)
-        if results is None:
-            return None
-        if not is_live(results[-1]) or (new_name and results[0] is not True):
-            self._undo(sid, ops)
-            self._start_fresh()
-            return None
-        self._record.apply({name}, set(), False)
-        self._relist(sid, results[-1], {name}, set())
-        self._dirty.pop(name, None)
-        self._deleted.discard(name)
-        if self.config.cookie_args.max_age is not None:
-            self.cookie_action = "set"  # a write renews a persistent cookie
-        start = 1 if new_name else 0
-        return results[start : start + len(body)]
+        results = self._guarded_write(sid, build(self._ks.variable_fast(sid, name)), {name}, set())
+        if results is not None:
+            self._dirty.pop(name, None)
+            self._deleted.discard(name)
+        return results
 
 
 def _constant(ops: list[Op]) -> Callable[[str], list[Op]]:
