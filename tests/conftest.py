@@ -80,6 +80,21 @@ class Untouched(SessionHandlerMixin, webapp2.RequestHandler):
         self.response.write("ok")
 
 
+def capture_errors(app: webapp2.WSGIApplication, status: int, body: str = "") -> list[Any]:
+    """Answer exceptions escaping handlers with ``status``, as an app's own
+    500 handler would, and return the list they are collected in."""
+    seen: list[Any] = []
+
+    def handler(request: Any, response: Any, exception: BaseException) -> None:
+        seen.append(exception)
+        response.set_status(status)
+        if body:
+            response.write(body)
+
+    app.error_handlers[500] = handler
+    return seen
+
+
 def make_app(
     settings: dict[str, Any], routes: list[Any] | None = None, **kw: Any
 ) -> webtest.TestApp:

@@ -25,7 +25,7 @@ import pytest
 import webapp2
 import webob
 import webtest
-from conftest import SECRET, Handler, make_app
+from conftest import SECRET, Handler, capture_errors, make_app
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from memcached import MemcachedServer
@@ -611,14 +611,8 @@ def test_a_value_over_one_megabyte_set_in_a_request_stores_nothing(memcached):
             self.set_session_var("small", 1)
             self.set_session_var("oversized", "x" * (ONE_MB + 1))
 
-    seen: list[BaseException] = []
-
-    def on_error(request: Any, response: Any, exception: BaseException) -> None:
-        seen.append(exception)
-        response.set_status(413)
-
     scene = Scene(memcached, routes=[("/", Handler), ("/big", Oversized)])
-    scene.app.error_handlers[500] = on_error
+    seen = capture_errors(scene.app, 413)
     keys_before = live_keys(memcached)
     before = counters(memcached)
     webtest.TestApp(scene.app).get("/big", status=413)

@@ -9,7 +9,7 @@ import time
 
 import webapp2
 import webtest
-from conftest import SECRET, Handler
+from conftest import SECRET, Handler, capture_errors
 
 from webapp2_sessions import MemcacheStore, SessionUnavailableError
 from webapp2_sessions.ids import new_session_id
@@ -149,14 +149,8 @@ def test_all_nodes_down_pages_still_render_with_defaults(memcached_cluster):
 
 
 def test_all_nodes_down_in_strict_mode_lets_the_app_answer_503(memcached_cluster):
-    seen: list[BaseException] = []
-
-    def unavailable(request, response, exception):
-        seen.append(exception)
-        response.set_status(503)
-
     app = cluster_app(memcached_cluster, strict=True)
-    app.error_handlers[500] = unavailable
+    seen = capture_errors(app, 503)
     clients = browsers(app, 3)
     for server in memcached_cluster:
         server.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 import pytest
-from conftest import make_app
+from conftest import capture_errors, make_app
 
 from webapp2_sessions import ConfigurationError, MemoryStore, SessionConfig
 from webapp2_sessions.serializers import JSONSerializer, PickleSerializer
@@ -102,14 +102,8 @@ def test_store_and_servers_are_mutually_exclusive():
 
 
 def test_bad_setting_fails_the_first_request_that_uses_the_session():
-    seen: list[BaseException] = []
-
-    def on_error(request, response, exception):
-        seen.append(exception)
-        response.set_status(500)
-
     app = make_app({"ttl": "a day"})
-    app.app.error_handlers[500] = on_error
+    seen = capture_errors(app.app, 500)
     app.get("/untouched")  # a handler that never uses the session is unaffected
     assert seen == []
     app.get("/", {"get": "a"}, status=500)

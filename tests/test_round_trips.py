@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import webapp2
 import webtest
-from conftest import SECRET
+from conftest import SECRET, capture_errors
 from rtproxy import RoundTripProxy
 
 from webapp2_sessions import SessionHandlerMixin
@@ -202,19 +202,13 @@ def test_a_write_the_server_refuses_is_logged_not_lost_silently(memcached, caplo
 
 
 def test_strict_mode_raises_when_the_server_refuses_a_write(memcached):
-    seen: list[BaseException] = []
-
-    def on_error(request, response, exception):
-        seen.append(exception)
-        response.set_status(503)
-
     config = {
         "memcache_servers": [memcached.address],
         "item_size_max": 2 * 1024 * 1024,
         "strict": True,
     }
     app = webapp2.WSGIApplication([("/", WriteBig)], config={"webapp2_sessions": config})
-    app.error_handlers[500] = on_error
+    seen = capture_errors(app, 503)
     webtest.TestApp(app).get("/", status=503)
     from webapp2_sessions import SessionUnavailableError
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import webapp2
-from conftest import Handler, make_app
+from conftest import Handler, capture_errors, make_app
 
 from webapp2_sessions import SessionUnavailableError
 
@@ -51,15 +51,8 @@ def test_no_log_line_quotes_a_session_id(app_on, memcached, caplog):
 
 
 def test_strict_mode_raises_session_unavailable_error_to_the_app(memcached):
-    seen: list[BaseException] = []
-
-    def on_error(request, response, exception):
-        seen.append(exception)
-        response.set_status(503)
-        response.write("try again later")
-
     app = make_app({"memcache_servers": [memcached.address], "cookie_name": "sid", "strict": True})
-    app.app.error_handlers[500] = on_error
+    seen = capture_errors(app.app, 503, "try again later")
     app.get("/", {"set": "a", "value": "1"})
     memcached.stop()
     response = app.get("/", {"get": "a"}, status=503)
