@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+import uuid
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,6 +24,9 @@ def test_new_ids_are_uuid4_hex_and_distinct():
     ids = {new_session_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(is_session_id(i) for i in ids)
+    for sid in ids:
+        parsed = uuid.UUID(sid)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == sid
 
 
 def test_only_the_exact_id_shape_is_accepted():
@@ -69,6 +73,25 @@ def test_key_rotation_first_key_signs_all_verify_retired_key_fails():
     assert rotated.decode(old_value) == sid
     assert rotated.encode(sid) == CookieCodec([new]).encode(sid)
     assert CookieCodec([new]).decode(old_value) is None
+
+
+def test_signed_cookie_format_is_stable_across_releases():
+    # A deployed site's cookies must keep verifying after an upgrade. This
+    # vector was written by itsdangerous' Signer (salt "webapp2_sessions.cookie",
+    # key_derivation="hmac", SHA-256), the format 0.1 cookies have.
+    sid = "0123456789ab4def8123456789abcdef"
+    value = sid + ".E4Puj_Kix71NP4I9fI52K-xKebrFCHgo9ofmhytE9Tc"
+    codec = CookieCodec(["first-secret-key-0123456789", "older-secret-key-0123456789"])
+    assert codec.encode(sid) == value
+    assert codec.decode(value) == sid
+    assert CookieCodec(["older-secret-key-0123456789"]).decode(value) is None
+
+
+def test_a_signature_with_padding_or_a_second_dot_is_refused():
+    codec = CookieCodec(["k" * 32])
+    value = codec.encode(new_session_id())
+    for bad in (value + "=", value + ".", value.replace(".", ".."), value + "." + value[33:]):
+        assert codec.decode(bad) is None
 
 
 @given(st.text(max_size=300))

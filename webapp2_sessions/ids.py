@@ -7,27 +7,35 @@ is either made of a small safe alphabet or replaced by its SHA-256.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
+import hmac
+import os
 import re
-import uuid
 from collections.abc import Sequence
-
-from itsdangerous import BadSignature, Signer
 
 #: memcached's limit on key length, in bytes.
 MAX_KEY_LENGTH = 250
 
 _ID_RE = re.compile(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}")
 _SAFE_NAME_RE = re.compile(r"[A-Za-z0-9_.:\-]+")
-# Longest cookie value worth looking at: an id, a dot and a SHA-256 signature.
-_MAX_COOKIE_LENGTH = 32 + 1 + 64
-_SIGNER_SALT = "webapp2_sessions.cookie"
+# Longest cookie value worth looking at: an id, a dot and a SHA-256 signature
+# in unpadded URL-safe base64.
+_MAX_COOKIE_LENGTH = 32 + 1 + 43
+_SIGNER_SALT = b"webapp2_sessions.cookie"
 
 
 def new_session_id() -> str:
-    """A fresh id: a UUID4 (122 random bits from the OS CSPRNG) in hex."""
-    return uuid.uuid4().hex
+    """A fresh id: a UUID4 (122 random bits from the OS CSPRNG) in hex.
+
+    The same bits ``uuid.uuid4().hex`` gives, set by hand: building a UUID
+    object costs more than the random bytes do, on every new visitor.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 def is_session_id(value: str) -> bool:
@@ -43,35 +51,35 @@ def log_token(session_id: str) -> str:
 class CookieCodec:
     """Turns an id into the cookie value and back.
 
-    With secret keys, the value is ``<id>.<HMAC-SHA256 signature>``; the first
-    key signs and every key verifies, so keys can be rotated. Without keys the
-    value is the bare id. ``decode`` never raises: anything malformed, forged or
-    signed with a retired key comes back as ``None``.
+    With secret keys, the value is ``<id>.<signature>``: HMAC-SHA256 of the id
+    under a key derived from the secret (HMAC of a fixed salt, so the secret
+    itself never signs user-visible data), in unpadded URL-safe base64. The
+    first key signs and every key verifies, so keys can be rotated. Without
+    keys the value is the bare id. ``decode`` never raises: anything
+    malformed, forged or signed with a retired key comes back as ``None``.
+
+    The format is the one itsdangerous' ``Signer`` writes with
+    ``key_derivation="hmac"`` and SHA-256; it is built on ``hmac`` directly
+    because that costs half as much per new visitor and one dependency less.
     """
 
     def __init__(self, secret_keys: Sequence[str] = ()) -> None:
-        self._signer: Signer | None = None
+        self._keys = tuple(
+            hmac.digest(key.encode("utf-8"), _SIGNER_SALT, "sha256") for key in secret_keys
+        )
         # A returning visitor presents the same value on every request: verify
         # it once per process (bounded; only exact values that verified map
         # to an id, anything else maps to None).
         self.decode = functools.lru_cache(maxsize=8192)(self._decode)  # type: ignore[method-assign]
-        if secret_keys:
-            # itsdangerous signs with the last key of its list.
-            self._signer = Signer(
-                list(reversed(secret_keys)),
-                salt=_SIGNER_SALT,
-                key_derivation="hmac",
-                digest_method=hashlib.sha256,
-            )
 
     @property
     def signed(self) -> bool:
-        return self._signer is not None
+        return bool(self._keys)
 
     def encode(self, session_id: str) -> str:
-        if self._signer is None:
+        if not self._keys:
             return session_id
-        return self._signer.sign(session_id).decode("ascii")
+        return session_id + "." + _signature(self._keys[0], session_id)
 
     def decode(self, raw: str | None) -> str | None:
         """The id in cookie value ``raw``, or None if it is not a valid one."""
@@ -80,12 +88,23 @@ class CookieCodec:
     def _decode(self, raw: str | None) -> str | None:
         if not raw or len(raw) > _MAX_COOKIE_LENGTH or not raw.isascii():
             return None
-        if self._signer is not None:
-            try:
-                raw = self._signer.unsign(raw).decode("ascii")
-            except (BadSignature, UnicodeDecodeError):
+        if self._keys:
+            raw, dot, signature = raw.partition(".")
+            if not dot:
+                return None
+            # Every key is tried, so the time taken says nothing about which
+            # (if any) matched; each comparison is constant-time.
+            valid = False
+            for key in self._keys:
+                valid |= hmac.compare_digest(_signature(key, raw), signature)
+            if not valid:
                 return None
         return raw if is_session_id(raw) else None
+
+
+def _signature(key: bytes, session_id: str) -> str:
+    digest = hmac.digest(key, session_id.encode("ascii"), "sha256")
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def name_suffix(name: str, room: int = MAX_KEY_LENGTH) -> str:
