@@ -333,9 +333,12 @@ class Scene:
 
 # --------------------------------------------------------------------------- hostile cookies
 
+# The second field: the value is exactly a well-formed id the server never
+# issued, so it is looked up once. An id followed by anything (a CRLF and a
+# command, a space, a NUL) is not an id at all and is never looked up.
 UNSIGNED_COOKIES = [
     pytest.param("sid=x\r\nflush_all\r\n", False, id="crlf-flush_all"),
-    pytest.param("sid={unknown}\r\ndelete canary\r\n", True, id="id-crlf-delete"),
+    pytest.param("sid={unknown}\r\ndelete canary\r\n", False, id="id-crlf-delete"),
     pytest.param('sid="x\\015\\012flush_all\\015\\012"', False, id="quoted-crlf-flush_all"),
     pytest.param('sid="{unknown}\\015\\012delete canary"', False, id="quoted-id-crlf-delete"),
     pytest.param(
@@ -345,13 +348,13 @@ UNSIGNED_COOKIES = [
     ),
     pytest.param('sid="{unknown}\\015\\012mg canary v\\015\\012md canary"', False, id="meta"),
     pytest.param('sid="{unknown} flush_all"', False, id="quoted-space"),
-    pytest.param("sid={unknown} flush_all", True, id="space"),
-    pytest.param("sid={unknown}\x00flush_all", True, id="nul"),
+    pytest.param("sid={unknown} flush_all", False, id="space"),
+    pytest.param("sid={unknown}\x00flush_all", False, id="nul"),
     pytest.param('sid="{unknown}\\000"', False, id="quoted-nul"),
     pytest.param("sid=\x01\x02\x07\x08\x0b\x0c\x1b\x7f", False, id="control-bytes"),
     pytest.param('sid="\\001\\033[2J\\177"', False, id="quoted-control-bytes"),
     pytest.param("sid=\xff\xfe\xc3\x28\x80", False, id="non-utf8"),
-    pytest.param("sid={unknown}\xc0\xaf", True, id="id-then-non-utf8"),
+    pytest.param("sid={unknown}\xc0\xaf", False, id="id-then-non-utf8"),
     pytest.param("sid=" + "a" * 8192, False, id="8kb"),
     pytest.param("sid=" + "{unknown}" * 256, False, id="8kb-of-ids"),
     pytest.param("sid=", False, id="empty"),
@@ -375,7 +378,7 @@ SIGNED_COOKIES = [
     pytest.param("sid={own}; sid={victim}", False, id="duplicate-names"),
     pytest.param("sid={victim}; sid={forged}", False, id="duplicate-forgeries"),
     pytest.param('sid="{forged}\\015\\012delete canary"', False, id="quoted-crlf"),
-    pytest.param("sid={signed_unknown}\r\nflush_all\r\n", True, id="valid-unknown-crlf"),
+    pytest.param("sid={signed_unknown}\r\nflush_all\r\n", False, id="valid-unknown-crlf"),
     pytest.param("sid={victim}\x00.{forged}", False, id="nul"),
     pytest.param("sid=\xff{victim}", False, id="non-utf8"),
 ]

@@ -236,3 +236,38 @@ def test_a_slow_reply_alone_does_not_end_the_nodes_sessions():
         assert app.get("/", {"get": "user"}).json == {"user": "bob"}
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("sid=abc", "abc"),
+        ("a=1; sid=abc; b=2", "abc"),
+        ("xsid=zzz; sid_old=yyy; sid=abc", "abc"),
+        ("sid = abc ", "abc"),
+        ('sid="abc"', "abc"),
+        ("sid=first; sid=last", "last"),
+        ("xsid=abc", None),
+        ("sid", None),
+        ("", None),
+        ("sid=a=b", "a=b"),
+    ],
+)
+def test_the_session_cookie_is_found_by_exact_name_and_the_last_one_wins(header, expected):
+    from webapp2_sessions.handler import _cookie_value
+
+    assert _cookie_value({"HTTP_COOKIE": header}, "sid") == expected
+
+
+def test_a_set_cookie_for_our_name_written_by_the_handler_is_replaced_not_doubled(app_on):
+    class Page(SessionHandlerMixin, webapp2.RequestHandler):
+        def get(self):
+            self.response.set_cookie("sid", "handler-value")
+            self.response.set_cookie("sidx", "kept")
+            self.set_session_var("a", 1)
+
+    response = app_on(routes=[("/", Page)], cookie_name="sid").get("/")
+    cookies = response.headers.getall("Set-Cookie")
+    ours = [c for c in cookies if c.startswith("sid=")]
+    assert len(ours) == 1 and "handler-value" not in ours[0]
+    assert any(c.startswith("sidx=kept") for c in cookies)

@@ -148,7 +148,7 @@ class SessionHandlerMixin:
     def _make_session(self) -> Session:
         runtime = self._session_runtime()
         config = runtime.config
-        raw = _cookie_value(self.request, config.cookie_name)
+        raw = _cookie_value(self.request.environ, config.cookie_name)
         cls = type(self)
         prefetch = runtime.prefetch.get(cls)
         if prefetch is None:
@@ -260,6 +260,7 @@ class SessionHandlerMixin:
         if session is None:
             return
         action = session.cookie_action
+        cookie = None
         if action == "set" or (action == "delete" and session.cookie_present):
             config = session.config
             args = config.cookie_args
@@ -271,18 +272,18 @@ class SessionHandlerMixin:
                 secure = True
             if action == "set":
                 value = self._session_runtime().codec.encode(session.session_id)
-                _set_cookie(response.headers, name, value, args, bool(secure), args.max_age)
+                cookie = _set_cookie_header(name, value, args, bool(secure), args.max_age)
             else:
                 # WebOb's delete_cookie would drop Secure, which __Host- cookies need.
-                _set_cookie(response.headers, name, "", args, bool(secure), 0)
+                cookie = _set_cookie_header(name, "", args, bool(secure), 0)
         if session.accessed or action:
-            _mark_private(response.headerlist)
+            _finish_headers(response.headerlist, cookie)
 
 
-def _set_cookie(
-    headers: Any, name: str, value: str, args: CookieArgs, secure: bool, max_age: int | None
-) -> None:
-    """Replace any Set-Cookie for ``name`` with ours.
+def _set_cookie_header(
+    name: str, value: str, args: CookieArgs, secure: bool, max_age: int | None
+) -> tuple[str, str]:
+    """Our Set-Cookie header.
 
     Written by hand: the name, path and domain were validated with the
     settings and the value is an id (and signature) in a cookie-safe alphabet,
@@ -301,50 +302,52 @@ def _set_cookie(
         parts.append("HttpOnly")
     if args.samesite:
         parts.append(f"SameSite={args.samesite}")
-    prefix = name + "="
-    existing = headers.getall("Set-Cookie")
-    if any(c.startswith(prefix) for c in existing):
-        del headers["Set-Cookie"]
-        for cookie in existing:
-            if not cookie.startswith(prefix):
-                headers.add("Set-Cookie", cookie)
-    headers.add("Set-Cookie", "; ".join(parts))
+    return ("Set-Cookie", "; ".join(parts))
 
 
-def _cookie_value(request: Any, name: str) -> str | None:
-    """The raw value of cookie ``name``; never raises.
+def _cookie_value(environ: Mapping[str, Any], name: str) -> str | None:
+    """The raw value of cookie ``name`` (the last, as WebOb reads it); never raises.
 
-    WebOb decodes every cookie of the header at once and raises on one it
-    cannot decode (``x=\\377``), which would turn a stranger's junk cookie
-    into a 500. Fall back to finding ours by hand; the codec validates it.
+    Read straight from the header rather than through ``request.cookies``:
+    WebOb decodes every cookie of the header to find one (the cost of a few
+    thousand instructions on every returning visitor's request) and raises on
+    one it cannot decode (``x=\\377``), which would turn a stranger's junk
+    cookie into a 500. The codec validates what this returns.
     """
-    if not request.environ.get("HTTP_COOKIE"):
+    header: str | None = environ.get("HTTP_COOKIE")
+    if not header or name not in header:
         return None
-    try:
-        value: str | None = request.cookies.get(name)
-        return value
-    except (UnicodeDecodeError, ValueError, KeyError):
-        header = request.environ.get("HTTP_COOKIE", "")
-        for part in header.split(";"):
-            key, sep, value = part.strip().partition("=")
-            if sep and key == name:
-                return value.strip().strip('"')
+    found: str | None = None
+    for part in header.split(";"):
+        key, sep, value = part.partition("=")
+        if sep and key.strip() == name:
+            found = value
+    if found is None:
         return None
+    found = found.strip()
+    if len(found) > 1 and found[0] == found[-1] == '"':
+        found = found[1:-1]
+    return found
 
 
-def _mark_private(headerlist: list[tuple[str, str]]) -> None:
-    """Add ``Vary: Cookie`` and make the response uncacheable by shared caches.
+def _finish_headers(headerlist: list[tuple[str, str]], cookie: tuple[str, str] | None) -> None:
+    """Put our Set-Cookie in, add ``Vary: Cookie`` and keep shared caches out.
 
     One pass over WebOb's raw header list: its case-insensitive header view
-    rescans the list on every get and set.
+    rescans the list on every get, set and delete. A Set-Cookie for our name
+    that the handler wrote itself is replaced, not sent twice.
     """
     vary_at = cache_at = -1
-    for index, (name, _) in enumerate(headerlist):
+    ours: list[int] = []
+    prefix = cookie[1][: cookie[1].index("=") + 1] if cookie else None
+    for index, (name, value) in enumerate(headerlist):
         lowered = name.lower()
         if lowered == "vary":
             vary_at = index
         elif lowered == "cache-control":
             cache_at = index
+        elif prefix and lowered == "set-cookie" and value.lstrip().startswith(prefix):
+            ours.append(index)
     if vary_at < 0:
         headerlist.append(("Vary", "Cookie"))
     else:
@@ -353,13 +356,19 @@ def _mark_private(headerlist: list[tuple[str, str]]) -> None:
             headerlist[vary_at] = ("Vary", vary + ", Cookie")
     if cache_at < 0:
         headerlist.append(("Cache-Control", "private"))
-        return
-    cache = headerlist[cache_at][1]
+    else:
+        headerlist[cache_at] = ("Cache-Control", _private(headerlist[cache_at][1]))
+    if cookie is not None:
+        for index in reversed(ours):
+            del headerlist[index]
+        headerlist.append(cookie)
+
+
+def _private(cache: str) -> str:
+    """``cache`` (a Cache-Control value) made unfit for shared caches."""
     directives = [d.strip() for d in cache.split(",") if d.strip()]
-    lowered_directives = [d.lower() for d in directives]
-    if "no-store" in lowered_directives or (
-        "private" in lowered_directives and "public" not in lowered_directives
-    ):
-        return
-    kept = [d for d, low in zip(directives, lowered_directives, strict=True) if low != "public"]
-    headerlist[cache_at] = ("Cache-Control", ", ".join([*kept, "private"]))
+    lowered = [d.lower() for d in directives]
+    if "no-store" in lowered or ("private" in lowered and "public" not in lowered):
+        return cache
+    kept = [d for d, low in zip(directives, lowered, strict=True) if low != "public"]
+    return ", ".join([*kept, "private"])
