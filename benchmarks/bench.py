@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -411,7 +412,7 @@ def machine_lines(memcached: MemcachedServer) -> list[str]:
         f"machine:   {platform.platform()}, {cpu}, {os.cpu_count()} CPUs",
         f"source:    {source_state()}",
         f"python:    {platform.python_implementation()} {platform.python_version()}",
-        f"memcached: {version} on 127.0.0.1 (started by this script, -t 2)",
+        f"memcached: {version} on 127.0.0.1 (started by this script)",
         f"packages:  {packages}",
     ]
 
@@ -684,6 +685,13 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
         help="where the counting pass's round-trip proxies run (thread: in this process)",
     )
     parser.add_argument(
+        "--placement",
+        choices=["split", "shared", "free"],
+        default="split",
+        help="where memcached (one worker thread) and this process run: split (the default): "
+        "each pinned to a CPU of its own; shared: both on one CPU; free: left to the scheduler",
+    )
+    parser.add_argument(
         "--no-prefetch-row", action="store_true", help="skip the 'ours, session_prefetch' row"
     )
     parser.add_argument(
@@ -700,6 +708,30 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
         parser.error("--requests, --block and --count must be positive")
     args.block = min(args.block, args.requests)
     return args
+
+
+def place(placement: str) -> tuple[str | None, str]:
+    """Pin this process and choose memcached's CPU; return (its CPUs, a description).
+
+    A loopback round trip costs very different amounts depending on whether
+    the server's thread wakes on the caller's CPU (a context switch) or on
+    another one (a cross-CPU wake-up, far dearer under a hypervisor). Left to
+    the scheduler, each connection lands on one of memcached's worker threads
+    and each thread on some CPU, so two implementations in one run could pay
+    different prices for the same round trip. One worker thread and fixed
+    CPUs give every row the same round trip.
+    """
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if placement == "free" or len(allowed) < 2 or shutil.which("taskset") is None:
+        return None, "memcached -t 1, CPUs left to the scheduler"
+    if placement == "shared":
+        os.sched_setaffinity(0, {allowed[0]})
+        return str(allowed[0]), f"memcached -t 1 and this process both pinned to CPU {allowed[0]}"
+    os.sched_setaffinity(0, {allowed[0]})
+    return str(allowed[-1]), (
+        f"memcached -t 1 pinned to CPU {allowed[-1]}, this process to CPU {allowed[0]} "
+        "(every round trip crosses CPUs, as it crosses hosts in production)"
+    )
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -749,7 +781,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
-    memcached = MemcachedServer()
+    server_cpus, placement = place(args.placement)
+    memcached = MemcachedServer(threads=1, cpus=server_cpus)
     impls: list[Impl] = []
     micro: Micro | None = None
     host: ProxyHost | None = None
@@ -800,6 +833,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         print(file=sys.stderr)
 
         lines = machine_lines(memcached)
+        lines.append(f"placement: {placement}")
         where = "a child process" if args.proxy == "process" else "this process (threads)"
         lines.append("timing:    every implementation connects to memcached directly (no proxy)")
         lines.append(

@@ -33,9 +33,17 @@ def memcached_binary() -> str:
 class MemcachedServer:
     """One memcached process on 127.0.0.1."""
 
-    def __init__(self, item_size_max: str | None = None) -> None:
+    def __init__(
+        self,
+        item_size_max: str | None = None,
+        threads: int = 2,
+        cpus: str | None = None,
+    ) -> None:
         self.port = free_port()
         self.item_size_max = item_size_max
+        self.threads = threads
+        #: CPUs to pin the server to (``taskset -c`` syntax), or None.
+        self.cpus = cpus
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -44,11 +52,13 @@ class MemcachedServer:
 
     def start(self) -> MemcachedServer:
         args = [memcached_binary(), "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
-        args += ["-m", "64", "-t", "2", "-c", "1024"]
+        args += ["-m", "64", "-t", str(self.threads), "-c", "1024"]
         if self.item_size_max:
             args += ["-I", self.item_size_max]
         if os.geteuid() == 0:
             args += ["-u", "nobody"]
+        if self.cpus is not None:
+            args = ["taskset", "-c", self.cpus, *args]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
