@@ -20,6 +20,7 @@ when it re-reads the record at the end of its batch, and undoes its writes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -65,7 +66,7 @@ def index_lines(
     return b"".join(lines)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Record:
     """A parsed session record.
 
@@ -73,6 +74,9 @@ class Record:
     ``born`` is when this id's record was written, compared with a node's
     outage epoch. ``names`` are the variables currently listed, ``ever`` every
     name listed at any point (what logout must delete).
+
+    Immutable: a returning visitor's record is parsed once per process and
+    the same object serves every request, so changes make a new one.
     """
 
     created: float
@@ -84,7 +88,6 @@ class Record:
     flashes: bool = False
     dead: bool = False
     lines: int = 0
-    cas: int = 0
 
     def encode(self) -> bytes:
         """Header plus a compact index of the current names."""
@@ -101,34 +104,29 @@ class Record:
         """True once deletions have made the index much longer than needed."""
         return self.lines > 2 * len(self.names) + 32
 
-    def apply(self, added: set[str], removed: set[str], flashes: bool) -> None:
-        # Rebound, never changed in place: parsed records share their sets.
-        self.names = (self.names | added) - removed
-        self.ever = self.ever | added
-        self.flashes = self.flashes or flashes
-        self.lines += len(added) + len(removed) + int(flashes)
+    def changed(self, added: AbstractSet[str], removed: AbstractSet[str], flashes: bool) -> Record:
+        """This record once ``index_lines(added, removed, flashes)`` is appended."""
+        return dataclasses.replace(
+            self,
+            names=(self.names | added) - removed,
+            ever=self.ever | added,
+            flashes=self.flashes or flashes,
+            lines=self.lines + len(added) + len(removed) + int(flashes),
+        )
+
+    def compacted(self) -> Record:
+        """This record once rewritten by ``encode``."""
+        return dataclasses.replace(self, lines=len(self.names) + int(self.flashes))
 
     @classmethod
     def parse(cls, item: Item) -> Record:
-        """Decode a stored record; ``ValueError`` if it is not one of ours."""
+        """Decode a stored record; ``ValueError`` if it is not one of ours.
+
+        The result may be shared with other requests (see the class).
+        """
         if item.flags != FLAGS_RECORD:
             raise ValueError("foreign flags")
-        # A copy: the cached parse is shared, and this record gets its own cas.
-        # Spelled out because dataclasses.replace costs six times as much, and
-        # this runs on every request that loads or writes a session.
-        p = _parse(item.value)
-        return cls(
-            p.created,
-            p.born,
-            p.user_agent,
-            p.remote_addr,
-            p.names,
-            p.ever,
-            p.flashes,
-            p.dead,
-            p.lines,
-            item.cas,
-        )
+        return _parse(item.value)
 
 
 # A returning visitor's record is the same bytes request after request: parse
@@ -142,14 +140,9 @@ def _parse(value: bytes) -> Record:
             raise ValueError("header is not an object")
         header = entries[0]
         created, born = _time(header.get("c")), _time(header.get("b", header.get("c")))
-        record = Record(
-            created=created,
-            born=born,
-            user_agent=_optional_str(header.get("ua")),
-            remote_addr=_optional_str(header.get("ip")),
-        )
         names: set[str] = set()
         ever: set[str] = set()
+        flashes = dead = False
         for entry in entries[1:]:
             if isinstance(entry, str) and entry:
                 names.add(entry)
@@ -159,14 +152,22 @@ def _parse(value: bytes) -> Record:
             elif isinstance(entry.get("-"), str) and entry["-"]:
                 names.discard(entry["-"])
             elif entry.get("!") == "flashes":
-                record.flashes = True
+                flashes = True
             elif entry.get("!") == "dead":
-                record.dead = True
-        record.lines = len(entries) - 1
-        record.names, record.ever = frozenset(names), frozenset(ever)
+                dead = True
+        return Record(
+            created=created,
+            born=born,
+            user_agent=_optional_str(header.get("ua")),
+            remote_addr=_optional_str(header.get("ip")),
+            names=frozenset(names),
+            ever=frozenset(ever),
+            flashes=flashes,
+            dead=dead,
+            lines=len(entries) - 1,
+        )
     except (UnicodeDecodeError, RecursionError, OverflowError) as exc:
         raise ValueError(type(exc).__name__) from None
-    return record
 
 
 def _time(value: Any) -> float:

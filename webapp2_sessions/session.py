@@ -13,6 +13,7 @@ naming any other id starts a fresh session with a new id.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import threading
 import time
@@ -103,6 +104,8 @@ class Session(MutableMapping[str, Any]):
     cookie_action: str | None = None
     #: Names the record lists whose value was gone (evicted or expired).
     lost: frozenset[str] = frozenset()
+    #: Compare-and-set token of the record as loaded (0: not loaded).
+    _record_cas = 0
 
     def __init__(
         self,
@@ -258,6 +261,7 @@ class Session(MutableMapping[str, Any]):
             self._start_fresh()
             return False
         self._record = record
+        self._record_cas = item.cas
         return True
 
     def _end_reason(self, record: Record, epoch: float) -> str | None:
@@ -276,6 +280,7 @@ class Session(MutableMapping[str, Any]):
         self._state = "new"
         self._sid = None
         self._record = self._blank_record()
+        self._record_cas = 0
         # What this request wrote is still pending and must still read back.
         pending = self._dirty.keys() | self._deleted
         self._values = {n: v for n, v in self._values.items() if n in pending}
@@ -498,12 +503,16 @@ class Session(MutableMapping[str, Any]):
         for _ in range(3):
             sid = self._sid or self._fresh_id()
             self._sid = sid
-            record = self._record
-            record.born = self._clock()
-            record.names = set(self._dirty)
-            record.ever = set(self._dirty)
-            record.flashes = bool(self._flashes_out)
-            record.lines = len(record.names) + int(record.flashes)
+            names = frozenset(self._dirty)
+            flashes = bool(self._flashes_out)
+            record = self._record = dataclasses.replace(
+                self._record,
+                born=self._clock(),
+                names=names,
+                ever=names,
+                flashes=flashes,
+                lines=len(names) + int(flashes),
+            )
             first = Set(
                 self._ks.record(sid), record.encode(), FLAGS_RECORD, self.config.record_ttl, "add"
             )
@@ -571,7 +580,7 @@ class Session(MutableMapping[str, Any]):
         added = written - record.names
         removed = deleted & record.names
         ops: list[Op] = []
-        compact = record.needs_compaction() and record.cas
+        compact = record.needs_compaction() and self._record_cas
         if compact:
             # Skipped by the server if anyone appended since we read it.
             ops.append(
@@ -580,7 +589,7 @@ class Session(MutableMapping[str, Any]):
                     record.encode(),
                     FLAGS_RECORD,
                     self.config.record_ttl,
-                    cas=record.cas,
+                    cas=self._record_cas,
                 )
             )
         append = bool(added or removed or new_flashes)
@@ -601,8 +610,10 @@ class Session(MutableMapping[str, Any]):
             self._start_fresh()
             return None
         if compact and results[0] is True:
-            record.lines = len(record.names) + int(record.flashes)
-        record.apply(added, removed, new_flashes)
+            record = record.compacted()
+        if append:
+            record = record.changed(added, removed, new_flashes)
+        self._record = record
         self._relist(sid, results[-1], written, deleted)
         if self.config.cookie_args.max_age is not None:
             self.cookie_action = "set"  # a write renews a persistent cookie
@@ -628,7 +639,8 @@ class Session(MutableMapping[str, Any]):
         if hidden or stale:
             line = index_lines(hidden, stale)
             self._execute(sid, [Set(self._ks.record(sid), line, mode="append")])
-            self._record.names = (self._record.names | hidden) - stale
+            record = self._record
+            self._record = dataclasses.replace(record, names=(record.names | hidden) - stale)
 
     def _undo(self, sid: str, ops: list[Op]) -> None:
         record_key = self._ks.record(sid)
@@ -694,8 +706,9 @@ class Session(MutableMapping[str, Any]):
         self._deleted.clear()
         self._flashes_taken = False
         self._flash_item = _MISSING
-        self._record = self._blank_record()
-        self._record.created = old_record.created  # the absolute timeout still counts
+        # The absolute timeout still counts from the session's creation.
+        self._record = dataclasses.replace(self._blank_record(), created=old_record.created)
+        self._record_cas = 0
         self._sid = None
         self._state = "new"
         self._items.clear()

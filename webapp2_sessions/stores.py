@@ -21,8 +21,12 @@ log = logging.getLogger("webapp2_sessions")
 
 SetMode = Literal["set", "add", "append"]
 
+# Operations and results are values: built once, read by the store, never
+# changed. They are not frozen only because a frozen dataclass costs twice as
+# much to build, and a request builds about a dozen of them.
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Item:
     """A stored value with its client flags and compare-and-set token."""
 
@@ -31,7 +35,7 @@ class Item:
     cas: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Get:
     """Fetch ``key``. ``touch`` also resets its TTL, in the same command."""
 
@@ -39,7 +43,7 @@ class Get:
     touch: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Set:
     """Store ``value``: ``set`` always, ``add`` only if absent, ``append`` only if present.
 
@@ -54,7 +58,7 @@ class Set:
     cas: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delete:
     """Delete ``key`` (only if its token is still ``cas``, when given)."""
 
@@ -62,7 +66,7 @@ class Delete:
     cas: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Incr:
     """Add ``delta`` (negative subtracts, stopping at 0) to a decimal counter."""
 
@@ -71,7 +75,7 @@ class Incr:
     ttl: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Exists:
     """Whether ``key`` is present, without transferring its value."""
 
@@ -81,7 +85,7 @@ class Exists:
 Op = Get | Set | Delete | Incr | Exists
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Failed:
     """One operation the server refused (e.g. a non-numeric value for Incr)."""
 
