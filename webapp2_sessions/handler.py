@@ -35,6 +35,20 @@ class _Runtime:
     prefetch: dict[type, Prefetch]
 
 
+@dataclass
+class _HandlerSetup:
+    """What every request of one handler class needs, looked up once."""
+
+    runtime: _Runtime
+    config: SessionConfig
+    store: Store
+    codec: CookieCodec
+    prefetch: Prefetch
+    required: frozenset[str]
+    #: The session is bound to the user agent or address.
+    binds: bool
+
+
 def build_store(config: SessionConfig) -> Store:
     """The store the settings describe: given, memcached, or embedded."""
     if config.store is not None:
@@ -133,39 +147,47 @@ class SessionHandlerMixin:
 
     # ------------------------------------------------------------------ setup
 
-    def _session_runtime(self) -> _Runtime:
+    def _session_setup(self) -> _HandlerSetup:
         # request.app is a plain attribute; self.app goes through a thread-local proxy.
         registry: dict[Any, Any] = self.request.app.registry
         key = (_REGISTRY_KEY, "handler", type(self))
-        runtime: _Runtime | None = registry.get(key)
-        if runtime is None:
+        setup: _HandlerSetup | None = registry.get(key)
+        if setup is None:
             overrides = dict(self.session_settings)
             if self.session_cookie_name is not None:
                 overrides["cookie_name"] = self.session_cookie_name
-            runtime = registry[key] = _runtime(self.request.app, overrides)
-        return runtime
+            runtime = _runtime(self.request.app, overrides)
+            config = runtime.config
+            with _setup_lock:
+                prefetch = runtime.prefetch.setdefault(
+                    type(self), Prefetch(self.session_prefetch, learn=config.learn_prefetch)
+                )
+            setup = registry[key] = _HandlerSetup(
+                runtime,
+                config,
+                runtime.store,
+                runtime.codec,
+                prefetch,
+                frozenset(self.session_required),
+                config.bind_user_agent or config.bind_ip,
+            )
+        return setup
 
     def _make_session(self) -> Session:
-        runtime = self._session_runtime()
-        config = runtime.config
-        raw = _cookie_value(self.request.environ, config.cookie_name)
-        cls = type(self)
-        prefetch = runtime.prefetch.get(cls)
-        if prefetch is None:
-            prefetch = runtime.prefetch.setdefault(
-                cls, Prefetch(self.session_prefetch, learn=config.learn_prefetch)
-            )
+        setup = self._session_setup()
+        request = self.request
+        raw = _cookie_value(request.environ, setup.config.cookie_name)
         client = None
-        if config.bind_user_agent or config.bind_ip:
-            client = ClientInfo(self.request.user_agent, self.request.remote_addr)
+        if setup.binds:
+            client = ClientInfo(request.user_agent, request.remote_addr)
         return Session(
-            config,
-            runtime.store,
-            runtime.codec.decode(raw),
+            setup.config,
+            setup.store,
+            setup.codec.decode(raw),
             cookie_present=raw is not None,
             client=client,
-            prefetch=prefetch,
-            required=self.session_required,
+            prefetch=setup.prefetch,
+            required=setup.required,
         )
 
     def init_session(self) -> Session:
@@ -193,7 +215,10 @@ class SessionHandlerMixin:
     # ------------------------------------------------------------------ variables
 
     def get_session_var(self, name: str, default: Any = None) -> Any:
-        return self.session.get(name, default)
+        session = self._session_obj  # not `or`: an empty Session is falsy
+        if session is None:
+            session = self.session
+        return session.get(name, default)
 
     def set_session_var(self, name: str, value: Any) -> None:
         """Set ``name``; stored when the handler returns.
@@ -201,7 +226,10 @@ class SessionHandlerMixin:
         Raises ``TypeError`` for a value the serializer cannot store and
         ``ValueError`` for one larger than ``item_size_max``.
         """
-        self.session[name] = value
+        session = self._session_obj
+        if session is None:
+            session = self.session
+        session[name] = value
 
     def delete_session_var(self, name: str) -> None:
         self.session.discard(name)
@@ -271,7 +299,7 @@ class SessionHandlerMixin:
             if name.startswith(("__Host-", "__Secure-")):
                 secure = True
             if action == "set":
-                value = self._session_runtime().codec.encode(session.session_id)
+                value = self._session_setup().codec.encode(session.session_id)
                 cookie = _set_cookie_header(name, value, args, bool(secure), args.max_age)
             else:
                 # WebOb's delete_cookie would drop Secure, which __Host- cookies need.

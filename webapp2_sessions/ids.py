@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 #: memcached's limit on key length, in bytes.
 MAX_KEY_LENGTH = 250
@@ -157,6 +157,12 @@ class KeyScheme:
     def variable_fast(self, session_id: str, name: str) -> str:
         """``variable`` for a name already checked by ``name_suffix``."""
         return self.prefix + session_id + "-" + _suffix(name, self._room)
+
+    def variables(self, session_id: str, names: Iterable[str]) -> list[str]:
+        """``variable_fast`` for each of ``names``, in order."""
+        base = self.prefix + session_id + "-"
+        room = self._room
+        return [base + _suffix(name, room) for name in names]
 
     def internal(self, session_id: str, label: str) -> str:
         """Key of a variable the library keeps for itself (e.g. flashes).

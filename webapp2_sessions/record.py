@@ -40,9 +40,12 @@ DEAD_LINE = b'{"!":"dead"}'
 _encode_name = json.JSONEncoder(ensure_ascii=True).encode
 
 
+_DEAD_MARK = b"\n" + DEAD_LINE + b"\n"
+
+
 def is_live(item: object) -> bool:
     """True for a record that exists and has no logout under way."""
-    return isinstance(item, Item) and b"\n" + DEAD_LINE + b"\n" not in item.value
+    return isinstance(item, Item) and _DEAD_MARK not in item.value
 
 
 def client_hash(text: str | None) -> str | None:

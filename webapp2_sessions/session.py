@@ -68,6 +68,8 @@ class Prefetch:
         self.learn = learn
         #: Everything to fetch; replaced (never mutated) so readers need no lock.
         self.names = self.declared
+        #: ``names`` sorted: the order of the batch, so it is the same every time.
+        self.ordered = tuple(sorted(self.declared))
         self._lock = threading.Lock()
         #: The handler reads flashes, so fetch them with the first batch.
         self.flashes = False
@@ -77,7 +79,9 @@ class Prefetch:
             return
         with self._lock:
             if name not in self.names and len(self.names) < len(self.declared) + _MAX_LEARNED:
-                self.names = self.names | {name}
+                names = self.names | {name}
+                self.ordered = tuple(sorted(names))
+                self.names = names
 
 
 _NO_CLIENT = ClientInfo()
@@ -200,16 +204,22 @@ class Session(MutableMapping[str, Any]):
             return
         assert self._sid is not None
         sid = self._sid
-        names = self.prefetch.names
-        if extra or self.required:
-            names = names.union(extra, self.required)
+        config = self.config
+        prefetch = self.prefetch
+        names = prefetch.names
+        wanted: Sequence[str] = prefetch.ordered
+        if self.required or not names.issuperset(extra):
+            wanted = sorted(names.union(extra, self.required))
         values = self._values
-        wanted = sorted(n for n in names if n not in values)
-        ops: list[Op] = [Get(self._ks.record(sid), touch=self.config.record_ttl)]
-        ops += [Get(self._ks.variable_fast(sid, n), touch=self.config.ttl) for n in wanted]
-        flashes = self.prefetch.flashes
+        if values:  # written before the first read: nothing to fetch for those
+            wanted = [n for n in wanted if n not in values]
+        ttl = config.ttl
+        ks = self._ks
+        ops: list[Op] = [Get(ks.record(sid), config.record_ttl)]
+        ops += [Get(key, ttl) for key in ks.variables(sid, wanted)]
+        flashes = prefetch.flashes
         if flashes:
-            ops.append(Get(self._ks.internal(sid, "flashes"), touch=self.config.ttl))
+            ops.append(Get(ks.internal(sid, "flashes"), ttl))
         # The node's outage epoch, fetched in this batch when the store's copy
         # is stale (MemcacheStore refreshes it about once a second).
         epoch = self.store.known_epoch(sid)
@@ -227,9 +237,22 @@ class Session(MutableMapping[str, Any]):
         self._state = "stored"
         if flashes:
             self._flash_item = flash_item if isinstance(flash_item, Item) else None
-        for name, result in zip(wanted, results[1:], strict=True):
+        serializer = config.serializer
+        flags, loads = serializer.flags, serializer.loads
+        items = self._items
+        for index, name in enumerate(wanted, 1):
+            result = results[index]
+            # The common case inline; anything else (missing, a counter,
+            # foreign or unreadable) is sorted out by _remember.
+            if result.__class__ is Item and result.flags == flags:
+                try:
+                    values[name] = loads(result.value)
+                    items[name] = result
+                    continue
+                except ValueError:
+                    pass
             self._remember(name, result)
-        missing = sorted(self.required & self.lost)
+        missing = sorted(self.required & self.lost) if self.required else None
         if missing:
             log.warning(
                 "session %s ended: required variable(s) %s evicted or expired",
@@ -483,13 +506,18 @@ class Session(MutableMapping[str, Any]):
             self._save_stored()
 
     def _variable_ops(self, sid: str) -> list[Op]:
-        ttl = self.config.ttl
-        flags = self.config.serializer.flags
+        config = self.config
+        ttl = config.ttl
+        flags = config.serializer.flags
+        dirty = self._dirty
         ops: list[Op] = [
-            Set(self._ks.variable_fast(sid, n), data, flags, ttl)
-            for n, data in self._dirty.items()
+            Set(key, data, flags, ttl)
+            for key, data in zip(self._ks.variables(sid, dirty), dirty.values(), strict=True)
         ]
-        ops += [Delete(self._ks.variable_fast(sid, n)) for n in sorted(self._deleted)]
+        if self._deleted:
+            ops += [Delete(key) for key in self._ks.variables(sid, sorted(self._deleted))]
+        if not (self._flashes_taken or self._flashes_out):
+            return ops
         key = self._ks.internal(sid, "flashes")
         if self._flashes_taken and isinstance(self._flash_item, Item):
             # Only the flashes we read: one appended meanwhile keeps the key alive.
@@ -505,13 +533,17 @@ class Session(MutableMapping[str, Any]):
             self._sid = sid
             names = frozenset(self._dirty)
             flashes = bool(self._flashes_out)
-            record = self._record = dataclasses.replace(
-                self._record,
-                born=self._clock(),
-                names=names,
-                ever=names,
-                flashes=flashes,
-                lines=len(names) + int(flashes),
+            blank = self._record
+            record = self._record = Record(
+                blank.created,
+                self._clock(),
+                blank.user_agent,
+                blank.remote_addr,
+                names,
+                names,
+                flashes,
+                False,
+                len(names) + int(flashes),
             )
             first = Set(
                 self._ks.record(sid), record.encode(), FLAGS_RECORD, self.config.record_ttl, "add"
@@ -649,6 +681,11 @@ class Session(MutableMapping[str, Any]):
             self._execute(sid, [Delete(k) for k in sorted(keys)])
 
     def _report(self, sid: str, results: list[Result]) -> None:
+        for result in results:
+            if result.__class__ is Failed:
+                break
+        else:
+            return
         failed = [r for r in results if isinstance(r, Failed)]
         if failed:
             log.error(
