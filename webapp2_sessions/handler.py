@@ -7,6 +7,7 @@ saved at the end of ``dispatch``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -392,8 +393,13 @@ def _finish_headers(headerlist: list[tuple[str, str]], cookie: tuple[str, str] |
         headerlist.append(cookie)
 
 
+@functools.lru_cache(maxsize=256)
 def _private(cache: str) -> str:
-    """``cache`` (a Cache-Control value) made unfit for shared caches."""
+    """``cache`` (a Cache-Control value) made unfit for shared caches.
+
+    Cached: an application sends the same few values (webapp2's own default
+    is ``no-cache``) on every response.
+    """
     directives = [d.strip() for d in cache.split(",") if d.strip()]
     lowered = [d.lower() for d in directives]
     if "no-store" in lowered or ("private" in lowered and "public" not in lowered):

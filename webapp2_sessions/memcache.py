@@ -38,7 +38,8 @@ EPOCH_REFRESH = 1.0
 #: memcached reads a larger expiry as an absolute Unix time.
 _MAX_RELATIVE_EXPTIME = 30 * 24 * 3600
 _MODE_FLAG = {"set": b"", "add": b" ME", "append": b" MA"}
-_UNSAFE_KEY_BYTE = re.compile(rb"[\x00-\x20\x7f]")
+# Bytes no key may hold, but NUL (see encode()).
+_UNSAFE_KEY_CHAR = re.compile(r"[\x01-\x20\x7f]")
 
 
 def exptime(ttl: int) -> int:
@@ -74,28 +75,46 @@ def _kernel_timeouts(sock: socket.socket, timeout: float | None) -> None:
 
 def encode(ops: Sequence[Op]) -> bytes:
     """The meta-protocol text of a batch."""
+    # Keys are built from validated parts only; this is the last defence, run
+    # once over all of them: joined by NULs, which must then number exactly
+    # one fewer than the keys.
+    keys = [op.key for op in ops]
+    joined = "\x00".join(keys)
+    if (
+        not joined.isascii()
+        or _UNSAFE_KEY_CHAR.search(joined) is not None
+        or joined.count("\x00") != len(keys) - 1
+    ):
+        raise ValueError(f"refusing to send a malformed memcached key in {joined[:40]!r}")
     out: list[bytes] = []
     append = out.append
-    for op in ops:
-        key = op.key.encode("ascii")  # keys are built from validated parts only;
-        if len(key) > 250 or not key or _UNSAFE_KEY_BYTE.search(key):  # last defence
-            raise ValueError(f"refusing to send malformed memcached key {op.key[:40]!r}")
+    for op, text in zip(ops, keys, strict=True):
+        key = text.encode("ascii")
+        if len(key) > 250 or not key:
+            raise ValueError(f"refusing to send malformed memcached key {text[:40]!r}")
         kind = op.__class__
         if kind is Get:
             touch = op.touch  # type: ignore[union-attr]
             if touch is None:
                 append(b"mg %s v f c\r\n" % key)
             else:
-                append(b"mg %s v f c T%d\r\n" % (key, exptime(touch)))
+                if touch > _MAX_RELATIVE_EXPTIME:
+                    touch = exptime(touch)
+                append(b"mg %s v f c T%d\r\n" % (key, touch))
         elif kind is Set:
             assert isinstance(op, Set)
-            head = b"ms %s %d F%d" % (key, len(op.value), op.flags)
-            if op.mode != "append":
-                head += b" T%d" % exptime(op.ttl)
-            head += _MODE_FLAG[op.mode]
-            if op.cas is not None:
-                head += b" C%d" % op.cas
-            append(head + b"\r\n" + op.value + b"\r\n")
+            value = op.value
+            token = b"" if op.cas is None else b" C%d" % op.cas
+            if op.mode == "append":
+                append(b"ms %s %d F%d MA%s\r\n%s\r\n" % (key, len(value), op.flags, token, value))
+                continue
+            ttl = op.ttl
+            if ttl > _MAX_RELATIVE_EXPTIME:
+                ttl = exptime(ttl)
+            append(
+                b"ms %s %d F%d T%d%s%s\r\n%s\r\n"
+                % (key, len(value), op.flags, ttl, _MODE_FLAG[op.mode], token, value)
+            )
         elif kind is Delete:
             cas = op.cas  # type: ignore[union-attr]
             append(b"md %s\r\n" % key if cas is None else b"md %s C%d\r\n" % (key, cas))

@@ -61,12 +61,19 @@ def index_lines(
     flashes: bool = False,
 ) -> bytes:
     """Index lines recording ``added`` and ``removed`` names (JSON-quoted)."""
-    # ensure_ascii: a JSON string then holds no raw newline or non-ASCII byte.
-    lines = [_encode_name(n).encode() + b"\n" for n in sorted(added)]
-    lines += [b'{"-":' + _encode_name(n).encode() + b"}\n" for n in sorted(removed)]
+    lines = [_name_line(n) for n in sorted(added)]
+    if removed:
+        lines += [b'{"-":' + _name_line(n)[:-1] + b"}\n" for n in sorted(removed)]
     if flashes:
         lines.append(_FLASHES_LINE + b"\n")
     return b"".join(lines)
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_line(name: str) -> bytes:
+    """The index line of ``name``; the same few names are listed over and over."""
+    # ensure_ascii: a JSON string then holds no raw newline or non-ASCII byte.
+    return _encode_name(name).encode("ascii") + b"\n"
 
 
 @dataclass(frozen=True, slots=True)
