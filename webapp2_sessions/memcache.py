@@ -130,6 +130,7 @@ def encode(ops: Sequence[Op]) -> bytes:
 
 
 _NEGATIVE = {b"NS", b"EX", b"NF"}
+_VALUE_FC = re.compile(rb"VA (\d+) f(\d+) c(\d+)\r\n")
 
 
 def read_replies(sock: socket.socket, ops: Sequence[Op]) -> tuple[list[Result], bool]:
@@ -151,6 +152,17 @@ def read_replies(sock: socket.socket, ops: Sequence[Op]) -> tuple[list[Result], 
     append = results.append
     desynced = False
     for op in ops:
+        # The usual reply to ``mg <key> v f c`` in one match; anything else
+        # (other flags, other orders, other replies) goes the general way.
+        value = _VALUE_FC.match(buf, pos)
+        if value is not None:
+            size = int(value[1])
+            start = value.end()
+            pos = start + size + 2
+            if pos <= len(buf) and op.__class__ is Get:
+                append(Item(buf[start : pos - 2], int(value[2]), int(value[3])))
+                continue
+            pos = value.start()
         end = buf.find(b"\r\n", pos)
         while end < 0:
             buf = buf[pos:] + _more(sock)
