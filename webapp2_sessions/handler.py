@@ -141,6 +141,10 @@ class SessionHandlerMixin:
     session_required: Iterable[str] = ()
 
     _session_obj: Session | None = None
+    #: (id, Set-Cookie header) prepared while the write batch was in flight.
+    _session_cookie: tuple[str, tuple[str, str]] | None = None
+    #: The response already marked private while the write batch was in flight.
+    _session_private: Any = None
     # Provided by webapp2.RequestHandler.
     app: Any
     request: Any
@@ -281,7 +285,19 @@ class SessionHandlerMixin:
         session = self._session_obj
         if session is None:
             return
-        session.save()
+
+        def on_sent(session_id: str, sets_cookie: bool) -> None:
+            # While the write batch is in flight: the headers that do not
+            # depend on its outcome, and the cookie it will set if it
+            # succeeds (signing is the dearest part of a new visitor's
+            # response). Saving marks the session accessed, so the response
+            # is private whatever the outcome.
+            _mark_private(response.headerlist)
+            self._session_private = response
+            if sets_cookie:
+                self._session_cookie = (session_id, self._cookie_header(session, session_id))
+
+        session.save(on_sent)
         self._apply_session_headers(response)
 
     def _apply_session_headers(self, response: Any) -> None:
@@ -290,23 +306,34 @@ class SessionHandlerMixin:
             return
         action = session.cookie_action
         cookie = None
-        if action == "set" or (action == "delete" and session.cookie_present):
-            config = session.config
-            args = config.cookie_args
-            name = config.cookie_name
-            secure = args.secure
-            if secure == "auto":
-                secure = self.request.scheme == "https"
-            if name.startswith(("__Host-", "__Secure-")):
-                secure = True
-            if action == "set":
-                value = self._session_setup().codec.encode(session.session_id)
-                cookie = _set_cookie_header(name, value, args, bool(secure), args.max_age)
-            else:
-                # WebOb's delete_cookie would drop Secure, which __Host- cookies need.
-                cookie = _set_cookie_header(name, "", args, bool(secure), 0)
-        if session.accessed or action:
-            _finish_headers(response.headerlist, cookie)
+        if action == "set":
+            sid = session.session_id
+            prepared = self._session_cookie
+            cookie = prepared[1] if prepared and prepared[0] == sid else None
+            if cookie is None:
+                cookie = self._cookie_header(session, sid)
+        elif action == "delete" and session.cookie_present:
+            cookie = self._cookie_header(session, None)
+        if (session.accessed or action) and self._session_private is not response:
+            _mark_private(response.headerlist)
+        if cookie is not None:
+            _put_cookie(response.headerlist, cookie)
+
+    def _cookie_header(self, session: Session, session_id: str | None) -> tuple[str, str]:
+        """Set-Cookie for ``session_id``, or one that clears the cookie (None)."""
+        config = session.config
+        args = config.cookie_args
+        name = config.cookie_name
+        secure = args.secure
+        if secure == "auto":
+            secure = self.request.scheme == "https"
+        if name.startswith(("__Host-", "__Secure-")):
+            secure = True
+        if session_id is None:
+            # WebOb's delete_cookie would drop Secure, which __Host- cookies need.
+            return _set_cookie_header(name, "", args, bool(secure), 0)
+        value = self._session_setup().codec.encode(session_id)
+        return _set_cookie_header(name, value, args, bool(secure), args.max_age)
 
 
 def _set_cookie_header(
@@ -359,24 +386,19 @@ def _cookie_value(environ: Mapping[str, Any], name: str) -> str | None:
     return found
 
 
-def _finish_headers(headerlist: list[tuple[str, str]], cookie: tuple[str, str] | None) -> None:
-    """Put our Set-Cookie in, add ``Vary: Cookie`` and keep shared caches out.
+def _mark_private(headerlist: list[tuple[str, str]]) -> None:
+    """Add ``Vary: Cookie`` and keep shared caches from storing the response.
 
     One pass over WebOb's raw header list: its case-insensitive header view
-    rescans the list on every get, set and delete. A Set-Cookie for our name
-    that the handler wrote itself is replaced, not sent twice.
+    rescans the list on every get, set and delete.
     """
     vary_at = cache_at = -1
-    ours: list[int] = []
-    prefix = cookie[1][: cookie[1].index("=") + 1] if cookie else None
-    for index, (name, value) in enumerate(headerlist):
+    for index, (name, _) in enumerate(headerlist):
         lowered = name.lower()
         if lowered == "vary":
             vary_at = index
         elif lowered == "cache-control":
             cache_at = index
-        elif prefix and lowered == "set-cookie" and value.lstrip().startswith(prefix):
-            ours.append(index)
     if vary_at < 0:
         headerlist.append(("Vary", "Cookie"))
     else:
@@ -387,10 +409,16 @@ def _finish_headers(headerlist: list[tuple[str, str]], cookie: tuple[str, str] |
         headerlist.append(("Cache-Control", "private"))
     else:
         headerlist[cache_at] = ("Cache-Control", _private(headerlist[cache_at][1]))
-    if cookie is not None:
-        for index in reversed(ours):
+
+
+def _put_cookie(headerlist: list[tuple[str, str]], cookie: tuple[str, str]) -> None:
+    """Add our Set-Cookie, replacing one for the same name the handler wrote."""
+    prefix = cookie[1][: cookie[1].index("=") + 1]
+    for index in range(len(headerlist) - 1, -1, -1):
+        name, value = headerlist[index]
+        if name.lower() == "set-cookie" and value.lstrip().startswith(prefix):
             del headerlist[index]
-        headerlist.append(cookie)
+    headerlist.append(cookie)
 
 
 @functools.lru_cache(maxsize=256)

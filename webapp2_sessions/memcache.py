@@ -22,7 +22,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pymemcache.client.base import Client
@@ -399,8 +399,12 @@ class MemcacheStore(Store):
         node = self._nodes[self.node_for(route)]
         return not node.down or node.dead_until <= time.monotonic()
 
-    def execute(self, route: str, ops: Sequence[Op]) -> list[Result]:
+    def execute(
+        self, route: str, ops: Sequence[Op], *, on_sent: Callable[[], object] | None = None
+    ) -> list[Result]:
         if not ops:
+            if on_sent is not None:
+                on_sent()
             return []
         node = self._nodes[self.node_for(route)]
         if node.down and node.dead_until > time.monotonic():
@@ -409,12 +413,19 @@ class MemcacheStore(Store):
         lock = node.lock()
         if lock is not None:
             with lock:
-                return self._run(node, payload, ops)
-        return self._run(node, payload, ops)
+                return self._run(node, payload, ops, on_sent)
+        return self._run(node, payload, ops, on_sent)
 
-    def _run(self, node: _Node, payload: bytes, ops: Sequence[Op]) -> list[Result]:
+    def _run(
+        self,
+        node: _Node,
+        payload: bytes,
+        ops: Sequence[Op],
+        on_sent: Callable[[], object] | None = None,
+    ) -> list[Result]:
         client = node.client()
         attempt = 0
+        failure: BaseException | None = None
         while True:
             fresh = client.sock is None
             try:
@@ -425,6 +436,15 @@ class MemcacheStore(Store):
                 sock = client.sock
                 assert sock is not None
                 sock.sendall(payload)
+                if on_sent is not None:
+                    # Once only, even if the batch is retried; whatever it
+                    # raises waits until the replies are read, so the
+                    # connection stays in step.
+                    callback, on_sent = on_sent, None
+                    try:
+                        callback()
+                    except BaseException as exc:  # re-raised below
+                        failure = exc
                 results, close = read_replies(sock, ops)
             except (OSError, ValueError, IndexError) as exc:
                 client.close()
@@ -444,6 +464,8 @@ class MemcacheStore(Store):
                 down_since = node.mark_up()
                 if down_since is not None:
                     self._record_outage(node, down_since, ops, results)
+            if failure is not None:
+                raise failure
             return results
 
     def _record_outage(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -350,9 +351,13 @@ class Session(MutableMapping[str, Any]):
     def _tag(self) -> str:
         return log_token(self._sid or "")
 
-    def _execute(self, sid: str, ops: Sequence[Op]) -> list[Result] | None:
+    def _execute(
+        self, sid: str, ops: Sequence[Op], on_sent: Callable[[], object] | None = None
+    ) -> list[Result] | None:
         """Run a batch; None when the store is down and strict mode is off."""
         try:
+            if on_sent is not None:
+                return self.store.execute(sid, ops, on_sent=on_sent)
             return self.store.execute(sid, ops)
         except SessionUnavailableError:
             if self.config.strict:
@@ -491,8 +496,14 @@ class Session(MutableMapping[str, Any]):
 
     # ------------------------------------------------------------------ saving
 
-    def save(self) -> None:
-        """Write every change in one batch. Called at the end of dispatch."""
+    def save(self, on_sent: Callable[[str, bool], object] | None = None) -> None:
+        """Write every change in one batch. Called at the end of dispatch.
+
+        ``on_sent(session_id, sets_cookie)`` is called while the batch is in
+        flight (see ``Store.execute``); ``sets_cookie`` tells whether the
+        response will set the cookie if the batch succeeds. The handler mixin
+        prepares the response's headers then.
+        """
         if not self.modified:
             return
         self._ensure_loaded()
@@ -501,9 +512,9 @@ class Session(MutableMapping[str, Any]):
             # cluster) rather than lose this request's writes as well.
             self._start_fresh()
         if self._state == "new":
-            self._save_new()
+            self._save_new(on_sent)
         else:
-            self._save_stored()
+            self._save_stored(on_sent)
 
     def _variable_ops(self, sid: str) -> list[Op]:
         config = self.config
@@ -527,7 +538,7 @@ class Session(MutableMapping[str, Any]):
             ops.append(Set(key, b"".join(self._flashes_out), mode="append"))
         return ops
 
-    def _save_new(self) -> None:
+    def _save_new(self, on_sent: Callable[[str, bool], object] | None = None) -> None:
         for _ in range(3):
             sid = self._sid or self._fresh_id()
             self._sid = sid
@@ -548,7 +559,8 @@ class Session(MutableMapping[str, Any]):
             first = Set(
                 self._ks.record(sid), record.encode(), FLAGS_RECORD, self.config.record_ttl, "add"
             )
-            results = self._execute(sid, [first, *self._variable_ops(sid)])
+            notify = None if on_sent is None else functools.partial(on_sent, sid, True)
+            results = self._execute(sid, [first, *self._variable_ops(sid)], notify)
             if results is None:
                 if not self.store.available(sid):
                     # This id's node was just found dead: a fresh id avoids it
@@ -577,15 +589,20 @@ class Session(MutableMapping[str, Any]):
         log.error("session: no free id after 3 attempts; changes not saved")
         self._clear_changes()
 
-    def _save_stored(self) -> None:
+    def _save_stored(self, on_sent: Callable[[str, bool], object] | None = None) -> None:
         sid = self._sid
         assert sid is not None
+        notify = None
+        if on_sent is not None:
+            renews = self.config.cookie_args.max_age is not None
+            notify = functools.partial(on_sent, sid, renews)
         results = self._guarded_write(
             sid,
             self._variable_ops(sid),
             set(self._dirty),
             set(self._deleted),
             bool(self._flashes_out) and not self._record.flashes,
+            notify,
         )
         if results is not None:
             self._report(sid, results)
@@ -598,6 +615,7 @@ class Session(MutableMapping[str, Any]):
         written: set[str],
         deleted: set[str],
         new_flashes: bool = False,
+        on_sent: Callable[[], object] | None = None,
     ) -> list[Result] | None:
         """Run ``body`` on a stored session, with its index lines, in one batch.
 
@@ -630,7 +648,7 @@ class Session(MutableMapping[str, Any]):
         first = len(ops)
         ops += body
         ops.append(Get(record_key))
-        results = self._execute(sid, ops)
+        results = self._execute(sid, ops, on_sent)
         if results is None:
             if self.modified:
                 self._after_failed_write(sid)

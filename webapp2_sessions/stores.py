@@ -107,8 +107,17 @@ class Store(abc.ABC):
     """
 
     @abc.abstractmethod
-    def execute(self, route: str, ops: Sequence[Op]) -> list[Result]:
-        """Run ``ops`` in one round trip on the node that owns ``route``."""
+    def execute(
+        self, route: str, ops: Sequence[Op], *, on_sent: Callable[[], object] | None = None
+    ) -> list[Result]:
+        """Run ``ops`` in one round trip on the node that owns ``route``.
+
+        ``on_sent`` is called once the batch is on its way, before waiting
+        for the replies, so that work which does not depend on them (the
+        response's headers, say) overlaps the round trip. A store that does
+        not wait calls it before returning. An exception it raises is raised
+        by ``execute`` once the replies have been read.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional for stores without connections
         """Release connections; the store reconnects if used again."""
@@ -187,11 +196,16 @@ class MemoryStore(Store):
     def __len__(self) -> int:
         return len(self._data)
 
-    def execute(self, route: str, ops: Sequence[Op]) -> list[Result]:
+    def execute(
+        self, route: str, ops: Sequence[Op], *, on_sent: Callable[[], object] | None = None
+    ) -> list[Result]:
         with self._lock:
             self.batches += 1
             now = self._clock()
-            return [self._run(op, now) for op in ops]
+            results = [self._run(op, now) for op in ops]
+        if on_sent is not None:
+            on_sent()
+        return results
 
     def describe(self, route: str) -> str:
         return "embedded store"
