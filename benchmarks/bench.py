@@ -22,6 +22,11 @@ Why it is built this way:
   numbers are the framework's and the session code's, plus memcached.
 * Cells are interleaved: each round runs a block of every (implementation,
   workload) pair in a shuffled order, so drift and noise hit all rows alike.
+* Every round trip costs the same: memcached runs one worker thread pinned
+  to one CPU and this process is pinned to another (``--placement``). Left
+  to the scheduler, a connection served by a thread that happens to share
+  the caller's CPU answers several times faster than one on the other CPU,
+  and rows would differ by where their connection landed.
 """
 
 from __future__ import annotations
@@ -668,7 +673,13 @@ def build_all(make_proxy: ProxyFactory, with_prefetch_row: bool) -> list[Impl]:
 def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--requests", type=int, default=2000, help="timed requests per cell")
-    parser.add_argument("--block", type=int, default=100, help="requests per interleaved block")
+    parser.add_argument(
+        "--block",
+        type=int,
+        default=20,
+        help="requests per interleaved block (small blocks spread the machine's slow spells "
+        "evenly over the rows)",
+    )
     parser.add_argument("--warmup", type=int, default=50, help="untimed requests per cell")
     parser.add_argument(
         "--count",
@@ -703,7 +714,7 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.quick:
-        args.requests, args.block, args.warmup, args.count = 600, 50, 20, 100
+        args.requests, args.block, args.warmup, args.count = 600, 20, 20, 100
     if args.requests < 1 or args.block < 1 or args.count < 1:
         parser.error("--requests, --block and --count must be positive")
     args.block = min(args.block, args.requests)

@@ -276,6 +276,8 @@ class SessionHandlerMixin:
                 # An app-level error handler answers with self.response instead.
                 self._apply_session_headers(self.response)
             raise
+        if self._session_obj is None:
+            return result  # the session was never used: nothing to save or send
         self._commit_session(self.response)
         if result is not None and result is not self.response and hasattr(result, "headers"):
             self._apply_session_headers(result)
