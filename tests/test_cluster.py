@@ -200,3 +200,23 @@ def test_a_new_visitor_whose_id_meets_an_undetected_dead_node_is_stored_on_a_liv
         response = browser.get("/", {"set": "cart", "value": "[1]"}, status=200)
         assert "sid=" in response.headers["Set-Cookie"]
         assert browser.get("/", {"get": "cart"}).json == {"cart": [1]}
+
+
+def test_session_required_is_read_per_request_so_a_handler_may_vary_it(memcached):
+    class PerPath(Handler):
+        @property
+        def session_required(self):  # only the admin area insists on 'csrf'
+            return ("csrf",) if self.request.path.startswith("/admin") else ()
+
+    config = {"memcache_servers": [memcached.address], "cookie_name": "sid"}
+    app = webtest.TestApp(
+        webapp2.WSGIApplication(
+            [("/", PerPath), ("/admin", PerPath)], config={"webapp2_sessions": config}
+        )
+    )
+    app.get("/", {"set": ["csrf", "cart"], "value": ['"t"', "[1]"]})
+    old = sid(app)
+    memcached.raw(f"md {old}-csrf\r\n".encode())  # what an eviction looks like
+    assert app.get("/", {"get": "cart", "sid": "1"}).json == {"cart": [1], "sid": old}
+    body = app.get("/admin", {"get": "cart", "sid": "1"}).json
+    assert body["cart"] is None and body["sid"] != old

@@ -251,6 +251,8 @@ def test_a_slow_reply_alone_does_not_end_the_nodes_sessions():
         ("sid", None),
         ("", None),
         ("sid=a=b", "a=b"),
+        ("sid=abc, theme=dark", "abc"),
+        ("theme=dark,sid=abc", "abc"),
     ],
 )
 def test_the_session_cookie_is_found_by_exact_name_and_the_last_one_wins(header, expected):

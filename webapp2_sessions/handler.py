@@ -45,7 +45,6 @@ class _HandlerSetup:
     store: Store
     codec: CookieCodec
     prefetch: Prefetch
-    required: frozenset[str]
     #: The session is bound to the user agent or address.
     binds: bool
 
@@ -173,7 +172,6 @@ class SessionHandlerMixin:
                 runtime.store,
                 runtime.codec,
                 prefetch,
-                frozenset(self.session_required),
                 config.bind_user_agent or config.bind_ip,
             )
         return setup
@@ -192,7 +190,8 @@ class SessionHandlerMixin:
             cookie_present=raw is not None,
             client=client,
             prefetch=setup.prefetch,
-            required=setup.required,
+            # Read per request: a handler may vary it (by path, say).
+            required=self.session_required,
         )
 
     def init_session(self) -> Session:
@@ -376,7 +375,9 @@ def _cookie_value(environ: Mapping[str, Any], name: str) -> str | None:
     if not header or name not in header:
         return None
     found: str | None = None
-    for part in header.split(";"):
+    # A comma separates cookies too: servers that receive the header twice
+    # (gunicorn, for one) join the copies with one.
+    for part in header.replace(",", ";").split(";"):
         key, sep, value = part.partition("=")
         if sep and key.strip() == name:
             found = value
