@@ -33,14 +33,12 @@ class _Runtime:
     config: SessionConfig
     store: Store
     codec: CookieCodec
-    prefetch: dict[type, Prefetch]
 
 
 @dataclass
 class _HandlerSetup:
     """What every request of one handler class needs, looked up once."""
 
-    runtime: _Runtime
     config: SessionConfig
     store: Store
     codec: CookieCodec
@@ -93,7 +91,7 @@ def _runtime(app: Any, overrides: Mapping[str, Any]) -> _Runtime:
                     "not signed (ids are still unguessable and checked on the server)"
                 )
             store = _shared_store(registry, config)
-            runtime = _Runtime(config, store, CookieCodec(config.secret_key), {})
+            runtime = _Runtime(config, store, CookieCodec(config.secret_key))
             registry[key] = runtime
     return runtime
 
@@ -162,18 +160,16 @@ class SessionHandlerMixin:
                 overrides["cookie_name"] = self.session_cookie_name
             runtime = _runtime(self.request.app, overrides)
             config = runtime.config
-            with _setup_lock:
-                prefetch = runtime.prefetch.setdefault(
-                    type(self), Prefetch(self.session_prefetch, learn=config.learn_prefetch)
-                )
-            setup = registry[key] = _HandlerSetup(
-                runtime,
-                config,
-                runtime.store,
-                runtime.codec,
-                prefetch,
-                config.bind_user_agent or config.bind_ip,
-            )
+            with _setup_lock:  # one Prefetch per class, so what it learns is shared
+                setup = registry.get(key)
+                if setup is None:
+                    setup = registry[key] = _HandlerSetup(
+                        config,
+                        runtime.store,
+                        runtime.codec,
+                        Prefetch(self.session_prefetch, learn=config.learn_prefetch),
+                        config.bind_user_agent or config.bind_ip,
+                    )
         return setup
 
     def _make_session(self) -> Session:

@@ -356,9 +356,7 @@ class Session(MutableMapping[str, Any]):
     ) -> list[Result] | None:
         """Run a batch; None when the store is down and strict mode is off."""
         try:
-            if on_sent is not None:
-                return self.store.execute(sid, ops, on_sent=on_sent)
-            return self.store.execute(sid, ops)
+            return self.store.execute(sid, ops, on_sent=on_sent)
         except SessionUnavailableError:
             if self.config.strict:
                 raise
@@ -546,15 +544,14 @@ class Session(MutableMapping[str, Any]):
             flashes = bool(self._flashes_out)
             blank = self._record
             record = self._record = Record(
-                blank.created,
-                self._clock(),
-                blank.user_agent,
-                blank.remote_addr,
-                names,
-                names,
-                flashes,
-                False,
-                len(names) + int(flashes),
+                created=blank.created,
+                born=self._clock(),
+                user_agent=blank.user_agent,
+                remote_addr=blank.remote_addr,
+                names=names,
+                ever=names,
+                flashes=flashes,
+                lines=len(names) + int(flashes),
             )
             first = Set(
                 self._ks.record(sid), record.encode(), FLAGS_RECORD, self.config.record_ttl, "add"
@@ -699,11 +696,6 @@ class Session(MutableMapping[str, Any]):
             self._execute(sid, [Delete(k) for k in sorted(keys)])
 
     def _report(self, sid: str, results: list[Result]) -> None:
-        for result in results:
-            if result.__class__ is Failed:
-                break
-        else:
-            return
         failed = [r for r in results if isinstance(r, Failed)]
         if failed:
             log.error(
