@@ -735,10 +735,9 @@ def place(placement: str) -> tuple[str | None, str]:
     allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if placement == "free" or len(allowed) < 2 or shutil.which("taskset") is None:
         return None, "memcached -t 1, CPUs left to the scheduler"
-    if placement == "shared":
-        os.sched_setaffinity(0, {allowed[0]})
-        return str(allowed[0]), f"memcached -t 1 and this process both pinned to CPU {allowed[0]}"
     os.sched_setaffinity(0, {allowed[0]})
+    if placement == "shared":
+        return str(allowed[0]), f"memcached -t 1 and this process both pinned to CPU {allowed[0]}"
     return str(allowed[-1]), (
         f"memcached -t 1 pinned to CPU {allowed[-1]}, this process to CPU {allowed[0]} "
         "(every round trip crosses CPUs, as it crosses hosts in production)"
