@@ -8,7 +8,9 @@ saved at the end of ``dispatch``.
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -25,6 +27,8 @@ from .stores import MemoryStore, Store
 
 log = logging.getLogger("webapp2_sessions")
 _REGISTRY_KEY = "webapp2_sessions"
+#: The session variable holding the CSRF token (see ``csrf_token``).
+CSRF_VARIABLE = "_csrf_token"
 _setup_lock = threading.Lock()
 
 
@@ -142,10 +146,13 @@ class SessionHandlerMixin:
     _session_cookie: tuple[str, tuple[str, str]] | None = None
     #: The response already marked private while the write batch was in flight.
     _session_private: Any = None
+    #: The request's session changes are not to be saved (``check_csrf`` refused it).
+    _session_discard = False
     # Provided by webapp2.RequestHandler.
     app: Any
     request: Any
     response: Any
+    abort: Callable[..., Any]
 
     # ------------------------------------------------------------------ setup
 
@@ -258,6 +265,44 @@ class SessionHandlerMixin:
     def get_flashes(self) -> list[tuple[Any, str | None]]:
         return self.session.get_flashes()
 
+    # ------------------------------------------------------------------ CSRF
+
+    def csrf_token(self) -> str:
+        """This session's CSRF token: put it in every form (``csrf_token``).
+
+        Stable for the life of the session and different between sessions;
+        it starts (and stores) the session if there is none yet. Kept as the
+        session variable ``_csrf_token``, so ``regenerate_session_id`` keeps it
+        and ``destroy_session`` ends it.
+        """
+        token = self.get_session_var(CSRF_VARIABLE)
+        if not isinstance(token, str) or not token:
+            token = secrets.token_urlsafe(32)
+            self.set_session_var(CSRF_VARIABLE, token)
+        return token
+
+    def check_csrf(self) -> None:
+        """Abort with 403 unless the request carries this session's CSRF token.
+
+        The token is read from the form field ``csrf_token`` or the header
+        ``X-CSRF-Token`` and compared in constant time. A refused request
+        saves none of its session changes, and a visitor without a session
+        (so without a token) is refused without one being created.
+        """
+        expected = self.get_session_var(CSRF_VARIABLE)
+        sent = self.request.headers.get("X-CSRF-Token")
+        if sent is None:
+            form = self.request.POST
+            sent = form.get("csrf_token") if hasattr(form, "get") else None
+        if not (
+            isinstance(expected, str)
+            and expected
+            and isinstance(sent, str)
+            and hmac.compare_digest(expected.encode("utf-8"), sent.encode("utf-8", "replace"))
+        ):
+            self._session_discard = True
+            self.abort(403, detail="The form is out of date or was not sent by this site.")
+
     # ------------------------------------------------------------------ dispatch
 
     def dispatch(self) -> Any:
@@ -266,15 +311,23 @@ class SessionHandlerMixin:
         except HTTPException as exc:
             # Redirects and 4xx raised with abort() still commit the session
             # (the login-then-redirect pattern); 5xx and other errors do not.
-            if exc.code is not None and exc.code < 500:
+            if exc.code is not None and exc.code < 500 and not self._session_discard:
                 self._commit_session(exc)
                 # An app-level error handler answers with self.response instead.
                 self._apply_session_headers(self.response)
             raise
         if self._session_obj is None:
             return result  # the session was never used: nothing to save or send
-        self._commit_session(self.response)
-        if result is not None and result is not self.response and hasattr(result, "headers"):
+        response = self.response
+        returned = result is not None and result is not response and hasattr(result, "headers")
+        failed = _is_error(self.response) or (returned and _is_error(result))
+        if failed or self._session_discard:
+            # A handler that answered 500 itself (its own handle_exception, say)
+            # failed as surely as one that raised: its changes are not kept.
+            self._apply_session_headers(self.response)
+        else:
+            self._commit_session(self.response)
+        if returned:
             self._apply_session_headers(result)
         return result
 
@@ -383,6 +436,12 @@ def _cookie_value(environ: Mapping[str, Any], name: str) -> str | None:
     if len(found) > 1 and found[0] == found[-1] == '"':
         found = found[1:-1]
     return found
+
+
+def _is_error(response: Any) -> bool:
+    """True for a response with a 5xx status: its request's changes are dropped."""
+    status = getattr(response, "status_int", None)
+    return isinstance(status, int) and status >= 500
 
 
 def _mark_private(headerlist: list[tuple[str, str]]) -> None:
