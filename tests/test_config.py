@@ -13,7 +13,8 @@ from webapp2_sessions.serializers import JSONSerializer, PickleSerializer
 
 def test_defaults_are_documented_values():
     config = SessionConfig.from_mapping({})
-    assert config.cookie_name == "session"
+    # Not webapp2_extras.sessions' default ("session"): both can run in one app.
+    assert config.cookie_name == "webapp2_sid"
     assert config.ttl == 86400
     assert config.key_prefix == ""
     assert config.memcache_servers == ()
@@ -53,7 +54,8 @@ def test_unknown_key_is_named_in_the_error():
         ("secret_key", "short"),
         ("secret_key", ["x" * 32, 5]),
         ("idle_timeout", -1),
-        ("client", object()),
+        ("client", object()),  # removed in 0.2
+        ("max_connections", 0),
         ("store", {}),
         ("item_size_max", 10),
     ],

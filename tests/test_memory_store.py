@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from webapp2_sessions.stores import Delete, Exists, Failed, Get, Incr, Item, MemoryStore, Set
+from webapp2_sessions.stores import Delete, Failed, Get, Incr, Item, MemoryStore, Set
 
 
 class Clock:
@@ -36,7 +36,7 @@ def test_get_with_touch_renews_the_ttl():
     clock.now += 8
     store.execute("r", [Get("k", touch=10)])
     clock.now += 8
-    assert store.execute("r", [Exists("k")]) == [True]
+    assert isinstance(store.execute("r", [Get("k")])[0], Item)
 
 
 def test_least_recently_used_items_are_evicted_at_the_bound():
@@ -44,7 +44,8 @@ def test_least_recently_used_items_are_evicted_at_the_bound():
     store.execute("r", [Set(k, b"v", ttl=60) for k in "abc"])
     store.execute("r", [Get("a")])  # 'b' is now the oldest
     store.execute("r", [Set("d", b"v", ttl=60)])
-    assert store.execute("r", [Exists(k) for k in "abcd"]) == [True, False, True, True]
+    present = [isinstance(r, Item) for r in store.execute("r", [Get(k) for k in "abcd"])]
+    assert present == [True, False, True, True]
     assert store.evictions == 1 and len(store) == 3
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from webapp2_sessions.memcache import encode, read_replies
-from webapp2_sessions.stores import Delete, Exists, Failed, Get, Incr, Item, Set
+from webapp2_sessions.stores import Delete, Failed, Get, Incr, Item, Set
 
 
 class ScriptedSocket:
@@ -30,7 +30,7 @@ OPS = [
     Set("c", b"y", mode="add"),
     Delete("d"),
     Incr("n", 1, 60),
-    Exists("e"),
+    Get("e"),
     Get("odd"),
 ]
 REPLY = (
@@ -52,7 +52,7 @@ EXPECTED = [
     False,
     False,
     42,
-    False,
+    None,
     Item(b"abc", 5, 9),
 ]
 

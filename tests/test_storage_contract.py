@@ -139,17 +139,6 @@ def test_ttl_over_30_days_is_sent_as_an_absolute_time(app_on, memcached):
     assert 40 * 24 * 3600 - 10 <= ttl <= 40 * 24 * 3600 + 2
 
 
-def test_a_ready_made_pymemcache_client_is_used(memcached):
-    from conftest import make_app
-    from pymemcache.client.base import Client
-
-    client = Client(("127.0.0.1", memcached.port), connect_timeout=1, timeout=1)
-    app = make_app({"client": client, "cookie_name": "sid"})
-    app.get("/", {"set": "a", "value": "7"})
-    assert memcached.mg(f"{sid_of(app)}-a")[0] == b"7"
-    assert app.get("/", {"get": "a"}).json == {"a": 7}
-
-
 def test_untouched_request_sets_no_cookie_and_sends_nothing(app_on, memcached):
     app = app_on()
     before = memcached.stats()

@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 from .serializers import JSONSerializer, PickleSerializer, Serializer
+from .stores import Store
 
 #: The key of our section in webapp2's ``app.config``.
 CONFIG_KEY = "webapp2_sessions"
@@ -48,17 +49,19 @@ class CookieArgs:
 class SessionConfig:
     """The validated settings. See README.rst for each key's meaning."""
 
-    cookie_name: str = "session"
+    #: Not ``session``: that is webapp2_extras.sessions' default, and an app
+    #: using both must keep both cookies.
+    cookie_name: str = "webapp2_sid"
     cookie_args: CookieArgs = field(default_factory=CookieArgs)
     memcache_servers: tuple[str, ...] = ()
-    client: Any = None
-    store: Any = None
+    store: Store | None = None
     ttl: int = 86400
     key_prefix: str = ""
     connect_timeout: float = 0.25
     timeout: float = 0.5
     retries: int = 1
     dead_retry: float = 10.0
+    max_connections: int = 64
     strict: bool = False
     serializer: Serializer = field(default_factory=JSONSerializer)
     item_size_max: int = 1024 * 1024
@@ -83,6 +86,11 @@ class SessionConfig:
             raise ConfigurationError(CONFIG_KEY, "must be a dict of settings")
         known = {f.name for f in dataclasses.fields(cls)}
         for key in values:
+            if key == "client":
+                raise ConfigurationError(
+                    "client",
+                    "no longer supported (since 0.2); give 'memcache_servers' instead",
+                )
             if key not in known:
                 raise ConfigurationError(
                     str(key), f"unknown setting; known settings are {sorted(known)}"
@@ -109,13 +117,17 @@ class SessionConfig:
             # Browsers drop a SameSite=None cookie without Secure, so 'auto'
             # would lose every session served over plain HTTP.
             raise ConfigurationError("cookie_args", "samesite='None' needs secure=True")
-        if self.client is not None and self.memcache_servers:
+        if self.store is not None and self.memcache_servers:
             raise ConfigurationError(
-                "client", "give either 'client' or 'memcache_servers', not both"
+                "store", "give either 'store' or 'memcache_servers', not both"
             )
-        if self.store is not None and (self.client is not None or self.memcache_servers):
+        if self.idle_timeout is not None and self.idle_timeout > self.ttl:
+            # The record would outlive its variables: a visitor active within
+            # idle_timeout could find them expired under a live session.
             raise ConfigurationError(
-                "store", "give either 'store' or memcached settings, not both"
+                "idle_timeout",
+                f"must not exceed ttl ({self.ttl}s), or variables would expire before "
+                "their session; raise ttl too",
             )
         # The hashed form of a variable name is 65 bytes; with the 32-byte id and
         # the separator it must still fit memcached's 250-byte key limit.
@@ -209,30 +221,9 @@ def parse_server(key: str, spec: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _client(key: str, value: Any) -> Any:
+def _store(key: str, value: Any) -> Store | None:
     if value is None:
         return None
-    from pymemcache.client.base import Client
-    from pymemcache.client.hash import HashClient
-
-    if not isinstance(value, (Client, HashClient)):
-        raise ConfigurationError(
-            key, "must be a pymemcache Client or HashClient (or give memcache_servers)"
-        )
-    if isinstance(value, HashClient) and getattr(value, "use_pooling", False):
-        raise ConfigurationError(
-            key,
-            "a HashClient with use_pooling=True is not supported; connections are "
-            "already kept per thread (pass memcache_servers instead)",
-        )
-    return value
-
-
-def _store(key: str, value: Any) -> Any:
-    if value is None:
-        return None
-    from .stores import Store
-
     if not isinstance(value, Store):
         raise ConfigurationError(key, "must be a webapp2_sessions.stores.Store instance")
     return value
@@ -303,7 +294,6 @@ _VALIDATORS: dict[str, Any] = {
     "cookie_name": _cookie_name,
     "cookie_args": _cookie_args,
     "memcache_servers": _servers,
-    "client": _client,
     "store": _store,
     "ttl": _ttl,
     "key_prefix": _key_prefix,
@@ -311,6 +301,7 @@ _VALIDATORS: dict[str, Any] = {
     "timeout": _timeout,
     "retries": lambda k, v: _int(k, v, 0),
     "dead_retry": _timeout,
+    "max_connections": lambda k, v: _int(k, v, 1),
     "strict": _bool,
     "serializer": _serializer,
     "item_size_max": lambda k, v: _int(k, v, 1024),

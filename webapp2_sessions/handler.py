@@ -13,7 +13,8 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
@@ -32,11 +33,40 @@ CSRF_VARIABLE = "_csrf_token"
 _setup_lock = threading.Lock()
 
 
+class _Renewals:
+    """When this process last sent each session's persistent cookie.
+
+    A visitor who only reads keeps a ``max_age`` cookie alive: it is sent
+    again once a tenth of ``max_age`` has passed, not on every response.
+    Bounded: past ``size`` sessions the oldest are forgotten, which costs
+    them one early renewal (about 100 bytes an entry; 1.5 MiB at the bound).
+    """
+
+    def __init__(self, size: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self._size = size
+        self._clock = clock
+        self._sent: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def note(self, session_id: str) -> None:
+        with self._lock:
+            self._sent[session_id] = self._clock()
+            self._sent.move_to_end(session_id)
+            while len(self._sent) > self._size:
+                self._sent.popitem(last=False)
+
+    def due(self, session_id: str, max_age: int) -> bool:
+        with self._lock:
+            sent = self._sent.get(session_id)
+        return sent is None or self._clock() - sent >= max_age / 10
+
+
 @dataclass
 class _Runtime:
     config: SessionConfig
     store: Store
     codec: CookieCodec
+    renewals: _Renewals
 
 
 @dataclass
@@ -49,6 +79,7 @@ class _HandlerSetup:
     prefetch: Prefetch
     #: The session is bound to the user agent or address.
     binds: bool
+    renewals: _Renewals
 
 
 def build_store(config: SessionConfig) -> Store:
@@ -56,24 +87,23 @@ def build_store(config: SessionConfig) -> Store:
     if config.store is not None:
         store: Store = config.store
         return store
-    if config.memcache_servers or config.client is not None:
+    if config.memcache_servers:
         from .memcache import MemcacheStore
 
         return MemcacheStore(
             config.memcache_servers,
-            client=config.client,
             connect_timeout=config.connect_timeout,
             timeout=config.timeout,
             retries=config.retries,
             dead_retry=config.dead_retry,
-            epoch_key=config.key_prefix + "!epoch",
+            max_connections=config.max_connections,
         )
     log.warning(
         "webapp2_sessions: no memcache_servers configured; using the embedded store, "
         "which keeps sessions in this process only (not shared between processes, "
         "lost on restart)"
     )
-    return MemoryStore(max_items=config.memory_max_items)
+    return MemoryStore(max_items=config.memory_max_items, item_size_max=config.item_size_max)
 
 
 def _runtime(app: Any, overrides: Mapping[str, Any]) -> _Runtime:
@@ -95,7 +125,7 @@ def _runtime(app: Any, overrides: Mapping[str, Any]) -> _Runtime:
                     "not signed (ids are still unguessable and checked on the server)"
                 )
             store = _shared_store(registry, config)
-            runtime = _Runtime(config, store, CookieCodec(config.secret_key))
+            runtime = _Runtime(config, store, CookieCodec(config.secret_key), _Renewals())
             registry[key] = runtime
     return runtime
 
@@ -107,13 +137,14 @@ def _shared_store(registry: dict[Any, Any], config: SessionConfig) -> Store:
         _REGISTRY_KEY,
         "store",
         config.memcache_servers,
-        id(config.client),
         id(config.store),
         config.connect_timeout,
         config.timeout,
         config.retries,
         config.dead_retry,
+        config.max_connections,
         config.memory_max_items,
+        config.item_size_max,
     )
     store: Store | None = registry.get(ident)
     if store is None:
@@ -176,6 +207,7 @@ class SessionHandlerMixin:
                         runtime.codec,
                         Prefetch(self.session_prefetch, learn=config.learn_prefetch),
                         config.bind_user_agent or config.bind_ip,
+                        runtime.renewals,
                     )
         return setup
 
@@ -355,9 +387,21 @@ class SessionHandlerMixin:
         if session is None:
             return
         action = session.cookie_action
+        max_age = session.config.cookie_args.max_age
+        if (
+            action is None
+            and max_age is not None
+            and session.stored
+            and session.available
+            and self._session_setup().renewals.due(session.session_id, max_age)
+        ):
+            # A persistent cookie outlives a visitor who only reads.
+            action = session.cookie_action = "set"
         cookie = None
         if action == "set":
             sid = session.session_id
+            if max_age is not None:
+                self._session_setup().renewals.note(sid)
             prepared = self._session_cookie
             cookie = prepared[1] if prepared and prepared[0] == sid else None
             if cookie is None:
@@ -414,6 +458,11 @@ def _set_cookie_header(
 def _cookie_value(environ: Mapping[str, Any], name: str) -> str | None:
     """The raw value of cookie ``name`` (the last, as WebOb reads it); never raises.
 
+    Only a cookie-pair of its own counts: pairs are separated by ``;`` alone,
+    and a quoted value runs to its closing quote, so no text inside another
+    cookie's value (``x=1,sid=...`` or ``x="a; sid=..."``, which a sibling
+    subdomain or a page storing user text could set) is ever taken for ours.
+
     Read straight from the header rather than through ``request.cookies``:
     WebOb decodes every cookie of the header to find one (the cost of a few
     thousand instructions on every returning visitor's request) and raises on
@@ -424,11 +473,8 @@ def _cookie_value(environ: Mapping[str, Any], name: str) -> str | None:
     if not header or name not in header:
         return None
     found: str | None = None
-    # A comma separates cookies too: servers that receive the header twice
-    # (gunicorn, for one) join the copies with one.
-    for part in header.replace(",", ";").split(";"):
-        key, sep, value = part.partition("=")
-        if sep and key.strip() == name:
+    for key, value in _cookie_pairs(header) if '"' in header else _plain_pairs(header):
+        if key == name:
             found = value
     if found is None:
         return None
@@ -436,6 +482,36 @@ def _cookie_value(environ: Mapping[str, Any], name: str) -> str | None:
     if len(found) > 1 and found[0] == found[-1] == '"':
         found = found[1:-1]
     return found
+
+
+def _plain_pairs(header: str) -> Iterator[tuple[str, str]]:
+    for part in header.split(";"):
+        key, sep, value = part.partition("=")
+        if sep:
+            yield key.strip(), value
+
+
+def _cookie_pairs(header: str) -> Iterator[tuple[str, str]]:
+    """``_plain_pairs`` for a header with quotes: a ``;`` inside one is text."""
+    pos, size = 0, len(header)
+    while pos < size:
+        end = header.find(";", pos)
+        if end < 0:
+            end = size
+        equals = header.find("=", pos, end)
+        if equals < 0:
+            pos = end + 1
+            continue
+        start = equals + 1
+        while start < end and header[start] in " \t":
+            start += 1
+        if start < end and header[start] == '"':
+            close = header.find('"', start + 1)
+            end = size if close < 0 else header.find(";", close)
+            if end < 0:
+                end = size
+        yield header[pos:equals].strip(), header[equals + 1 : end]
+        pos = end + 1
 
 
 def _is_error(response: Any) -> bool:

@@ -4,7 +4,7 @@ Stored at ``<prefix><id>`` as a JSON header line followed by an append-only
 index of variable names, one JSON value a line (so the whole record parses in
 one ``json.loads``)::
 
-    {"v":1,"c":1700000000.0,"b":1700000000.0}
+    {"v":1,"c":1700000000.0}
     "cart"            <- a name was stored
     "user"
     {"-":"cart"}      <- a name was deleted
@@ -80,30 +80,30 @@ def _name_line(name: str) -> bytes:
 class Record:
     """A parsed session record.
 
-    ``created`` drives the absolute timeout and survives id regeneration;
-    ``born`` is when this id's record was written, compared with a node's
-    outage epoch. ``names`` are the variables currently listed, ``ever`` every
-    name listed at any point (what logout must delete).
+    ``created`` (a Unix time) drives the absolute timeout and survives id
+    regeneration. ``names`` are the variables currently listed, ``ever`` every
+    name listed at any point (what logout must delete). ``dead`` counts the
+    logout marks: one is enough to end the session, and a regeneration that
+    finds more than its own knows another request is ending it too.
 
     Immutable: a returning visitor's record is parsed once per process and
     the same object serves every request, so changes make a new one.
     """
 
     created: float
-    born: float
     user_agent: str | None = None
     remote_addr: str | None = None
     names: AbstractSet[str] = frozenset()
     ever: AbstractSet[str] = frozenset()
     flashes: bool = False
-    dead: bool = False
+    dead: int = 0
     lines: int = 0
 
     def encode(self) -> bytes:
         """Header plus a compact index of the current names."""
         # Formatted by hand (json.dumps of a dict is the slow part of a new
         # session); the hashes are hex, so they need no escaping.
-        head = b'{"v":1,"c":%.3f,"b":%.3f' % (self.created, self.born)
+        head = b'{"v":1,"c":%.3f' % self.created
         if self.user_agent is not None:
             head += b',"ua":"%s"' % self.user_agent.encode("ascii")
         if self.remote_addr is not None:
@@ -149,10 +149,11 @@ def _parse(value: bytes) -> Record:
         if not entries or not isinstance(entries[0], dict):
             raise ValueError("header is not an object")
         header = entries[0]
-        created, born = _time(header.get("c")), _time(header.get("b", header.get("c")))
+        created = _time(header.get("c"))
         names: set[str] = set()
         ever: set[str] = set()
-        flashes = dead = False
+        flashes = False
+        dead = 0
         for entry in entries[1:]:
             if isinstance(entry, str) and entry:
                 names.add(entry)
@@ -164,10 +165,9 @@ def _parse(value: bytes) -> Record:
             elif entry.get("!") == "flashes":
                 flashes = True
             elif entry.get("!") == "dead":
-                dead = True
+                dead += 1
         return Record(
             created=created,
-            born=born,
             user_agent=_optional_str(header.get("ua")),
             remote_addr=_optional_str(header.get("ip")),
             names=frozenset(names),

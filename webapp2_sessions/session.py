@@ -44,7 +44,7 @@ log = logging.getLogger("webapp2_sessions")
 _MISSING: Any = object()
 _NOTHING: frozenset[str] = frozenset()
 _UNCACHED: Any = object()
-_UNLOADED = Record(created=0.0, born=0.0)
+_UNLOADED = Record(created=0.0)
 _MAX_LEARNED = 64
 
 
@@ -111,6 +111,10 @@ class Session(MutableMapping[str, Any]):
     lost: frozenset[str] = frozenset()
     #: Compare-and-set token of the record as loaded (0: not loaded).
     _record_cas = 0
+    #: A batch of this request could not reach the store.
+    _store_failed = False
+    #: The cookie's id, when its record was found marked for ending.
+    _ending: str | None = None
 
     def __init__(
         self,
@@ -150,10 +154,8 @@ class Session(MutableMapping[str, Any]):
             self.cookie_action = "delete"  # a cookie we cannot use: clear it
 
     def _blank_record(self) -> Record:
-        now = self._clock()
         return Record(
-            created=now,
-            born=now,
+            created=self._clock(),
             user_agent=client_hash(self.client.user_agent)
             if self.config.bind_user_agent
             else None,
@@ -169,6 +171,17 @@ class Session(MutableMapping[str, Any]):
         if self._sid is None:
             self._sid = self._fresh_id()
         return self._sid
+
+    @property
+    def stored(self) -> bool:
+        """True once the session is known to exist on the server (never loads)."""
+        return self._state == "stored"
+
+    @property
+    def available(self) -> bool:
+        """False once the store failed this request: reads gave defaults and
+        writes are not being saved. Checks nothing by itself."""
+        return not self._store_failed
 
     @property
     def is_new(self) -> bool:
@@ -221,19 +234,12 @@ class Session(MutableMapping[str, Any]):
         flashes = prefetch.flashes
         if flashes:
             ops.append(Get(ks.internal(sid, "flashes"), ttl))
-        # The node's outage epoch, fetched in this batch when the store's copy
-        # is stale (MemcacheStore refreshes it about once a second).
-        epoch = self.store.known_epoch(sid)
-        if epoch is None:
-            ops.append(Get(self.store.epoch_key))
         results = self._execute(sid, ops)
         if results is None:
             self._state = "unavailable"
             return
-        if epoch is None:
-            epoch = self.store.note_epoch(sid, results.pop())
         flash_item = results.pop() if flashes else None
-        if not self._adopt(sid, results[0], epoch):
+        if not self._adopt(sid, results[0]):
             return
         self._state = "stored"
         if flashes:
@@ -263,7 +269,7 @@ class Session(MutableMapping[str, Any]):
             self._delete_everything(sid)
             self._start_fresh()
 
-    def _adopt(self, sid: str, item: Result, epoch: float) -> bool:
+    def _adopt(self, sid: str, item: Result) -> bool:
         """Accept the record of ``sid``, or end it and start afresh; say which."""
         if not isinstance(item, Item):
             self._start_fresh()  # never issued, expired, evicted or destroyed
@@ -275,9 +281,12 @@ class Session(MutableMapping[str, Any]):
             self._start_fresh()
             return False
         if record.dead:
-            self._start_fresh()  # a logout is deleting it right now
+            # A logout (or a regeneration) is ending it right now; a logout in
+            # this request must still see the deletion through.
+            self._ending = sid
+            self._start_fresh()
             return False
-        reason = self._end_reason(record, epoch)
+        reason = self._end_reason(record)
         if reason is not None:
             log.info("session %s ended: %s", log_token(sid), reason)
             self._record = record
@@ -288,7 +297,7 @@ class Session(MutableMapping[str, Any]):
         self._record_cas = item.cas
         return True
 
-    def _end_reason(self, record: Record, epoch: float) -> str | None:
+    def _end_reason(self, record: Record) -> str | None:
         config = self.config
         if config.absolute_timeout and self._clock() - record.created > config.absolute_timeout:
             return "absolute timeout"
@@ -296,8 +305,6 @@ class Session(MutableMapping[str, Any]):
             return "user agent changed"
         if config.bind_ip and record.remote_addr != client_hash(self.client.remote_addr):
             return "client address changed"
-        if record.born < epoch:
-            return "its memcached node was unreachable after it was created"
         return None
 
     def _start_fresh(self) -> None:
@@ -319,7 +326,11 @@ class Session(MutableMapping[str, Any]):
         sid = self._sid
         ops = [Get(self._ks.variable_fast(sid, n), touch=self.config.ttl) for n in names]
         results = self._execute(sid, ops)
-        for name, result in zip(names, results or [None] * len(names), strict=True):
+        if results is None:
+            for name in names:
+                self._values[name] = _MISSING  # unreadable now, not lost
+            return
+        for name, result in zip(names, results, strict=True):
             self._remember(name, result)
 
     def _remember(self, name: str, result: Result) -> None:
@@ -358,6 +369,7 @@ class Session(MutableMapping[str, Any]):
         try:
             return self.store.execute(sid, ops, on_sent=on_sent)
         except SessionUnavailableError:
+            self._store_failed = True
             if self.config.strict:
                 raise
             return None
@@ -506,9 +518,12 @@ class Session(MutableMapping[str, Any]):
             return
         self._ensure_loaded()
         if self._state == "unavailable":
-            # The session's node is down: start over on a live one (in a
-            # cluster) rather than lose this request's writes as well.
-            self._start_fresh()
+            # The session's node is down. Its session is still there, and is
+            # served again once the node answers: keep the id and the cookie
+            # and give up this request's writes, rather than start a new
+            # session elsewhere and log the visitor out.
+            self._after_failed_write(self._sid or "")
+            return
         if self._state == "new":
             self._save_new(on_sent)
         else:
@@ -545,7 +560,6 @@ class Session(MutableMapping[str, Any]):
             blank = self._record
             record = self._record = Record(
                 created=blank.created,
-                born=self._clock(),
                 user_agent=blank.user_agent,
                 remote_addr=blank.remote_addr,
                 names=names,
@@ -650,11 +664,19 @@ class Session(MutableMapping[str, Any]):
             if self.modified:
                 self._after_failed_write(sid)
             return None
-        if not is_live(results[-1]) or (append and results[first - 1] is not True):
+        if not is_live(results[-1]) or (append and results[first - 1] is False):
             log.info("session %s ended during the request; its writes undone", log_token(sid))
             self._undo(sid, ops)
             self._clear_changes()
             self._start_fresh()
+            return None
+        if append and results[first - 1] is not True:
+            # The record refused the new index lines (it would outgrow an
+            # item): the session lives on, these writes cannot be listed, so
+            # they are taken back and reported as not saved.
+            self._undo(sid, ops)
+            self._clear_changes()
+            self._report(sid, [results[first - 1]])
             return None
         if compact and results[0] is True:
             record = record.compacted()
@@ -729,19 +751,44 @@ class Session(MutableMapping[str, Any]):
     # ------------------------------------------------------------------ lifecycle
 
     def regenerate_id(self) -> None:
-        """Move every variable to a new id; the old id is dead from now on."""
+        """Move every variable to a new id; the old id is dead from now on.
+
+        A logout of the old id in a concurrent request wins: if one began
+        before this regeneration claimed the session, or completed while it
+        copied the variables, the copy is undone and the session starts
+        afresh. Two regenerations racing end the same way.
+        """
         self._ensure_loaded()
+        if self._state == "unavailable":
+            log.error(
+                "session %s: id not regenerated, %s unavailable",
+                self._tag(),
+                self.store.describe(self._sid or ""),
+            )
+            return
         if self._state != "stored":
             self._sid = self._fresh_id()
             return
         old = self._sid
         assert old is not None
-        old_record = self._record
-        self._fetch(sorted(n for n in old_record.names if n not in self._values))
-        if old_record.flashes and self._flash_item is _MISSING:
+        record_key = self._ks.record(old)
+        # Claim the old session: from here on, a write to it in another
+        # request finds it dead and undoes itself.
+        claim = self._execute(
+            old, [Set(record_key, DEAD_LINE + b"\n", mode="append"), Get(record_key)]
+        )
+        if claim is None:
+            log.error("session %s: id not regenerated, its node failed", self._tag())
+            return
+        latest = _parse_or_none(claim[1]) if claim[0] is True else None
+        if latest is None or latest.dead != 1:
+            self._ended_by_another(old)
+            return
+        self._fetch(sorted(n for n in latest.names if n not in self._values))
+        if latest.flashes and self._flash_item is _MISSING:
             got = self._execute(old, [Get(self._ks.internal(old, "flashes"))])
             self._flash_item = got[0] if got and isinstance(got[0], Item) else None
-        for name in sorted(old_record.names):
+        for name in sorted(latest.names):
             value = self._values.get(name, _MISSING)
             if value is _MISSING or name in self._dirty or name in self._deleted:
                 continue
@@ -754,28 +801,53 @@ class Session(MutableMapping[str, Any]):
         self._flashes_taken = False
         self._flash_item = _MISSING
         # The absolute timeout still counts from the session's creation.
-        self._record = dataclasses.replace(self._blank_record(), created=old_record.created)
+        self._record = dataclasses.replace(self._blank_record(), created=latest.created)
         self._record_cas = 0
         self._sid = None
         self._state = "new"
         self._items.clear()
         self._force_save = True
         self._save_new()
-        self._delete_everything(old, old_record)
+        new = self._sid
+        if new is not None and self._state == "stored":
+            # A logout that completed while the variables were copied deleted
+            # the old record: the copy must not outlive it.
+            check = self._execute(old, [Get(record_key)])
+            current = _parse_or_none(check[0]) if check else None
+            if current is None or current.dead != 1:
+                self._undo_session(new)
+                self._ended_by_another(old)
+                return
+        self._delete_keys(old, latest)
         log.info("session %s regenerated as %s", log_token(old), self._tag())
 
+    def _ended_by_another(self, sid: str) -> None:
+        log.info("session %s: ended by another request; not regenerated", log_token(sid))
+        self._dirty.clear()
+        self._deleted.clear()
+        self._flashes_out.clear()
+        self._flashes_taken = False
+        self._force_save = False
+        self.cookie_action = "delete"
+        self._start_fresh()
+
+    def _undo_session(self, sid: str) -> None:
+        """Delete a session this request just stored (record and variables)."""
+        self._delete_keys(sid, self._record)
+
     def destroy(self) -> None:
-        """Delete every key of the session on the server and expire the cookie."""
+        """Delete every key of the session on the server and expire the cookie.
+
+        If the session's node cannot be reached, the deletion is kept and
+        completed when it answers again (see ``Store.defer``).
+        """
         self._ensure_loaded()
-        if self._state == "stored" and self._sid is not None:
+        if self._sid is not None and self._state in ("stored", "unavailable"):
             self._delete_everything(self._sid)
-        elif self._state == "unavailable" and self._sid is not None:
-            log.error(
-                "session %s: logout could not delete it on the server (%s unavailable)",
-                self._tag(),
-                self.store.describe(self._sid),
-            )
-            self.store.deletion_lost(self._sid)
+        elif self._ending is not None:
+            # Marked by a regeneration under way: deleting it makes that
+            # regeneration undo its copy.
+            self._delete_everything(self._ending, _UNLOADED)
         self._dirty.clear()
         self._deleted.clear()
         self._flashes_out.clear()
@@ -790,32 +862,54 @@ class Session(MutableMapping[str, Any]):
         reading the names happen in one batch, so any name appended before the
         mark is read here, and any writer after it undoes its own writes.
         """
+        record = known or self._record
         record_key = self._ks.record(sid)
-        names = set((known or self._record).ever)
-        flashes = (known or self._record).flashes
-        marked = self._execute(
-            sid, [Set(record_key, DEAD_LINE + b"\n", mode="append"), Get(record_key)]
+        marked = self._execute_or_defer(
+            sid, [Set(record_key, DEAD_LINE + b"\n", mode="append"), Get(record_key)], record
         )
         if marked is None:
-            log.error("session %s: could not be deleted on the server", log_token(sid))
-            self.store.deletion_lost(sid)
             return
-        if isinstance(marked[1], Item):
-            try:
-                current = Record.parse(marked[1])
-                names |= current.ever
-                flashes = flashes or current.flashes
-            except ValueError:
-                pass
-        ops: list[Op] = [Delete(record_key)]
-        ops += [Delete(self._ks.variable_fast(sid, n)) for n in sorted(names)]
-        if flashes:
-            ops.append(Delete(self._ks.internal(sid, "flashes")))
-        if self._execute(sid, ops) is None:
-            self.store.deletion_lost(sid)
-            log.error(
-                "session %s: deletion interrupted; its keys expire with their TTL", log_token(sid)
+        current = _parse_or_none(marked[1])
+        if current is not None:
+            record = dataclasses.replace(
+                record, ever=record.ever | current.ever, flashes=record.flashes or current.flashes
             )
+        self._delete_keys(sid, record)
+
+    def _delete_keys(self, sid: str, record: Record) -> None:
+        self._execute_or_defer(sid, self._deletion_ops(sid, record), record)
+
+    def _deletion_ops(self, sid: str, record: Record) -> list[Op]:
+        ks = self._ks
+        ops: list[Op] = [Delete(ks.record(sid))]
+        ops += [Delete(key) for key in ks.variables(sid, sorted(record.ever))]
+        if record.flashes:
+            ops.append(Delete(ks.internal(sid, "flashes")))
+        return ops
+
+    def _execute_or_defer(
+        self, sid: str, ops: Sequence[Op], record: Record
+    ) -> list[Result] | None:
+        """Run part of a deletion; if the store fails, leave the rest to it.
+
+        Without the record the session cannot be loaded again, so once the
+        node answers, deleting it (and the variables known here) completes
+        the logout; variables it did not know of expire with their TTL.
+        """
+        try:
+            return self.store.execute(sid, ops)
+        except SessionUnavailableError:
+            self._store_failed = True
+            self.store.defer(sid, self._deletion_ops(sid, record))
+            log.error(
+                "session %s: could not be deleted now (%s unavailable); "
+                "deleting it when the node answers again",
+                log_token(sid),
+                self.store.describe(sid),
+            )
+            if self.config.strict:
+                raise
+            return None
 
     # ------------------------------------------------------------------ atomic updates
 
@@ -893,8 +987,14 @@ class Session(MutableMapping[str, Any]):
         """Atomic operations need the session stored; store it now if it is new."""
         self._ensure_loaded()
         if self._state == "unavailable":
-            # Never store under the cookie's id: it was not verified on the server.
-            self._start_fresh()
+            # Its node is down: the update is not saved, and the session (still
+            # there) is neither replaced nor adopted unverified.
+            log.error(
+                "session %s: atomic update not saved, %s unavailable",
+                self._tag(),
+                self.store.describe(self._sid or ""),
+            )
+            return
         if self._state == "new":
             self._force_save = True
         if self.modified:
@@ -911,6 +1011,16 @@ class Session(MutableMapping[str, Any]):
             self._dirty.pop(name, None)
             self._deleted.discard(name)
         return results
+
+
+def _parse_or_none(item: Result) -> Record | None:
+    """The record in ``item``, or None if it is missing or not a record."""
+    if not isinstance(item, Item):
+        return None
+    try:
+        return Record.parse(item)
+    except ValueError:
+        return None
 
 
 def _constant(ops: list[Op]) -> Callable[[str], list[Op]]:

@@ -13,9 +13,11 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from .errors import SessionUnavailableError
 
 log = logging.getLogger("webapp2_sessions")
 
@@ -75,14 +77,7 @@ class Incr:
     ttl: int
 
 
-@dataclass(slots=True)
-class Exists:
-    """Whether ``key`` is present, without transferring its value."""
-
-    key: str
-
-
-Op = Get | Set | Delete | Incr | Exists
+Op = Get | Set | Delete | Incr
 
 
 @dataclass(slots=True)
@@ -92,8 +87,8 @@ class Failed:
     reason: str
 
 
-#: What ``execute`` returns per operation: Get gives ``Item | None``; Set,
-#: Delete and Exists give ``bool``; Incr gives ``int`` or ``None`` if missing;
+#: What ``execute`` returns per operation: Get gives ``Item | None``; Set and
+#: Delete give ``bool``; Incr gives ``int`` or ``None`` if missing;
 #: any of them may give ``Failed``.
 Result = Item | None | bool | int | Failed
 
@@ -126,47 +121,30 @@ class Store(abc.ABC):
         """Where ``route`` lives, for log lines (``host:port`` or a name)."""
         return type(self).__name__
 
-    # Outages. A store whose nodes can fail and come back (MemcacheStore)
-    # overrides these; an in-process store never loses its data that way.
-
-    #: Key holding a node's outage epoch (see ``known_epoch``).
-    epoch_key = ""
-
     def available(self, route: str) -> bool:
-        """False while the node of ``route`` is known to be down."""
+        """False while the node of ``route`` is known to be unreachable.
+
+        New sessions are given ids whose node is available; existing ones are
+        never moved.
+        """
         return True
 
-    def known_epoch(self, route: str) -> float | None:
-        """Sessions of ``route``'s node born before this time are not trusted.
+    def defer(self, route: str, ops: Sequence[Op]) -> None:
+        """Run ``ops`` on ``route``'s node as soon as it answers again.
 
-        ``None`` asks the session to fetch ``epoch_key`` in its next batch and
-        hand the result to ``note_epoch``.
+        For deletions that must not be lost to an outage (a logout). A store
+        whose nodes cannot be unreachable runs them at once.
         """
-        return 0.0
+        try:
+            self.execute(route, ops)
+        except SessionUnavailableError as exc:
+            log.error("%s: deferred operations lost (%s)", self.describe(route), exc)
 
-    def note_epoch(self, route: str, item: Result) -> float:
-        """Remember an epoch fetched by a session; return it."""
-        return 0.0
 
-    def deletion_lost(self, route: str) -> None:  # noqa: B027 - optional hook
-        """A session of ``route`` could not be deleted because its node is down."""
-
-    # Conveniences on top of ``execute``; each is one round trip.
-
-    def get_many(self, route: str, keys: Iterable[str]) -> dict[str, Item]:
-        keys = list(keys)
-        results = self.execute(route, [Get(k) for k in keys])
-        return {k: r for k, r in zip(keys, results, strict=False) if isinstance(r, Item)}
-
-    def set_many(
-        self, route: str, values: Mapping[str, bytes], ttl: int, flags: int = 0
-    ) -> list[str]:
-        """Store every value; return the keys that were not stored."""
-        results = self.execute(route, [Set(k, v, flags, ttl) for k, v in values.items()])
-        return [k for k, r in zip(values, results, strict=False) if r is not True]
-
-    def delete_many(self, route: str, keys: Iterable[str]) -> None:
-        self.execute(route, [Delete(k) for k in keys])
+#: Bytes memcached spends on an item beside its key and value (header, CAS,
+#: suffix): what makes an item of exactly ``-I`` bytes too large.
+_ITEM_OVERHEAD = 56
+_TOO_LARGE = Failed("SERVER_ERROR object too large for cache")
 
 
 class MemoryStore(Store):
@@ -179,11 +157,17 @@ class MemoryStore(Store):
     """
 
     def __init__(
-        self, max_items: int = 100_000, clock: Callable[[], float] = time.monotonic
+        self,
+        max_items: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        item_size_max: int = 1024 * 1024,
     ) -> None:
         if max_items < 1:
             raise ValueError("max_items must be at least 1")
         self.max_items = max_items
+        #: Largest item (key, value and memcached's per-item overhead), as ``-I``.
+        self.item_size_max = item_size_max
         self._clock = clock
         self._data: OrderedDict[str, tuple[bytes, int, float, int]] = OrderedDict()
         self._lock = threading.Lock()
@@ -232,6 +216,9 @@ class MemoryStore(Store):
             self._data.popitem(last=False)
             self.evictions += 1
 
+    def _too_large(self, key: str, value: bytes) -> bool:
+        return len(key) + len(value) + _ITEM_OVERHEAD > self.item_size_max
+
     def _run(self, op: Op, now: float) -> Result:
         entry = self._live(op.key, now)
         if isinstance(op, Get):
@@ -241,8 +228,6 @@ class MemoryStore(Store):
                 expires = self._expiry(now, op.touch)
                 self._data[op.key] = (entry[0], entry[1], expires, entry[3])
             return Item(entry[0], entry[1], entry[3])
-        if isinstance(op, Exists):
-            return entry is not None
         if isinstance(op, Delete):
             if entry is None or (op.cas is not None and entry[3] != op.cas):
                 return False
@@ -256,8 +241,13 @@ class MemoryStore(Store):
             if op.mode == "append":
                 if entry is None:
                     return False
-                self._put(op.key, entry[0] + op.value, entry[1], entry[2])
+                value = entry[0] + op.value
+                if self._too_large(op.key, value):
+                    return _TOO_LARGE
+                self._put(op.key, value, entry[1], entry[2])
                 return True
+            if self._too_large(op.key, op.value):
+                return _TOO_LARGE
             self._put(op.key, op.value, op.flags, self._expiry(now, op.ttl))
             return True
         if isinstance(op, Incr):

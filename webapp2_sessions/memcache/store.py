@@ -1,0 +1,426 @@
+"""The memcached store: nodes, their connection pools, routing and outages.
+
+A batch goes to the node the *session id* hashes to (rendezvous hashing), so
+all keys of a session live together and a request talks to one server. A node
+that fails is marked down for ``dead_retry`` seconds; its sessions are
+unavailable meanwhile and are never re-routed to another node, where a stale
+or empty copy would be served instead.
+
+Connections are plain sockets kept in a small pool per node: taken for one
+batch, handed back only when every reply of that batch was read. Anything
+that interrupts a batch between its first byte sent and its last reply read
+(a timeout, a signal, ``gevent.Timeout``, ``KeyboardInterrupt``) closes the
+connection, so no request can ever read replies meant for another.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from pymemcache.client.base import normalize_server_spec
+from pymemcache.client.rendezvous import RendezvousHash
+
+from ..errors import SessionUnavailableError
+from ..stores import Op, Result, Store
+from .meta import StaleConnectionError, encode, read_replies
+
+log = logging.getLogger("webapp2_sessions")
+
+#: Deferred batches a store keeps for unreachable nodes, all nodes together.
+MAX_DEFERRED = 10_000
+
+
+class _Connection:
+    """One socket to a node, set up for short request/response exchanges."""
+
+    __slots__ = ("generation", "sock")
+
+    def __init__(self, address: tuple[str, int], connect_timeout: float, timeout: float) -> None:
+        sock = socket.create_connection(address, timeout=connect_timeout)
+        try:
+            # Batches are written in one send and answered at once: Nagle's
+            # algorithm would hold each one back for the previous ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _set_timeouts(sock, timeout)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        #: The pool's generation when opened; a ``close()`` since retires it.
+        self.generation = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _set_timeouts(sock: socket.socket, timeout: float) -> None:
+    """Make every send and recv on ``sock`` give up after ``timeout`` seconds.
+
+    On Linux and the BSDs a kernel timeout (SO_RCVTIMEO/SO_SNDTIMEO) does it
+    without the extra poll() a Python-level timeout makes before each call
+    (about a fifth of a loopback round trip). Elsewhere (Windows reads the
+    option as milliseconds) and for cooperative sockets (gevent's, whose
+    reads never block in the kernel) Python's own timeout is kept.
+    """
+    sock.settimeout(timeout)
+    if not _KERNEL_TIMEOUTS or type(sock).__module__ != "socket":
+        return
+    seconds = int(timeout)
+    value = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    except OSError:
+        return  # keep Python's timeout
+    sock.settimeout(None)
+
+
+_KERNEL_TIMEOUTS = sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd", "darwin"))
+
+
+class _Pool:
+    """Idle connections of one node, at most ``size`` open at a time.
+
+    A connection is opened only when none is idle, so a process holds no
+    more than its peak number of concurrent batches (and never more than
+    ``size``). Past the cap a batch waits up to ``wait`` seconds for a
+    connection to come back. The most recently used connection is reused
+    first; the others may be closed by the server without harm (a stale
+    connection is detected and replaced, see ``MemcacheStore``).
+    """
+
+    def __init__(self, make: Callable[[], _Connection], size: int, wait: float) -> None:
+        self._make = make
+        self._size = size
+        self._wait = wait
+        self._idle: collections.deque[_Connection] = collections.deque()
+        self._open = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._generation = 0
+
+    @property
+    def open(self) -> int:
+        """Connections open now, idle or in use."""
+        return self._open
+
+    def take(self) -> tuple[_Connection, bool]:
+        """A connection, and whether it was just opened."""
+        with self._cond:
+            if self._idle:
+                return self._idle.pop(), False
+            if self._open >= self._size and not self._cond.wait_for(
+                lambda: self._idle or self._open < self._size, self._wait
+            ):
+                raise SessionUnavailableError(
+                    f"all {self._size} connections busy for {self._wait:g}s (max_connections)"
+                )
+            if self._idle:
+                return self._idle.pop(), False
+            self._open += 1
+            generation = self._generation
+        try:
+            conn = self._make()
+        except BaseException:
+            self._forget()
+            raise
+        conn.generation = generation
+        return conn, True
+
+    def give_back(self, conn: _Connection) -> None:
+        """Return a connection whose replies have all been read."""
+        with self._cond:
+            if conn.generation == self._generation:
+                self._idle.append(conn)
+                self._cond.notify()
+                return
+        self.discard(conn)  # opened before a close(): retire it
+
+    def discard(self, conn: _Connection) -> None:
+        """Close a connection that may be out of step; never reuse it."""
+        try:
+            conn.close()
+        finally:
+            self._forget()
+
+    def _forget(self) -> None:
+        with self._cond:
+            self._open -= 1
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Close every connection: idle ones now, those in use when handed back.
+
+        Also what follows a sign that the server restarted or failed: the
+        idle connections all predate it.
+        """
+        with self._cond:
+            self._generation += 1
+            idle, self._idle = list(self._idle), collections.deque()
+            self._open -= len(idle)
+            self._cond.notify_all()
+        for conn in idle:
+            conn.close()
+
+
+class _Node:
+    """One memcached server: its pool, whether it is up, and deferred work."""
+
+    def __init__(self, name: str, pool: _Pool) -> None:
+        self.name = name
+        self.pool = pool
+        self.down = False
+        self.dead_until = 0.0
+        #: Batches to run here once the node answers (lost deletions).
+        self.deferred: list[list[Op]] = []
+        self._lock = threading.Lock()
+
+    def usable(self, now: float) -> bool:
+        return not self.down or self.dead_until <= now
+
+    def mark_down(self, error: BaseException, dead_retry: float) -> None:
+        with self._lock:
+            self.dead_until = time.monotonic() + dead_retry
+            if self.down:
+                return
+            self.down = True
+        # Exception texts can quote keys, which hold session ids: only the
+        # exception's class is logged.
+        log.error(
+            "memcached %s unavailable (%s); its sessions are unavailable for %gs",
+            self.name,
+            type(error).__name__,
+            dead_retry,
+        )
+
+    def mark_up(self) -> None:
+        with self._lock:
+            if not self.down:
+                return
+            self.down = False
+            self.dead_until = 0.0
+        log.warning("memcached %s is answering again", self.name)
+
+
+class MemcacheStore(Store):
+    """Sessions on one memcached server or a cluster of them.
+
+    ``servers`` are ``host:port`` strings (``[v6]:port`` for IPv6).
+    ``max_connections`` bounds the connections each process opens to each
+    node; ``retries`` is how many times a batch is resent on a fresh
+    connection when a pooled one turns out to have been closed by the server
+    (after a memcached restart, say) before it ran anything.
+    """
+
+    def __init__(
+        self,
+        servers: Sequence[str],
+        *,
+        connect_timeout: float = 0.25,
+        timeout: float = 0.5,
+        retries: int = 1,
+        dead_retry: float = 10.0,
+        max_connections: int = 64,
+    ) -> None:
+        if not servers:
+            raise ValueError("MemcacheStore needs at least one server")
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self.retries = retries
+        self.dead_retry = dead_retry
+        nodes: dict[str, _Node] = {}
+        for spec in servers:
+            address = normalize_server_spec(spec)
+            if not isinstance(address, tuple):
+                raise ValueError(f"{spec!r}: only host:port servers are supported")
+
+            def make(address: tuple[str, int] = address) -> _Connection:
+                return _Connection(address, connect_timeout, timeout)
+
+            nodes[spec] = _Node(spec, _Pool(make, max_connections, timeout))
+        self._nodes = nodes
+        self._names = list(nodes)
+        self._ring = RendezvousHash(nodes=self._names)
+        self._deferred_lock = threading.Lock()
+        #: Deferred batches waiting on any node (checked on every batch).
+        self._deferred_count = 0
+
+    @property
+    def servers(self) -> list[str]:
+        return list(self._names)
+
+    def node_for(self, route: str) -> str:
+        """The ``host:port`` that holds every key of session ``route``."""
+        if len(self._names) == 1:
+            return self._names[0]
+        name: str = self._ring.get_node(route)
+        return name
+
+    def describe(self, route: str) -> str:
+        return self.node_for(route)
+
+    def connections(self, server: str) -> int:
+        """Connections this process has open to ``server`` now."""
+        return self._nodes[server].pool.open
+
+    def available(self, route: str) -> bool:
+        """False while the node of ``route`` is marked down."""
+        return self._nodes[self.node_for(route)].usable(time.monotonic())
+
+    def close(self) -> None:
+        for node in self._nodes.values():
+            node.pool.close()
+
+    # ------------------------------------------------------------------ batches
+
+    def execute(
+        self, route: str, ops: Sequence[Op], *, on_sent: Callable[[], object] | None = None
+    ) -> list[Result]:
+        if not ops:
+            if on_sent is not None:
+                on_sent()
+            return []
+        node = self._nodes[self.node_for(route)]
+        if node.down and node.dead_until > time.monotonic():
+            raise SessionUnavailableError("marked down after a failure", node.name)
+        if self._deferred_count:
+            return self._execute_with_deferred(node, ops, on_sent)
+        return self._run(node, encode(ops), ops, on_sent)
+
+    def _run(
+        self,
+        node: _Node,
+        payload: bytes,
+        ops: Sequence[Op],
+        on_sent: Callable[[], object] | None = None,
+    ) -> list[Result]:
+        pool = node.pool
+        attempt = 0
+        failure: BaseException | None = None
+        while True:
+            try:
+                conn, fresh = pool.take()
+            except OSError as exc:  # could not connect
+                node.mark_down(exc, self.dead_retry)
+                raise SessionUnavailableError(
+                    f"cannot connect ({type(exc).__name__})", node.name
+                ) from None
+            try:
+                conn.sock.sendall(payload)
+                if on_sent is not None:
+                    # Once only, even if the batch is resent; what it raises
+                    # waits until the replies are read, so the connection
+                    # stays in step.
+                    callback, on_sent = on_sent, None
+                    try:
+                        callback()
+                    except BaseException as exc:  # re-raised below
+                        failure = exc
+                results, out_of_step = read_replies(conn.sock, ops)
+            except (OSError, ValueError, IndexError) as exc:
+                pool.discard(conn)
+                # A pooled connection the server has since closed fails on first
+                # use without the server having run anything: resend on a new one.
+                stale = not fresh and isinstance(exc, (StaleConnectionError, BrokenPipeError))
+                # Whatever closed this one (a restart, a failure) closed the
+                # other idle connections too.
+                pool.close()
+                if stale and attempt < self.retries:
+                    attempt += 1
+                    continue
+                node.mark_down(exc, self.dead_retry)
+                raise SessionUnavailableError(
+                    f"request failed ({type(exc).__name__})", node.name
+                ) from None
+            except BaseException:
+                # Interrupted mid-batch (a signal's exception, a greenlet
+                # timeout): replies may still be on their way, and must never
+                # be read by the next batch on this connection.
+                pool.discard(conn)
+                raise
+            if out_of_step:
+                pool.discard(conn)
+            else:
+                pool.give_back(conn)
+            if node.down:
+                node.mark_up()
+            if failure is not None:
+                raise failure
+            return results
+
+    # ------------------------------------------------------------------ deferred work
+
+    def defer(self, route: str, ops: Sequence[Op]) -> None:
+        """Keep ``ops`` (a lost deletion) until ``route``'s node answers again.
+
+        They are run in front of the next batch this process sends to that
+        node, or by the first batch to any node once the node's
+        ``dead_retry`` is over, at the cost of one extra round trip then.
+        """
+        node = self._nodes[self.node_for(route)]
+        self._push_deferred(node, [list(ops)])
+
+    def _push_deferred(self, node: _Node, batches: list[list[Op]]) -> None:
+        with self._deferred_lock:
+            node.deferred.extend(batches)
+            self._deferred_count += len(batches)
+            dropped = 0
+            while self._deferred_count > MAX_DEFERRED:
+                fullest = max(self._nodes.values(), key=lambda n: len(n.deferred))
+                fullest.deferred.pop(0)
+                self._deferred_count -= 1
+                dropped += 1
+        if dropped:
+            log.error(
+                "memcached: %d deferred deletion(s) dropped (more than %d waiting); "
+                "those sessions expire with their TTL",
+                dropped,
+                MAX_DEFERRED,
+            )
+
+    def _take_deferred(self, node: _Node) -> list[list[Op]]:
+        with self._deferred_lock:
+            batches, node.deferred = node.deferred, []
+            self._deferred_count -= len(batches)
+        return batches
+
+    def _execute_with_deferred(
+        self, node: _Node, ops: Sequence[Op], on_sent: Callable[[], object] | None
+    ) -> list[Result]:
+        now = time.monotonic()
+        for other in self._nodes.values():
+            if other is not node and other.deferred and other.usable(now):
+                self._flush(other)
+        batches = self._take_deferred(node)
+        if not batches:
+            return self._run(node, encode(ops), ops, on_sent)
+        first = [op for batch in batches for op in batch]
+        try:
+            results = self._run(node, encode([*first, *ops]), [*first, *ops], on_sent)
+        except BaseException:
+            self._push_deferred(node, batches)
+            raise
+        log.info("memcached %s: %d deferred deletion(s) completed", node.name, len(batches))
+        return results[len(first) :]
+
+    def _flush(self, node: _Node) -> None:
+        """Run ``node``'s deferred batches in one round trip of their own."""
+        batches = self._take_deferred(node)
+        if not batches:
+            return
+        ops = [op for batch in batches for op in batch]
+        try:
+            self._run(node, encode(ops), ops)
+        except SessionUnavailableError:
+            self._push_deferred(node, batches)
+            return
+        except BaseException:
+            self._push_deferred(node, batches)
+            raise
+        log.info("memcached %s: %d deferred deletion(s) completed", node.name, len(batches))
