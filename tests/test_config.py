@@ -145,3 +145,13 @@ def test_embedded_store_logs_a_single_process_warning(caplog):
     warnings = [r for r in caplog.records if "embedded store" in r.getMessage()]
     assert len(warnings) == 1
     assert "this process only" in warnings[0].getMessage()
+
+
+def test_an_idle_timeout_longer_than_the_variables_ttl_is_refused():
+    # The record would outlive its variables: a visitor back within the idle
+    # window could find them expired under a live session.
+    with pytest.raises(ConfigurationError) as caught:
+        SessionConfig.from_mapping({"idle_timeout": 7200, "ttl": 3600})
+    assert caught.value.key == "idle_timeout"
+    config = SessionConfig.from_mapping({"idle_timeout": 3600, "ttl": 3600})
+    assert config.record_ttl == config.ttl == 3600

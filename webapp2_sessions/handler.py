@@ -352,7 +352,7 @@ class SessionHandlerMixin:
             return result  # the session was never used: nothing to save or send
         response = self.response
         returned = result is not None and result is not response and hasattr(result, "headers")
-        failed = _is_error(self.response) or (returned and _is_error(result))
+        failed = _is_error(response) or (returned and _is_error(result))
         if failed or self._session_discard:
             # A handler that answered 500 itself (its own handle_exception, say)
             # failed as surely as one that raised: its changes are not kept.

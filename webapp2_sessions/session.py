@@ -425,13 +425,18 @@ class Session(MutableMapping[str, Any]):
             data = self.config.serializer.dumps(value)
         except TypeError as exc:
             raise TypeError(f"session variable {name!r} cannot be stored: {exc}") from None
-        room = self.config.item_size_max - 300  # key, header and memcached's overhead
+        room = self._room
         if len(data) > room:
             raise ValueError(
                 f"session variable {name!r} is {len(data)} bytes serialized; "
                 f"items are limited to {room} (item_size_max={self.config.item_size_max})"
             )
         return data
+
+    @property
+    def _room(self) -> int:
+        """Largest value a write may send: the item limit less key and overhead."""
+        return self.config.item_size_max - 300
 
     def __setitem__(self, name: str, value: Any) -> None:
         name_suffix(name)
@@ -547,8 +552,18 @@ class Session(MutableMapping[str, Any]):
             # Only the flashes we read: one appended meanwhile keeps the key alive.
             ops.append(Delete(key, cas=self._flash_item.cas or None))
         if self._flashes_out:
+            lines = b"".join(self._flashes_out)
+            if len(lines) > self._room:
+                # Sent, memcached would delete the flashes already stored.
+                log.error(
+                    "session %s: %d new flash(es) not saved: %d bytes, over item_size_max",
+                    log_token(sid),
+                    len(self._flashes_out),
+                    len(lines),
+                )
+                return ops
             ops.append(Set(key, b"", FLAGS_FLASHES, ttl, mode="add"))
-            ops.append(Set(key, b"".join(self._flashes_out), mode="append"))
+            ops.append(Set(key, lines, mode="append"))
         return ops
 
     def _save_new(self, on_sent: Callable[[str, bool], object] | None = None) -> None:
@@ -571,7 +586,8 @@ class Session(MutableMapping[str, Any]):
                 self._ks.record(sid), record.encode(), FLAGS_RECORD, self.config.record_ttl, "add"
             )
             notify = None if on_sent is None else functools.partial(on_sent, sid, True)
-            results = self._execute(sid, [first, *self._variable_ops(sid)], notify)
+            ops = [first, *self._variable_ops(sid)]
+            results = self._execute(sid, ops, notify)
             if results is None:
                 if not self.store.available(sid):
                     # This id's node was just found dead: a fresh id avoids it
@@ -585,15 +601,15 @@ class Session(MutableMapping[str, Any]):
             if results[0] is True:
                 self._state = "stored"
                 self.cookie_action = "set"
-                self._report(sid, results[1:])
+                self._report(sid, ops[1:], results[1:])
                 self._clear_changes()
                 return
             # Refused (out of memory, too large) or, with 122 random bits,
             # practically never, an id already taken: take back the variables
             # written beside it, report, and give up or try a new id.
-            self._undo(sid, [first, *self._variable_ops(sid)])
+            self._undo(sid, ops)
             if isinstance(results[0], Failed):
-                self._report(sid, [results[0]])
+                self._report(sid, ops[:1], results[:1])
                 self._after_failed_write(sid)
                 return
             self._sid = None
@@ -607,16 +623,17 @@ class Session(MutableMapping[str, Any]):
         if on_sent is not None:
             renews = self.config.cookie_args.max_age is not None
             notify = functools.partial(on_sent, sid, renews)
+        body = self._variable_ops(sid)
         results = self._guarded_write(
             sid,
-            self._variable_ops(sid),
+            body,
             set(self._dirty),
             set(self._deleted),
             bool(self._flashes_out) and not self._record.flashes,
             notify,
         )
         if results is not None:
-            self._report(sid, results)
+            self._report(sid, body, results)
             self._clear_changes()
 
     def _guarded_write(
@@ -655,7 +672,14 @@ class Session(MutableMapping[str, Any]):
             )
         append = bool(added or removed or new_flashes)
         if append:
-            ops.append(Set(record_key, index_lines(added, removed, new_flashes), mode="append"))
+            lines = index_lines(added, removed, new_flashes)
+            if len(lines) > self._room:
+                # memcached would not only refuse a data block this large: it
+                # would delete the record, ending the session.
+                self._clear_changes()
+                self._report(sid, [Get(record_key)], [Failed("index lines over item_size_max")])
+                return None
+            ops.append(Set(record_key, lines, mode="append"))
         first = len(ops)
         ops += body
         ops.append(Get(record_key))
@@ -664,19 +688,19 @@ class Session(MutableMapping[str, Any]):
             if self.modified:
                 self._after_failed_write(sid)
             return None
-        if not is_live(results[-1]) or (append and results[first - 1] is False):
+        if not is_live(results[-1]):
             log.info("session %s ended during the request; its writes undone", log_token(sid))
             self._undo(sid, ops)
             self._clear_changes()
             self._start_fresh()
             return None
         if append and results[first - 1] is not True:
-            # The record refused the new index lines (it would outgrow an
-            # item): the session lives on, these writes cannot be listed, so
-            # they are taken back and reported as not saved.
+            # The record is live but refused the new index lines (it would
+            # outgrow an item): these writes cannot be listed, so they are
+            # taken back and reported as not saved; the session lives on.
             self._undo(sid, ops)
             self._clear_changes()
-            self._report(sid, [results[first - 1]])
+            self._report(sid, ops[first - 1 : first], results[first - 1 : first])
             return None
         if compact and results[0] is True:
             record = record.compacted()
@@ -717,18 +741,24 @@ class Session(MutableMapping[str, Any]):
         if keys:
             self._execute(sid, [Delete(k) for k in sorted(keys)])
 
-    def _report(self, sid: str, results: list[Result]) -> None:
-        failed = [r for r in results if isinstance(r, Failed)]
+    def _report(self, sid: str, ops: Sequence[Op], results: Sequence[Result]) -> None:
+        """Log the writes the server refused; in strict mode, raise."""
+        failed = [
+            result.reason if isinstance(result, Failed) else "append refused (item too large)"
+            for op, result in zip(ops, results, strict=True)
+            if isinstance(result, Failed)
+            or (result is False and isinstance(op, Set) and op.mode == "append")
+        ]
         if failed:
             log.error(
                 "session %s: %d write(s) refused by %s: %s",
                 log_token(sid),
                 len(failed),
                 self.store.describe(sid),
-                failed[0].reason[:80],
+                failed[0][:80],
             )
             if self.config.strict:
-                raise SessionUnavailableError(failed[0].reason, self.store.describe(sid))
+                raise SessionUnavailableError(failed[0], self.store.describe(sid))
 
     def _after_failed_write(self, sid: str) -> None:
         log.error(

@@ -141,9 +141,9 @@ class Store(abc.ABC):
             log.error("%s: deferred operations lost (%s)", self.describe(route), exc)
 
 
-#: Bytes memcached spends on an item beside its key and value (header, CAS,
-#: suffix): what makes an item of exactly ``-I`` bytes too large.
-_ITEM_OVERHEAD = 56
+#: Bytes memcached 1.6 counts against ``-I`` beside an item's key and value
+#: (its header, CAS and the value's CRLF), as measured.
+_ITEM_OVERHEAD = 59
 _TOO_LARGE = Failed("SERVER_ERROR object too large for cache")
 
 
@@ -243,7 +243,8 @@ class MemoryStore(Store):
                     return False
                 value = entry[0] + op.value
                 if self._too_large(op.key, value):
-                    return _TOO_LARGE
+                    return False  # memcached answers NOT_STORED here
+
                 self._put(op.key, value, entry[1], entry[2])
                 return True
             if self._too_large(op.key, op.value):
