@@ -31,9 +31,10 @@ from hypothesis import strategies as st
 from memcached import MemcachedServer
 
 from webapp2_sessions import MemcacheStore, Session, SessionConfig, SessionHandlerMixin
-from webapp2_sessions.ids import CookieCodec, KeyScheme, new_session_id
+from webapp2_sessions.cookies import CookieCodec
+from webapp2_sessions.keys import KeyScheme, new_session_id
+from webapp2_sessions.record import FLAGS_FLASHES, FLAGS_RECORD
 from webapp2_sessions.serializers import FLAGS_JSON, FLAGS_PICKLE
-from webapp2_sessions.session import FLAGS_FLASHES, FLAGS_RECORD
 
 VICTIM_SECRET = "victim-only-4f1c9e"
 OTHER_SECRET = "some-other-secret-0123456789"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 
 import webapp2
@@ -12,7 +10,7 @@ import webtest
 from conftest import SECRET, Handler, capture_errors
 
 from webapp2_sessions import MemcacheStore, SessionUnavailableError
-from webapp2_sessions.ids import new_session_id
+from webapp2_sessions.keys import new_session_id
 
 
 def cluster_app(servers, **settings) -> webapp2.WSGIApplication:

@@ -274,9 +274,9 @@ def test_a_slow_reply_alone_does_not_end_the_nodes_sessions():
     ],
 )
 def test_the_session_cookie_is_found_by_exact_name_and_the_last_one_wins(header, expected):
-    from webapp2_sessions.handler import _cookie_value
+    from webapp2_sessions.cookies import read_cookie
 
-    assert _cookie_value({"HTTP_COOKIE": header}, "sid") == expected
+    assert read_cookie({"HTTP_COOKIE": header}, "sid") == expected
 
 
 def test_a_set_cookie_for_our_name_written_by_the_handler_is_replaced_not_doubled(app_on):

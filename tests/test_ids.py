@@ -8,8 +8,8 @@ import uuid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webapp2_sessions.ids import (
-    CookieCodec,
+from webapp2_sessions.cookies import CookieCodec
+from webapp2_sessions.keys import (
     KeyScheme,
     is_session_id,
     log_token,

@@ -17,6 +17,7 @@ import webtest
 from conftest import SECRET, Handler, Untouched, capture_errors
 
 from webapp2_sessions import MemcacheStore, Session, SessionConfig, SessionUnavailableError
+from webapp2_sessions.lifecycle import Lifecycle
 from webapp2_sessions.stores import Get, Item, Set
 
 
@@ -205,18 +206,19 @@ def test_regeneration_honours_a_logout_that_completed_while_it_ran(memcached, mo
     browser.get("/", {"set": "secret", "value": '"s"'})
     cookie = browser.cookies["sid"]
     old = cookie.split(".")[0]
-    real = Session._save_new
+    real = Lifecycle.store_new
     raced: list[str] = []
 
-    def save_then_logout(self: Session, *args: Any, **kwargs: Any) -> None:
-        real(self, *args, **kwargs)
-        if not raced:  # the other tab's logout request, start to finish
-            raced.append(self.session_id)
+    def save_then_logout(self: Lifecycle, *args: Any, **kwargs: Any) -> bool:
+        stored = real(self, *args, **kwargs)
+        if not raced and self.sid is not None:  # the other tab's logout, start to finish
+            raced.append(self.sid)
             other = webtest.TestApp(app)
             other.set_cookie("sid", cookie)
             other.get("/", {"destroy": "1"})
+        return stored
 
-    monkeypatch.setattr(Session, "_save_new", save_then_logout)
+    monkeypatch.setattr(Lifecycle, "store_new", save_then_logout)
     body = browser.get("/", {"regen": "1", "get": "secret", "sid": "1"}).json
     assert raced and body["secret"] is None
     new = raced[0]

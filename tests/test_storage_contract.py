@@ -6,8 +6,8 @@ import json
 
 from conftest import SECRET
 
+from webapp2_sessions.record import FLAGS_RECORD
 from webapp2_sessions.serializers import FLAGS_JSON
-from webapp2_sessions.session import FLAGS_RECORD
 
 
 def sid_of(app, cookie_name: str = "sid") -> str:

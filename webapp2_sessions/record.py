@@ -1,4 +1,6 @@
-"""The session record: the one key that makes a session id real.
+"""The session record, and the protocol built on it, as pure functions.
+
+The record is the one key that makes a session id real.
 
 Stored at ``<prefix><id>`` as a JSON header line followed by an append-only
 index of variable names, one JSON value a line (so the whole record parses in
@@ -16,6 +18,10 @@ how concurrent requests add names without losing each other's. A logout
 appends ``!dead`` before it reads the names to delete, so every writer either
 appended its names in time to be deleted, or finds the session dead (or gone)
 when it re-reads the record at the end of its batch, and undoes its writes.
+
+The functions at the end plan those batches (``load_batch``, ``write_plan``,
+``mark_batch``, ``deletion_ops``) and read their results; ``Session`` runs
+them. Nothing here touches a store.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ import functools
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
-from .stores import Item
+from .keys import KeyScheme
+from .stores import Batch, Delete, Failed, Get, Item, Op, Result, Set
 
 #: Client flags of session records and of flash lists.
 FLAGS_RECORD = 0x5753_0010
@@ -81,7 +89,7 @@ class Record:
     """A parsed session record.
 
     ``created`` (a Unix time) drives the absolute timeout and survives id
-    regeneration. ``names`` are the variables currently listed, ``ever`` every
+    regeneration. ``names`` are the variables currently listed, ``listed_ever`` every
     name listed at any point (what logout must delete). ``dead`` counts the
     logout marks: one is enough to end the session, and a regeneration that
     finds more than its own knows another request is ending it too.
@@ -94,7 +102,7 @@ class Record:
     user_agent: str | None = None
     remote_addr: str | None = None
     names: AbstractSet[str] = frozenset()
-    ever: AbstractSet[str] = frozenset()
+    listed_ever: AbstractSet[str] = frozenset()
     flashes: bool = False
     dead: int = 0
     lines: int = 0
@@ -119,7 +127,7 @@ class Record:
         return dataclasses.replace(
             self,
             names=(self.names | added) - removed,
-            ever=self.ever | added,
+            listed_ever=self.listed_ever | added,
             flashes=self.flashes or flashes,
             lines=self.lines + len(added) + len(removed) + int(flashes),
         )
@@ -151,13 +159,13 @@ def _parse(value: bytes) -> Record:
         header = entries[0]
         created = _time(header.get("c"))
         names: set[str] = set()
-        ever: set[str] = set()
+        listed_ever: set[str] = set()
         flashes = False
         dead = 0
         for entry in entries[1:]:
             if isinstance(entry, str) and entry:
                 names.add(entry)
-                ever.add(entry)
+                listed_ever.add(entry)
             elif not isinstance(entry, dict):
                 raise ValueError("index entry is not a name")
             elif isinstance(entry.get("-"), str) and entry["-"]:
@@ -171,7 +179,7 @@ def _parse(value: bytes) -> Record:
             user_agent=_optional_str(header.get("ua")),
             remote_addr=_optional_str(header.get("ip")),
             names=frozenset(names),
-            ever=frozenset(ever),
+            listed_ever=frozenset(listed_ever),
             flashes=flashes,
             dead=dead,
             lines=len(entries) - 1,
@@ -192,3 +200,172 @@ def _time(value: Any) -> float:
 
 def _optional_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def parse_or_none(item: Result) -> Record | None:
+    """The record in ``item``, or None if it is missing or not a record."""
+    if not isinstance(item, Item):
+        return None
+    try:
+        return Record.parse(item)
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- the protocol
+
+
+def load_batch(
+    keys: KeyScheme,
+    session_id: str,
+    names: Sequence[str],
+    flashes: bool,
+    record_ttl: int,
+    ttl: int,
+) -> Batch:
+    """Read the record and ``names`` (and the flashes), renewing their TTLs.
+
+    Parts: ``record``, ``values`` (one per name, in order), ``flashes``.
+    """
+    batch = Batch()
+    batch.add("record", Get(keys.record(session_id), record_ttl))
+    batch.extend("values", [Get(key, ttl) for key in keys.variables(session_id, names)])
+    if flashes:
+        batch.add("flashes", Get(keys.internal(session_id, "flashes"), ttl))
+    return batch
+
+
+def new_record_op(keys: KeyScheme, session_id: str, record: Record, record_ttl: int) -> Set:
+    """Store the record of a new session; refused if the id is taken."""
+    return Set(keys.record(session_id), record.encode(), FLAGS_RECORD, record_ttl, "add")
+
+
+@dataclass(slots=True)
+class WriteOutcome:
+    """What a guarded write did, read from its results."""
+
+    #: The session ended while the batch ran (logout, expiry): undo the body.
+    ended: bool
+    #: The live record refused the new index lines (too large): undo the body.
+    refused: Failed | None
+    #: This request's copy of the record afterwards.
+    record: Record
+    #: The results of the body, in its order.
+    body: Sequence[Result]
+    #: Index lines to append because another request changed the index under
+    #: this one (empty when none are needed).
+    relist: bytes
+
+
+class WritePlan:
+    """One batch that writes ``body`` to a stored session, guarded.
+
+    It appends index lines for new and deleted names, compacts the index when
+    deletions have made it long (a compare-and-set, skipped by the server if
+    anyone appended since it was read), and reads the record back last: a
+    session that ended while the batch ran shows it there.
+    """
+
+    def __init__(
+        self,
+        keys: KeyScheme,
+        session_id: str,
+        record: Record,
+        record_cas: int,
+        body: Sequence[Op],
+        written: AbstractSet[str],
+        deleted: AbstractSet[str],
+        new_flashes: bool,
+        record_ttl: int,
+    ) -> None:
+        record_key = keys.record(session_id)
+        self.record = record
+        self.written = written
+        self.deleted = deleted
+        self.added = frozenset(written - record.names)
+        self.removed = frozenset(deleted & record.names)
+        self.new_flashes = new_flashes
+        batch = self.batch = Batch()
+        if record.needs_compaction() and record_cas:
+            batch.add(
+                "compact",
+                Set(record_key, record.encode(), FLAGS_RECORD, record_ttl, cas=record_cas),
+            )
+        #: The index lines this write appends (empty: none).
+        self.lines = b""
+        if self.added or self.removed or new_flashes:
+            self.lines = index_lines(self.added, self.removed, new_flashes)
+            batch.add("index", Set(record_key, self.lines, mode="append"))
+        batch.extend("body", body)
+        batch.add("readback", Get(record_key))
+
+    def outcome(self, results: Sequence[Result]) -> WriteOutcome:
+        got = self.batch.read(results)
+        body = got.many("body")
+        readback = got.one("readback")
+        record = self.record
+        if not is_live(readback):
+            return WriteOutcome(True, None, record, body, b"")
+        if "index" in self.batch and got.one("index") is not True:
+            # The record is there and live, so the append was refused for
+            # its size (memcached answers NOT_STORED or an error).
+            index = got.one("index")
+            refused = index if isinstance(index, Failed) else Failed("index append refused")
+            return WriteOutcome(False, refused, record, body, b"")
+        if got.get("compact") is True:
+            record = record.compacted()
+        if "index" in self.batch:
+            record = record.changed(self.added, self.removed, self.new_flashes)
+        relist = b""
+        latest = parse_or_none(readback)
+        if latest is not None:
+            # The last line for a name wins: if another request changed the
+            # index meanwhile (deleting a name this one just wrote, or listing
+            # one it deleted), one more append puts it right.
+            hidden = self.written - latest.names
+            stale = self.deleted & latest.names
+            if hidden or stale:
+                relist = index_lines(hidden, stale)
+                record = dataclasses.replace(record, names=(record.names | hidden) - stale)
+        return WriteOutcome(False, None, record, body, relist)
+
+
+def undo_ops(keys: KeyScheme, session_id: str, ops: Sequence[Op]) -> list[Op]:
+    """Deletes taking back what ``ops`` stored, but for the record itself."""
+    record_key = keys.record(session_id)
+    written = {op.key for op in ops if isinstance(op, Set) and op.key != record_key}
+    return [Delete(key) for key in sorted(written)]
+
+
+def mark_batch(keys: KeyScheme, session_id: str) -> Batch:
+    """Append the logout mark and read the record back, in one round trip.
+
+    Parts: ``mark`` (True if appended, so the record existed) and
+    ``record``. Any writer after the mark undoes itself; any name appended
+    before it is in the record read back, so the deletion can find it.
+    """
+    record_key = keys.record(session_id)
+    batch = Batch()
+    batch.add("mark", Set(record_key, DEAD_LINE + b"\n", mode="append"))
+    batch.add("record", Get(record_key))
+    return batch
+
+
+def deletion_ops(keys: KeyScheme, session_id: str, record: Record) -> list[Op]:
+    """Delete the record and every variable it ever listed (and the flashes)."""
+    ops: list[Op] = [Delete(keys.record(session_id))]
+    ops += [Delete(key) for key in keys.variables(session_id, sorted(record.listed_ever))]
+    if record.flashes:
+        ops.append(Delete(keys.internal(session_id, "flashes")))
+    return ops
+
+
+def merged(record: Record, latest: Record | None) -> Record:
+    """``record`` with the names and flashes ``latest`` knows of added."""
+    if latest is None:
+        return record
+    return dataclasses.replace(
+        record,
+        listed_ever=record.listed_ever | latest.listed_ever,
+        flashes=record.flashes or latest.flashes,
+    )

@@ -1,7 +1,7 @@
 """The storage contract, and the embedded in-process store.
 
-A store runs a *batch* of operations, all on the node that ``route`` (the
-session id) maps to, in one round trip. The session builds at most one batch
+A store runs a *batch* of operations, all on the node that holds the session
+they belong to, in one round trip. The session builds at most one batch
 to read and one to write per request, which is what keeps per-variable keys
 as cheap as a whole-session blob.
 """
@@ -93,6 +93,59 @@ class Failed:
 Result = Item | None | bool | int | Failed
 
 
+class Batch:
+    """The operations of one round trip, in named parts.
+
+    Whoever builds a batch names each part (``"record"``, ``"values"``...) and
+    reads the results back by those names, never by position.
+    """
+
+    __slots__ = ("_parts", "ops")
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self._parts: dict[str, tuple[int, int]] = {}
+
+    def add(self, part: str, *ops: Op) -> None:
+        start = len(self.ops)
+        self.ops.extend(ops)
+        self._parts[part] = (start, len(self.ops))
+
+    def extend(self, part: str, ops: Sequence[Op]) -> None:
+        start = len(self.ops)
+        self.ops.extend(ops)
+        self._parts[part] = (start, len(self.ops))
+
+    def __contains__(self, part: str) -> bool:
+        return part in self._parts
+
+    def read(self, results: Sequence[Result]) -> BatchResults:
+        return BatchResults(results, self._parts)
+
+
+class BatchResults:
+    """The results of a ``Batch``, by part name."""
+
+    __slots__ = ("_parts", "_results")
+
+    def __init__(self, results: Sequence[Result], parts: dict[str, tuple[int, int]]) -> None:
+        self._results = results
+        self._parts = parts
+
+    def one(self, part: str) -> Result:
+        """The result of the single operation of ``part``."""
+        return self._results[self._parts[part][0]]
+
+    def many(self, part: str) -> Sequence[Result]:
+        start, end = self._parts[part]
+        return self._results[start:end]
+
+    def get(self, part: str) -> Result:
+        """``one(part)``, or None if the batch has no such part."""
+        where = self._parts.get(part)
+        return None if where is None else self._results[where[0]]
+
+
 class Store(abc.ABC):
     """Where session data lives. Implementations must be thread-safe.
 
@@ -103,9 +156,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def execute(
-        self, route: str, ops: Sequence[Op], *, on_sent: Callable[[], object] | None = None
+        self, session_id: str, ops: Sequence[Op], *, on_sent: Callable[[], object] | None = None
     ) -> list[Result]:
-        """Run ``ops`` in one round trip on the node that owns ``route``.
+        """Run ``ops`` in one round trip on the node that owns ``session_id``.
 
         ``on_sent`` is called once the batch is on its way, before waiting
         for the replies, so that work which does not depend on them (the
@@ -117,28 +170,28 @@ class Store(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional for stores without connections
         """Release connections; the store reconnects if used again."""
 
-    def describe(self, route: str) -> str:
-        """Where ``route`` lives, for log lines (``host:port`` or a name)."""
+    def describe(self, session_id: str) -> str:
+        """Where ``session_id`` lives, for log lines (``host:port`` or a name)."""
         return type(self).__name__
 
-    def available(self, route: str) -> bool:
-        """False while the node of ``route`` is known to be unreachable.
+    def available(self, session_id: str) -> bool:
+        """False while the node of ``session_id`` is known to be unreachable.
 
         New sessions are given ids whose node is available; existing ones are
         never moved.
         """
         return True
 
-    def defer(self, route: str, ops: Sequence[Op]) -> None:
-        """Run ``ops`` on ``route``'s node as soon as it answers again.
+    def defer(self, session_id: str, ops: Sequence[Op]) -> None:
+        """Run ``ops`` on ``session_id``'s node as soon as it answers again.
 
         For deletions that must not be lost to an outage (a logout). A store
         whose nodes cannot be unreachable runs them at once.
         """
         try:
-            self.execute(route, ops)
+            self.execute(session_id, ops)
         except SessionUnavailableError as exc:
-            log.error("%s: deferred operations lost (%s)", self.describe(route), exc)
+            log.error("%s: deferred operations lost (%s)", self.describe(session_id), exc)
 
 
 #: Bytes memcached 1.6 counts against ``-I`` beside an item's key and value
@@ -181,7 +234,7 @@ class MemoryStore(Store):
         return len(self._data)
 
     def execute(
-        self, route: str, ops: Sequence[Op], *, on_sent: Callable[[], object] | None = None
+        self, session_id: str, ops: Sequence[Op], *, on_sent: Callable[[], object] | None = None
     ) -> list[Result]:
         with self._lock:
             self.batches += 1
@@ -191,7 +244,7 @@ class MemoryStore(Store):
             on_sent()
         return results
 
-    def describe(self, route: str) -> str:
+    def describe(self, session_id: str) -> str:
         return "embedded store"
 
     @staticmethod

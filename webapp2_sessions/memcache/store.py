@@ -255,23 +255,23 @@ class MemcacheStore(Store):
     def servers(self) -> list[str]:
         return list(self._names)
 
-    def node_for(self, route: str) -> str:
-        """The ``host:port`` that holds every key of session ``route``."""
+    def node_for(self, session_id: str) -> str:
+        """The ``host:port`` that holds every key of session ``session_id``."""
         if len(self._names) == 1:
             return self._names[0]
-        name: str = self._ring.get_node(route)
+        name: str = self._ring.get_node(session_id)
         return name
 
-    def describe(self, route: str) -> str:
-        return self.node_for(route)
+    def describe(self, session_id: str) -> str:
+        return self.node_for(session_id)
 
     def connections(self, server: str) -> int:
         """Connections this process has open to ``server`` now."""
         return self._nodes[server].pool.open
 
-    def available(self, route: str) -> bool:
-        """False while the node of ``route`` is marked down."""
-        return self._nodes[self.node_for(route)].usable(time.monotonic())
+    def available(self, session_id: str) -> bool:
+        """False while the node of ``session_id`` is marked down."""
+        return self._nodes[self.node_for(session_id)].usable(time.monotonic())
 
     def close(self) -> None:
         for node in self._nodes.values():
@@ -280,13 +280,13 @@ class MemcacheStore(Store):
     # ------------------------------------------------------------------ batches
 
     def execute(
-        self, route: str, ops: Sequence[Op], *, on_sent: Callable[[], object] | None = None
+        self, session_id: str, ops: Sequence[Op], *, on_sent: Callable[[], object] | None = None
     ) -> list[Result]:
         if not ops:
             if on_sent is not None:
                 on_sent()
             return []
-        node = self._nodes[self.node_for(route)]
+        node = self._nodes[self.node_for(session_id)]
         if node.down and node.dead_until > time.monotonic():
             raise SessionUnavailableError("marked down after a failure", node.name)
         if self._deferred_count:
@@ -356,14 +356,14 @@ class MemcacheStore(Store):
 
     # ------------------------------------------------------------------ deferred work
 
-    def defer(self, route: str, ops: Sequence[Op]) -> None:
-        """Keep ``ops`` (a lost deletion) until ``route``'s node answers again.
+    def defer(self, session_id: str, ops: Sequence[Op]) -> None:
+        """Keep ``ops`` (a lost deletion) until ``session_id``'s node answers again.
 
         They are run in front of the next batch this process sends to that
         node, or by the first batch to any node once the node's
         ``dead_retry`` is over, at the cost of one extra round trip then.
         """
-        node = self._nodes[self.node_for(route)]
+        node = self._nodes[self.node_for(session_id)]
         self._push_deferred(node, [list(ops)])
 
     def _push_deferred(self, node: _Node, batches: list[list[Op]]) -> None:

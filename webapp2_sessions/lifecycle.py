@@ -1,0 +1,447 @@
+"""One session as the server knows it, for one request.
+
+``Lifecycle`` holds the id, the state (an Enum) and the record, and runs every
+batch that reads or changes them: loading, storing a new session, the guarded
+write of a stored one, regeneration and logout. The plans come from
+``record.py``; ``Session`` (the mapping the application sees) decides what to
+read and write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .config import SessionConfig
+from .errors import SessionUnavailableError
+from .keys import KeyScheme, key_scheme, log_token, new_session_id
+from .record import (
+    Record,
+    WritePlan,
+    client_hash,
+    deletion_ops,
+    load_batch,
+    mark_batch,
+    merged,
+    new_record_op,
+    parse_or_none,
+    undo_ops,
+)
+from .stores import BatchResults, Failed, Get, Item, Op, Result, Set, Store
+
+log = logging.getLogger("webapp2_sessions")
+
+_UNLOADED = Record(created=0.0)
+
+
+class State(enum.Enum):
+    """Where a request's session stands with the server."""
+
+    #: A cookie names an id not yet checked on the server.
+    UNLOADED = "unloaded"
+    #: Nothing is stored yet; the id (if any) is provisional.
+    NEW = "new"
+    #: The id's record exists: the session is real.
+    STORED = "stored"
+    #: The store failed: reads give defaults, writes are not saved, and the
+    #: id and cookie are kept for when the node answers again.
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass
+class ClientInfo:
+    """What the session may be bound to."""
+
+    user_agent: str | None = None
+    remote_addr: str | None = None
+
+
+NO_CLIENT = ClientInfo()
+
+
+class Lifecycle:
+    """The server side of one request's session."""
+
+    #: What the response must do with the cookie: None, 'set' or 'delete'.
+    cookie_action: str | None = None
+    #: Compare-and-set token of the record as loaded (0: not loaded).
+    record_cas = 0
+    #: A batch of this request could not reach the store.
+    failed = False
+    #: The cookie's id, when its record was found marked for ending.
+    ending: str | None = None
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        store: Store,
+        cookie_sid: str | None,
+        client: ClientInfo,
+        clock: Callable[[], float],
+        on_fresh: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.keys: KeyScheme = key_scheme(config.key_prefix)
+        self.client = client
+        self.clock = clock
+        #: Called after every fresh start, so the request's view forgets the
+        #: old session's values.
+        self._on_fresh = on_fresh
+        self.sid = cookie_sid
+        self.state = State.UNLOADED if cookie_sid else State.NEW
+        # A returning visitor's record comes from the server: until then a
+        # shared empty one stands in (it is never written to).
+        self.record = _UNLOADED if cookie_sid else self.blank_record()
+
+    def blank_record(self) -> Record:
+        config = self.config
+        return Record(
+            created=self.clock(),
+            user_agent=client_hash(self.client.user_agent) if config.bind_user_agent else None,
+            remote_addr=client_hash(self.client.remote_addr) if config.bind_ip else None,
+        )
+
+    def fresh_id(self) -> str:
+        sid = new_session_id()
+        # In a cluster, prefer an id whose node is up: a new visitor is
+        # placed on a live node at once.
+        for _ in range(16):
+            if self.store.available(sid):
+                break
+            sid = new_session_id()
+        return sid
+
+    def log_id(self) -> str:
+        """The session's tag for log lines (never the id itself)."""
+        return log_token(self.sid or "")
+
+    def where(self) -> str:
+        return self.store.describe(self.sid or "")
+
+    def execute(
+        self, ops: Sequence[Op], on_sent: Callable[[], object] | None = None, sid: str = ""
+    ) -> list[Result] | None:
+        """Run a batch on this session's node; None if the store failed.
+
+        In strict mode the failure is raised instead.
+        """
+        try:
+            return self.store.execute(sid or self.sid or "", ops, on_sent=on_sent)
+        except SessionUnavailableError:
+            self.failed = True
+            if self.config.strict:
+                raise
+            return None
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self, names: Sequence[str], flashes: bool) -> BatchResults | None:
+        """Read the record with ``names`` (and the flashes) in one batch.
+
+        Returns the results once the session is adopted (state ``STORED``);
+        otherwise the state says why not (a fresh start, or ``UNAVAILABLE``).
+        """
+        sid = self.sid
+        assert sid is not None
+        config = self.config
+        batch = load_batch(self.keys, sid, names, flashes, config.record_ttl, config.ttl)
+        results = self.execute(batch.ops)
+        if results is None:
+            self.state = State.UNAVAILABLE
+            return None
+        got = batch.read(results)
+        if not self._adopt(sid, got.one("record")):
+            return None
+        self.state = State.STORED
+        return got
+
+    def _adopt(self, sid: str, item: Result) -> bool:
+        """Accept the record of ``sid``, or end it and start afresh; say which."""
+        if not isinstance(item, Item):
+            self.start_fresh()  # never issued, expired, evicted or destroyed
+            return False
+        try:
+            record = Record.parse(item)
+        except ValueError as exc:
+            log.warning("session %s: unreadable record ignored (%s)", log_token(sid), exc)
+            self.start_fresh()
+            return False
+        if record.dead:
+            # A logout (or a regeneration) is ending it right now; a logout in
+            # this request must still see the deletion through.
+            self.ending = sid
+            self.start_fresh()
+            return False
+        reason = self._end_reason(record)
+        if reason is not None:
+            self.end(reason, record)
+            return False
+        self.record = record
+        self.record_cas = item.cas
+        return True
+
+    def _end_reason(self, record: Record) -> str | None:
+        config = self.config
+        if config.absolute_timeout and self.clock() - record.created > config.absolute_timeout:
+            return "absolute timeout"
+        if config.bind_user_agent and record.user_agent != client_hash(self.client.user_agent):
+            return "user agent changed"
+        if config.bind_ip and record.remote_addr != client_hash(self.client.remote_addr):
+            return "client address changed"
+        return None
+
+    def end(self, reason: str, record: Record | None = None) -> None:
+        """Delete the stored session for ``reason`` and start afresh."""
+        assert self.sid is not None
+        log.info("session %s ended: %s", log_token(self.sid), reason)
+        self.delete_everything(self.sid, record or self.record)
+        self.start_fresh()
+
+    def start_fresh(self) -> None:
+        self.state = State.NEW
+        self.sid = None
+        self.record = self.blank_record()
+        self.record_cas = 0
+        if self.cookie_action is None:
+            self.cookie_action = "delete"
+        self._on_fresh()
+
+    def fetch(self, names: Sequence[str]) -> Sequence[Result] | None:
+        """Read ``names`` of the stored session (renewing their TTLs)."""
+        sid = self.sid
+        assert sid is not None
+        ttl = self.config.ttl
+        return self.execute([Get(key, ttl) for key in self.keys.variables(sid, names)])
+
+    # ------------------------------------------------------------------ writing
+
+    def store_new(
+        self,
+        body: Callable[[str], list[Op]],
+        names: frozenset[str],
+        flashes: bool,
+        on_sent: Callable[[str, bool], object] | None = None,
+    ) -> bool:
+        """Store the record of a new session with ``body(sid)``; say if it was.
+
+        A node found dead makes another id (so another node, in a cluster) be
+        tried; an id already taken (122 random bits: practically never) too.
+        """
+        for _ in range(3):
+            sid = self.sid or self.fresh_id()
+            self.sid = sid
+            blank = self.record
+            record = self.record = dataclasses.replace(
+                blank, names=names, listed_ever=names, flashes=flashes, lines=len(names) + flashes
+            )
+            ops = [new_record_op(self.keys, sid, record, self.config.record_ttl), *body(sid)]
+            notify = None if on_sent is None else lambda sid=sid: on_sent(sid, True)
+            results = self.execute(ops, notify)
+            if results is None:
+                candidate = self.fresh_id()
+                if not self.store.available(sid) and self.store.available(candidate):
+                    self.sid = candidate  # this id's node just failed: try a live one
+                    continue
+                return False
+            if results[0] is True:
+                self.state = State.STORED
+                self.cookie_action = "set"
+                self.report(ops[1:], results[1:])
+                return True
+            # Refused (out of memory, too large) or the id is taken: take back
+            # the variables written beside it, then report or try a new id.
+            self.execute(undo_ops(self.keys, sid, ops))
+            if isinstance(results[0], Failed):
+                self.report(ops[:1], results[:1])
+                return False
+            self.sid = None
+        log.error("session: no free id after 3 attempts; changes not saved")
+        return False
+
+    def write(
+        self,
+        body: Sequence[Op],
+        written: frozenset[str],
+        deleted: frozenset[str],
+        new_flashes: bool = False,
+        on_sent: Callable[[], object] | None = None,
+    ) -> Sequence[Result] | None:
+        """Run ``body`` on the stored session as a guarded write (``WritePlan``).
+
+        Returns the body's results, or None when nothing was kept: the store
+        failed, the session ended meanwhile (the body is undone and a fresh
+        session started), or the record refused the new names (undone, and
+        reported).
+        """
+        sid = self.sid
+        assert sid is not None
+        plan = WritePlan(
+            self.keys,
+            sid,
+            self.record,
+            self.record_cas,
+            body,
+            written,
+            deleted,
+            new_flashes,
+            self.config.record_ttl,
+        )
+        if len(plan.lines) > self.config.item_size_max - 300:
+            # memcached would not only refuse a data block this large: it
+            # would delete the record, ending the session.
+            self.report([Get(self.keys.record(sid))], [Failed("index over item_size_max")])
+            return None
+        results = self.execute(plan.batch.ops, on_sent)
+        if results is None:
+            return None
+        outcome = plan.outcome(results)
+        if outcome.ended or outcome.refused is not None:
+            self.execute(undo_ops(self.keys, sid, plan.batch.ops))
+            if outcome.refused is not None:
+                self.report([Get(self.keys.record(sid))], [outcome.refused])
+                return None
+            log.info("session %s ended during the request; its writes undone", log_token(sid))
+            self.start_fresh()
+            return None
+        self.record = outcome.record
+        if outcome.relist:
+            self.execute([Set(self.keys.record(sid), outcome.relist, mode="append")])
+        if self.config.cookie_args.max_age is not None:
+            self.cookie_action = "set"  # a write renews a persistent cookie
+        return outcome.body
+
+    def report(self, ops: Sequence[Op], results: Sequence[Result]) -> None:
+        """Log the writes the server refused; in strict mode, raise."""
+        failed = [
+            result.reason if isinstance(result, Failed) else "append refused (item too large)"
+            for op, result in zip(ops, results, strict=True)
+            if isinstance(result, Failed)
+            or (result is False and isinstance(op, Set) and op.mode == "append")
+        ]
+        if failed:
+            log.error(
+                "session %s: %d write(s) refused by %s: %s",
+                self.log_id(),
+                len(failed),
+                self.where(),
+                failed[0][:80],
+            )
+            if self.config.strict:
+                raise SessionUnavailableError(failed[0], self.where())
+
+    # ------------------------------------------------------------------ ending
+
+    def destroy(self) -> None:
+        """Delete the session on the server (a logout) and expire the cookie.
+
+        If its node cannot be reached, the deletion is left to the store to
+        complete when the node answers again (``Store.defer``).
+        """
+        if self.sid is not None and self.state in (State.STORED, State.UNAVAILABLE):
+            self.delete_everything(self.sid, self.record)
+        elif self.ending is not None:
+            # Marked by a regeneration under way: deleting it makes that
+            # regeneration undo its copy.
+            self.delete_everything(self.ending, _UNLOADED)
+        self.cookie_action = "delete"
+        self.start_fresh()
+
+    def delete_everything(self, sid: str, record: Record) -> None:
+        """Mark the session dead, then delete the record and every variable.
+
+        Two round trips, however busy the session: the mark and the read of
+        the names share a batch (see ``record.mark_batch``).
+        """
+        batch = mark_batch(self.keys, sid)
+        results = self.execute_or_defer(sid, batch.ops, record)
+        if results is not None:
+            latest = parse_or_none(batch.read(results).one("record"))
+            self.execute_or_defer(
+                sid, deletion_ops(self.keys, sid, merged(record, latest)), record
+            )
+
+    def execute_or_defer(self, sid: str, ops: Sequence[Op], record: Record) -> list[Result] | None:
+        """Run part of a deletion; if the store fails, leave the rest to it.
+
+        Without its record a session cannot be loaded again, so once the node
+        answers, deleting it (and the variables known here) completes the
+        logout; variables not known here expire with their TTL.
+        """
+        try:
+            return self.store.execute(sid, ops)
+        except SessionUnavailableError:
+            self.failed = True
+            self.store.defer(sid, deletion_ops(self.keys, sid, record))
+            log.error(
+                "session %s: could not be deleted now (%s unavailable); "
+                "deleting it when the node answers again",
+                log_token(sid),
+                self.store.describe(sid),
+            )
+            if self.config.strict:
+                raise
+            return None
+
+    # ------------------------------------------------------------------ regeneration
+
+    def claim(self) -> Record | None:
+        """Mark the stored session dead, so it can move to a new id.
+
+        From here on a write to it in another request undoes itself. Returns
+        the record as it stands (with names other requests added), or None
+        if the session cannot move: the store failed (logged; nothing else
+        changes), or another request is ending it (then this one starts
+        afresh, logged out).
+        """
+        old = self.sid
+        assert old is not None
+        batch = mark_batch(self.keys, old)
+        results = self.execute(batch.ops)
+        if results is None:
+            log.error(
+                "session %s: id not regenerated, %s unavailable", self.log_id(), self.where()
+            )
+            return None
+        got = batch.read(results)
+        latest = parse_or_none(got.one("record")) if got.one("mark") is True else None
+        if latest is None or latest.dead != 1:
+            self.ended_by_another(old)
+            return None
+        return latest
+
+    def move_to_new_id(self, created: float) -> None:
+        """Become a new, unsaved session that keeps the creation time."""
+        self.record = dataclasses.replace(self.blank_record(), created=created)
+        self.record_cas = 0
+        self.sid = None
+        self.state = State.NEW
+
+    def finish_move(self, old: str, claimed: Record) -> bool:
+        """After the copy under the new id: keep it, or undo it; say which.
+
+        A logout that completed while the variables were copied deleted the
+        old record (or marked it again): the copy must not outlive it.
+        """
+        new = self.sid
+        if new is None or self.state is not State.STORED:
+            # Not copied (logged by store_new): the old id ends all the same.
+            self.execute_or_defer(old, deletion_ops(self.keys, old, claimed), claimed)
+            return False
+        check = self.execute([Get(self.keys.record(old))], sid=old)
+        current = parse_or_none(check[0]) if check else None
+        if current is None or current.dead != 1:
+            self.execute_or_defer(new, deletion_ops(self.keys, new, self.record), self.record)
+            self.ended_by_another(old)
+            return False
+        self.execute_or_defer(old, deletion_ops(self.keys, old, claimed), claimed)
+        log.info("session %s regenerated as %s", log_token(old), self.log_id())
+        return True
+
+    def ended_by_another(self, sid: str) -> None:
+        log.info("session %s: ended by another request; not regenerated", log_token(sid))
+        self.cookie_action = "delete"
+        self.start_fresh()
