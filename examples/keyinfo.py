@@ -16,10 +16,7 @@ from dataclasses import dataclass
 from webapp2_sessions import MemcacheStore, Session
 
 # The example's only import of the library's key layout.
-try:
-    from webapp2_sessions.keys import key_scheme
-except ImportError:  # before the module was renamed
-    from webapp2_sessions.keys import key_scheme  # type: ignore[no-redef]
+from webapp2_sessions.keys import key_scheme
 
 #: Seconds to wait for memcached when asking it for TTLs.
 TIMEOUT = 0.5
