@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 from json.encoder import encode_basestring as _encode_str
-from typing import Any
+from typing import Any, Protocol
 
 #: Client flags of values written by the JSON serializer ("WS" + format 1).
 FLAGS_JSON = 0x5753_0001
@@ -99,3 +99,22 @@ class PickleSerializer(Serializer):
             return pickle.loads(data)  # noqa: S301 - documented as unsafe
         except Exception as exc:
             raise ValueError(f"cannot unpickle: {type(exc).__name__}") from None
+
+
+class _Stored(Protocol):
+    value: bytes
+    flags: int
+
+
+def decode_item(serializer: Serializer, item: _Stored) -> Any:
+    """The value of a stored item, or ``ValueError`` if it is not ours.
+
+    Only the serializer's own flags are decoded, and counters (decimal text
+    under the JSON flags, whatever the serializer): anything else, a pickle
+    planted under foreign flags for one, is never decoded.
+    """
+    if item.flags == serializer.flags:
+        return serializer.loads(item.value)
+    if item.flags == FLAGS_JSON and item.value.strip().isdigit():
+        return int(item.value)
+    raise ValueError(f"flags {item.flags:#x}")

@@ -20,13 +20,14 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequen
 from typing import Any
 
 from . import flashes as flash_list
+from .changes import Changes
 from .config import SessionConfig
 from .errors import UpdateConflictError
 from .keys import check_name
 from .lifecycle import NO_CLIENT, ClientInfo, Lifecycle, State
 from .prefetch import NO_PREFETCH, Prefetch
-from .serializers import FLAGS_JSON
-from .stores import Delete, Failed, Get, Incr, Item, Op, Result, Set, Store
+from .serializers import FLAGS_JSON, decode_item
+from .stores import Failed, Get, Incr, Item, Op, Result, Set, Store
 
 __all__ = ["ClientInfo", "Prefetch", "Session"]
 
@@ -35,34 +36,6 @@ log = logging.getLogger("webapp2_sessions")
 _MISSING: Any = object()  # known to have no value
 _UNCACHED: Any = object()  # not looked up yet
 _NOTHING: frozenset[str] = frozenset()
-
-
-class Changes:
-    """What a request changed, kept until ``save()`` writes it in one batch."""
-
-    __slots__ = ("deleted", "flashes", "flashes_read", "force", "written")
-
-    def __init__(self) -> None:
-        #: Serialized values set, by name.
-        self.written: dict[str, bytes] = {}
-        self.deleted: set[str] = set()
-        #: New flash lines.
-        self.flashes: list[bytes] = []
-        #: The stored flashes were read, so they are to be deleted.
-        self.flashes_read = False
-        #: Store the session even if nothing else changed.
-        self.force = False
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.written or self.deleted or self.flashes or self.flashes_read or self.force
-        )
-
-    def clear(self) -> None:
-        self.written.clear()
-        self.deleted.clear()
-        self.flashes.clear()
-        self.flashes_read = self.force = False
 
 
 class Session(MutableMapping[str, Any]):
@@ -223,14 +196,8 @@ class Session(MutableMapping[str, Any]):
                 self.lost = self.lost | {name}
                 log.info("session %s: a listed variable was evicted", self._server.log_id())
             return
-        serializer = self.config.serializer
         try:
-            if result.flags == serializer.flags:
-                value = serializer.loads(result.value)
-            elif result.flags == FLAGS_JSON and result.value.strip().isdigit():
-                value = int(result.value)  # a counter, kept as decimal text
-            else:
-                raise ValueError(f"flags {result.flags:#x}")
+            self._values[name] = decode_item(self.config.serializer, result)
         except ValueError as exc:
             log.warning(
                 "session %s: value of a variable is not ours (%s), ignored",
@@ -239,7 +206,6 @@ class Session(MutableMapping[str, Any]):
             )
             self._values[name] = _MISSING
             return
-        self._values[name] = value
         self._items[name] = result
 
     # ------------------------------------------------------------------ reading
@@ -389,28 +355,8 @@ class Session(MutableMapping[str, Any]):
 
     def _body(self, sid: str) -> list[Op]:
         """The batch body writing this request's changes to session ``sid``."""
-        config = self.config
-        keys = self._server.keys
-        changes = self._changes
-        written = changes.written
-        ttl, flags = config.ttl, config.serializer.flags
-        ops: list[Op] = [
-            Set(key, data, flags, ttl)
-            for key, data in zip(keys.variables(sid, written), written.values(), strict=True)
-        ]
-        if changes.deleted:
-            ops += [Delete(key) for key in keys.variables(sid, sorted(changes.deleted))]
-        if changes.flashes_read or changes.flashes:
-            taken = self._flash_item if changes.flashes_read else None
-            ops += flash_list.write_ops(
-                keys,
-                sid,
-                taken if isinstance(taken, Item) else None,
-                changes.flashes,
-                ttl,
-                self._room,
-            )
-        return ops
+        read = self._flash_item if isinstance(self._flash_item, Item) else None
+        return self._changes.ops(self._server.keys, sid, self.config, read)
 
     def _save_stored(self, on_sent: Callable[[str, bool], object] | None) -> None:
         server = self._server
@@ -444,7 +390,7 @@ class Session(MutableMapping[str, Any]):
         log.error(
             "session %s: %d change(s) not saved, %s unavailable",
             self._server.log_id(),
-            len(self._changes.written) + len(self._changes.deleted),
+            len(self._changes),
             self._server.where(),
         )
         self._changes.clear()

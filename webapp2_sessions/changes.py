@@ -1,0 +1,68 @@
+"""What a request changed, kept until the end of the request.
+
+Every change is written in one batch by ``Session.save``; ``Changes.ops`` is
+that batch's body.
+"""
+
+from __future__ import annotations
+
+from . import flashes
+from .config import SessionConfig
+from .keys import KeyScheme
+from .stores import Delete, Item, Op, Set
+
+
+class Changes:
+    """Pending sets, deletes and flash changes of one request."""
+
+    __slots__ = ("deleted", "flashes", "flashes_read", "force", "written")
+
+    def __init__(self) -> None:
+        #: Serialized values set, by name.
+        self.written: dict[str, bytes] = {}
+        self.deleted: set[str] = set()
+        #: New flash lines.
+        self.flashes: list[bytes] = []
+        #: The stored flashes were read, so they are to be deleted.
+        self.flashes_read = False
+        #: Store the session even if nothing else changed.
+        self.force = False
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.written or self.deleted or self.flashes or self.flashes_read or self.force
+        )
+
+    def __len__(self) -> int:
+        """How many variables are set or deleted (for log lines)."""
+        return len(self.written) + len(self.deleted)
+
+    def clear(self) -> None:
+        self.written.clear()
+        self.deleted.clear()
+        self.flashes.clear()
+        self.flashes_read = self.force = False
+
+    def ops(
+        self, keys: KeyScheme, session_id: str, config: SessionConfig, read: Item | None
+    ) -> list[Op]:
+        """The operations writing these changes to ``session_id``.
+
+        ``read`` is the stored flash list as this request read it: deleting
+        it is guarded by its CAS token, so a flash added meanwhile survives.
+        """
+        ttl, value_flags = config.ttl, config.serializer.flags
+        written = self.written
+        ops: list[Op] = [
+            Set(key, data, value_flags, ttl)
+            for key, data in zip(
+                keys.variables(session_id, written), written.values(), strict=True
+            )
+        ]
+        if self.deleted:
+            ops += [Delete(key) for key in keys.variables(session_id, sorted(self.deleted))]
+        if self.flashes_read or self.flashes:
+            taken = read if self.flashes_read else None
+            room = config.item_size_max - 300
+            ops += flashes.write_ops(keys, session_id, taken, self.flashes, ttl, room)
+        return ops
