@@ -58,16 +58,13 @@ MAX_ITEMS = 30
 
 
 def store_available(session: Session) -> bool:
-    """False when the session store could not be reached for this request.
+    """False when the session store cannot be reached.
 
-    ``Session.available`` (newer releases) says whether this request's own
-    calls reached the store; the store knows whether the session's node is
-    marked down, which also covers a new visitor's request that has not
-    called it yet.
+    ``session.available`` turns False once one of this request's calls to the
+    store failed; the store itself knows a node it has marked down, which also
+    covers a request that has not called it yet (a new visitor's page).
     """
-    if not getattr(session, "available", True):
-        return False
-    return session.store.available(session.session_id)
+    return session.available and session.store.available(session.session_id)
 
 
 class BaseHandler(SessionHandlerMixin, webapp2.RequestHandler):

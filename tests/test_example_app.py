@@ -303,6 +303,15 @@ def test_an_unreachable_store_shows_a_banner_and_pages_still_render():
     assert "Sessions are unavailable." not in healthy.get("/").text
 
 
+def test_a_store_that_goes_down_shows_the_banner_to_a_returning_visitor(memcached):
+    site = webtest.TestApp(make_app({"memcache_servers": [memcached.address]}))
+    assert "Sessions are unavailable." not in site.get("/").text
+    memcached.stop()
+    page = site.get("/lists")
+    assert "Sessions are unavailable." in page.text
+    assert "Nothing yet." in page.text  # reads give defaults; the page still renders
+
+
 def test_a_missing_secret_is_logged_loudly_and_shown_in_a_banner(monkeypatch, caplog):
     monkeypatch.delenv("SESSION_SECRET", raising=False)
     monkeypatch.delenv("MEMCACHE_SERVERS", raising=False)
