@@ -8,24 +8,22 @@ headers are written by the pure functions of ``cookies.py``.
 
 from __future__ import annotations
 
-import hmac
-import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from webob.exc import HTTPException
 
+from . import csrf
 from .config import CONFIG_KEY
-from .cookies import cookie_header, mark_private, put_cookie, read_cookie
+from .cookies import read_cookie
 from .lifecycle import ClientInfo
 from .prefetch import Prefetch
+from .response import SessionResponse
 from .runtime import Runtime, runtime_for, setup_lock
 from .session import Session
 
 _REGISTRY_KEY = "webapp2_sessions"
-#: The session variable holding the CSRF token (see ``csrf_token``).
-CSRF_VARIABLE = "_csrf_token"
 
 
 @dataclass
@@ -59,10 +57,7 @@ class SessionHandlerMixin:
     session_required: Iterable[str] = ()
 
     _session_obj: Session | None = None
-    #: (id, Set-Cookie header) prepared while the write batch was in flight.
-    _session_cookie: tuple[str, tuple[str, str]] | None = None
-    #: The response already marked private while the write batch was in flight.
-    _session_private: Any = None
+    _session_response: SessionResponse | None = None
     #: The request's session changes are not to be saved (``check_csrf`` refused it).
     _session_discard = False
     # Provided by webapp2.RequestHandler.
@@ -103,7 +98,7 @@ class SessionHandlerMixin:
         client = None
         if setup.binds:
             client = ClientInfo(request.user_agent, request.remote_addr)
-        return Session(
+        session = Session(
             runtime.config,
             runtime.store,
             runtime.codec.decode(raw),
@@ -113,6 +108,8 @@ class SessionHandlerMixin:
             # Read per request: a handler may vary it (by path, say).
             required=self.session_required,
         )
+        self._session_response = SessionResponse(runtime, session, request.scheme == "https")
+        return session
 
     def init_session(self) -> Session:
         """Load (or start) this request's session now and return it.
@@ -185,38 +182,29 @@ class SessionHandlerMixin:
     # ------------------------------------------------------------------ CSRF
 
     def csrf_token(self) -> str:
-        """This session's CSRF token: put it in every form (``csrf_token``).
+        """This session's CSRF token, for every form (see ``csrf.py``).
 
         Stable for the life of the session and different between sessions;
-        it starts (and stores) the session if there is none yet. Kept as the
-        session variable ``_csrf_token``, so ``regenerate_session_id`` keeps it
-        and ``destroy_session`` ends it.
+        it starts (and stores) the session if there is none yet.
         """
-        token = self.get_session_var(CSRF_VARIABLE)
+        token = self.get_session_var(csrf.VARIABLE)
         if not isinstance(token, str) or not token:
-            token = secrets.token_urlsafe(32)
-            self.set_session_var(CSRF_VARIABLE, token)
+            token = csrf.new_token()
+            self.set_session_var(csrf.VARIABLE, token)
         return token
 
     def check_csrf(self) -> None:
         """Abort with 403 unless the request carries this session's CSRF token.
 
-        The token is read from the form field ``csrf_token`` or the header
-        ``X-CSRF-Token`` and compared in constant time. A refused request
-        saves none of its session changes, and a visitor without a session
-        (so without a token) is refused without one being created.
+        Read from the form field ``csrf_token`` or the header ``X-CSRF-Token``.
+        A refused request saves none of its session changes, and a visitor
+        without a session (so without a token) is refused without one.
         """
-        expected = self.get_session_var(CSRF_VARIABLE)
-        sent = self.request.headers.get("X-CSRF-Token")
+        sent = self.request.headers.get(csrf.HEADER)
         if sent is None:
             form = self.request.POST
-            sent = form.get("csrf_token") if hasattr(form, "get") else None
-        if not (
-            isinstance(expected, str)
-            and expected
-            and isinstance(sent, str)
-            and hmac.compare_digest(expected.encode("utf-8"), sent.encode("utf-8", "replace"))
-        ):
+            sent = form.get(csrf.FIELD) if hasattr(form, "get") else None
+        if not csrf.matches(self.get_session_var(csrf.VARIABLE), sent):
             self._session_discard = True
             self.abort(403, detail="The form is out of date or was not sent by this site.")
 
@@ -249,65 +237,12 @@ class SessionHandlerMixin:
         return result
 
     def _commit_session(self, response: Any) -> None:
-        session = self._session_obj
-        if session is None:
-            return
-
-        def on_sent(session_id: str, sets_cookie: bool) -> None:
-            # While the write batch is in flight: the headers that do not
-            # depend on its outcome, and the cookie it will set if it
-            # succeeds (signing is the dearest part of a new visitor's
-            # response). Saving marks the session accessed, so the response
-            # is private whatever the outcome.
-            mark_private(response.headerlist)
-            self._session_private = response
-            if sets_cookie:
-                self._session_cookie = (session_id, self._cookie_header(session, session_id))
-
-        session.save(on_sent)
-        self._apply_session_headers(response)
+        if self._session_response is not None:
+            self._session_response.commit(response.headerlist)
 
     def _apply_session_headers(self, response: Any) -> None:
-        session = self._session_obj
-        if session is None:
-            return
-        action = session.cookie_action
-        max_age = session.config.cookie_args.max_age
-        if (
-            action is None
-            and max_age is not None
-            and session.stored
-            and session.available
-            and self._session_setup().runtime.renewals.due(session.session_id, max_age)
-        ):
-            # A persistent cookie outlives a visitor who only reads.
-            action = session.cookie_action = "set"
-        cookie = None
-        if action == "set":
-            sid = session.session_id
-            if max_age is not None:
-                self._session_setup().runtime.renewals.note(sid)
-            prepared = self._session_cookie
-            cookie = prepared[1] if prepared and prepared[0] == sid else None
-            if cookie is None:
-                cookie = self._cookie_header(session, sid)
-        elif action == "delete" and session.cookie_present:
-            cookie = self._cookie_header(session, None)
-        if (session.accessed or action) and self._session_private is not response:
-            mark_private(response.headerlist)
-        if cookie is not None:
-            put_cookie(response.headerlist, cookie)
-
-    def _cookie_header(self, session: Session, session_id: str | None) -> tuple[str, str]:
-        """Set-Cookie for ``session_id``, or one that clears the cookie (None)."""
-        config = session.config
-        https = self.request.scheme == "https"
-        if session_id is None:
-            return cookie_header(config.cookie_args, config.cookie_name, None, https, 0)
-        value = self._session_setup().runtime.codec.encode(session_id)
-        return cookie_header(
-            config.cookie_args, config.cookie_name, value, https, config.cookie_args.max_age
-        )
+        if self._session_response is not None:
+            self._session_response.apply(response.headerlist)
 
 
 def _is_error(response: Any) -> bool:

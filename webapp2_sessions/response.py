@@ -1,0 +1,83 @@
+"""The session's part of a response: its cookie and its caching headers.
+
+Works on WebOb's raw header list (a list of ``(name, value)`` pairs), so the
+handler mixin and plain WSGI code share it.
+"""
+
+from __future__ import annotations
+
+from .cookies import cookie_header, mark_private, put_cookie
+from .runtime import Runtime
+from .session import Session
+
+Headers = list[tuple[str, str]]
+
+
+class SessionResponse:
+    """Saves one request's session and writes its headers onto responses."""
+
+    __slots__ = ("_https", "_prepared", "_private", "runtime", "session")
+
+    def __init__(self, runtime: Runtime, session: Session, https: bool) -> None:
+        self.runtime = runtime
+        self.session = session
+        self._https = https
+        #: (id, Set-Cookie header) prepared while the write batch was in flight.
+        self._prepared: tuple[str, tuple[str, str]] | None = None
+        #: The header list already marked private while the batch was in flight.
+        self._private: Headers | None = None
+
+    def commit(self, headers: Headers) -> None:
+        """Save the session's changes and write its headers onto ``headers``."""
+
+        def on_sent(session_id: str, sets_cookie: bool) -> None:
+            # While the write batch is in flight: the headers that do not
+            # depend on its outcome, and the cookie it will set if it
+            # succeeds (signing is the dearest part of a new visitor's
+            # response). Saving marks the session accessed, so the response
+            # is private whatever the outcome.
+            mark_private(headers)
+            self._private = headers
+            if sets_cookie:
+                self._prepared = (session_id, self.cookie(session_id))
+
+        self.session.save(on_sent)
+        self.apply(headers)
+
+    def apply(self, headers: Headers) -> None:
+        """Write the cookie (set, renewed or cleared) and ``Vary``/``Cache-Control``."""
+        session = self.session
+        action = session.cookie_action
+        max_age = session.config.cookie_args.max_age
+        renewals = self.runtime.renewals
+        if (
+            action is None
+            and max_age is not None
+            and session.stored
+            and session.available
+            and renewals.due(session.session_id, max_age)
+        ):
+            # A persistent cookie outlives a visitor who only reads.
+            action = session.cookie_action = "set"
+        cookie = None
+        if action == "set":
+            sid = session.session_id
+            if max_age is not None:
+                renewals.note(sid)
+            prepared = self._prepared
+            cookie = prepared[1] if prepared and prepared[0] == sid else self.cookie(sid)
+        elif action == "delete" and session.cookie_present:
+            cookie = self.cookie(None)
+        if (session.accessed or action) and self._private is not headers:
+            mark_private(headers)
+        if cookie is not None:
+            put_cookie(headers, cookie)
+
+    def cookie(self, session_id: str | None) -> tuple[str, str]:
+        """Set-Cookie for ``session_id``, or one that clears the cookie (None)."""
+        config = self.runtime.config
+        args = config.cookie_args
+        if session_id is None:
+            return cookie_header(args, config.cookie_name, None, self._https, 0)
+        value = self.runtime.codec.encode(session_id)
+        return cookie_header(args, config.cookie_name, value, self._https, args.max_age)
