@@ -43,7 +43,7 @@ header nav a.here { background: #2c3140; color: #fff; }
 .who { display: flex; align-items: center; gap: .7em; color: #c9cdd8; font-size: .95em; }
 .who b { color: #fff; }
 .who form { margin: 0; }
-.who .button { padding: .3em .8em; font-size: .9em; }
+.who .button, .who button { padding: .35em .9em; font-size: .9em; }
 .who a.button { text-decoration: none; }
 main { max-width: 980px; margin: 0 auto; padding: 1.8em 1.5em 3em; }
 h1 { font-size: 1.9em; margin: 0 0 .2em; letter-spacing: -.01em; }
