@@ -5,8 +5,7 @@
 -- flight. That makes the bookkeeping below exact: the response a thread
 -- receives always belongs to the last request it generated. Thread i owns the
 -- session slots i, i+T, i+2T, ... (T threads) and visits them round-robin, so
--- no slot is ever in flight twice and the app's read-modify-write of
--- `visits` never races with itself.
+-- no slot is ever in flight twice.
 --
 -- Environment (set by load.py):
 --   LOAD_COOKIES  file with one cookie value per line, line k+1 = slot k
@@ -14,6 +13,11 @@
 --   LOAD_THREADS  number of wrk threads (= connections)
 --   LOAD_SESSIONS number of slots (lines in LOAD_COOKIES)
 --   LOAD_COOKIE   cookie name
+--
+-- Every slot keeps its cookie for the whole run, as a browser would if the
+-- server never replaced it: a Set-Cookie that changes it (a new value, or an
+-- empty one that clears it) is counted, not adopted, so that the check in
+-- load.py stays on the session the slot started with.
 --
 -- Counts leave the threads as one string global per slot ("slot<N>"), not as
 -- tables: wrk 4.1's thread:get() pops one value too many from the thread's
@@ -40,17 +44,18 @@ function init(args)
       all[#all + 1] = line
    end
    slots = {}    -- slot numbers this thread owns
-   cookies = {}  -- slot -> current cookie value
+   cookies = {}  -- slot -> its cookie value
    ok = {}       -- slot -> 200 responses
    doubt = {}    -- slot -> requests whose effect is unknown (aborted, non-200)
    bad = {}      -- slot -> non-200 responses
-   moved = {}    -- slot -> times the server handed out a new cookie
-   since_ok = {}     -- like ok and doubt, counted from the latest new cookie on
-   since_doubt = {}
+   changed = {}  -- slot -> Set-Cookie headers that changed or cleared its cookie
+   unsaved = {}  -- slot -> 200 pages showing "Visit number 0": the store was
+                 --         unavailable and the increment was not saved
+   unread = {}   -- slot -> 200 pages without a "Visit number N" at all
    for s = id, #all - 1, nthreads do
       slots[#slots + 1] = s
       cookies[s] = all[s + 1]
-      ok[s], doubt[s], bad[s], moved[s], since_ok[s], since_doubt[s] = 0, 0, 0, 0, 0, 0
+      ok[s], doubt[s], bad[s], changed[s], unsaved[s], unread[s] = 0, 0, 0, 0, 0, 0
       publish(s)
    end
    pos = 0
@@ -59,8 +64,8 @@ end
 
 -- Make slot s's counts readable from done() (see the note at the top).
 function publish(s)
-   _G["slot" .. s] = string.format("%d %d %d %d %d %d %d %s", s, ok[s], doubt[s], bad[s],
-      moved[s], since_ok[s], since_doubt[s], cookies[s])
+   _G["slot" .. s] = string.format("%d %d %d %d %d %d %d", s, ok[s], doubt[s], bad[s],
+      changed[s], unsaved[s], unread[s])
 end
 
 function request()
@@ -69,7 +74,6 @@ function request()
       -- for thread 0, wrk's own dry run of request()). It may or may not
       -- have reached the app.
       doubt[pending] = doubt[pending] + 1
-      since_doubt[pending] = since_doubt[pending] + 1
       publish(pending)
    end
    pos = pos % #slots + 1
@@ -89,23 +93,24 @@ function response(status, headers, body)
    if status ~= 200 then
       bad[s] = bad[s] + 1
       doubt[s] = doubt[s] + 1
-      since_doubt[s] = since_doubt[s] + 1
       publish(s)
       return
    end
    for name, value in pairs(headers) do
       if string.lower(name) == "set-cookie" and string.sub(value, 1, #prefix) == prefix then
          local v = string.match(value, "^[^=]*=([^;]*)")
-         if v ~= nil and v ~= "" and v ~= cookies[s] then
-            -- A new session (its old node is gone): adopt it and count anew.
-            cookies[s] = v
-            moved[s] = moved[s] + 1
-            since_ok[s], since_doubt[s] = 0, 0
+         if v ~= cookies[s] then
+            changed[s] = changed[s] + 1
          end
       end
    end
+   local shown = body and string.match(body, "Visit number (%d+)")
+   if shown == nil then
+      unread[s] = unread[s] + 1
+   elseif shown == "0" then
+      unsaved[s] = unsaved[s] + 1
+   end
    ok[s] = ok[s] + 1
-   since_ok[s] = since_ok[s] + 1
    publish(s)
 end
 

@@ -14,41 +14,46 @@ What it does, all on 127.0.0.1, every process started here and stopped by PID:
    starts at ``visits == 1``) and keeps their cookies. This doubles as the
    warm-up: worker memory is sampled right after it.
 3. Runs wrk with ``benchmarks/load.lua`` for ``--duration`` seconds. Every
-   request is ``GET /`` with one of those cookies, so every request reads the
-   session and writes ``visits`` back.
+   request is ``GET /`` with one of those cookies, so every request loads the
+   session and adds one to ``visits`` with ``incr_session_var`` (the page
+   shows the new count as "Visit number N").
 4. Reads every session's ``visits`` back, straight from memcached and then
    through the app, and compares it with the number of 200 responses the
    session got. Each one is an increment that must not be lost.
 
-Why the count is exact. The app increments ``visits`` with a plain get and
-set, so two requests for the same session in flight at once can overwrite
-each other: that is the application's race, not a lost write in the library,
-and the test must never provoke it. wrk therefore runs with as many threads
-as connections: each thread has a single keep-alive connection and at most
-one request in flight, so the script knows that a response belongs to the
-last request it generated. Thread ``i`` of ``T`` owns slots ``i, i+T,
-i+2T, ...`` and visits them round-robin, so no slot is ever in flight twice.
-A request that got no response (a socket error, or in flight when wrk
-stopped) or got a non-200 status may or may not have reached the store; the
-script counts such requests as "in doubt" and the check accepts anywhere
-between 0 and all of them. A session is short of updates when its stored
-``visits`` is below ``1 + (200 responses)``; the sum of those shortfalls is
-the "lost updates" figure.
+Why the count is exact. ``incr_session_var`` is memcached's own ``incr``, so
+concurrent requests of one session cannot lose each other's increments; what
+the check needs is to know, for every request, whether it was answered. wrk
+therefore runs with as many threads as connections: each thread has a single
+keep-alive connection and at most one request in flight, so the script knows
+that a response belongs to the last request it generated. Thread ``i`` of
+``T`` owns slots ``i, i+T, i+2T, ...`` and visits them round-robin, so no
+slot is ever in flight twice. A request that got no response (a socket
+error, or in flight when wrk stopped) or got a non-200 status may or may not
+have reached the store; the script counts such requests as "in doubt" and
+the check accepts anywhere between 0 and all of them. A session is short of
+updates when its stored ``visits`` is below ``1 + (200 responses)``; the sum
+of those shortfalls is the "lost updates" figure.
 
 The exit status is 1 when any check fails (an HTTP or socket error, a lost
-or impossible update, a worker replaced), else 0.
+or impossible update, a cookie changed, a worker replaced), else 0.
 
 ``--kill-node`` kills one memcached node (SIGKILL, by PID) half-way through.
-Sessions on it are gone; the library is expected to keep answering 200 with
-an empty session and to start such a visitor over on a live node with a new
-cookie. The Lua script adopts a new cookie when one arrives and restarts that
-slot's count from it; the check then only expects continuity on the
-surviving nodes, plus continuity since the restart for the moved sessions.
+The library keeps a visitor whose node stops answering on that node: the
+cookie and id stay, reads give defaults (the page shows "Visit number 0"),
+writes are logged as not saved, and pages still answer 200 (README.rst, "When
+a node stops answering"). So the lost-update check must hold exactly on the
+surviving nodes' sessions; the killed node's sessions must all keep their
+cookie, and their requests after the kill are counted as increments not
+saved. After the run, brand-new visitors must still be stored, on live nodes.
+Any session on a live node that got a new cookie, lost an update or was
+served as unavailable is reported as UNEXPECTED and fails the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import contextlib
 import http.client
@@ -64,6 +69,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -294,21 +300,27 @@ class Visit:
 
     status: int
     number: int | None  # "Visit number N" from the page
-    cookie: str | None  # a Set-Cookie value for COOKIE_NAME, if the response had one
+    # The value a Set-Cookie for COOKIE_NAME gave ("" when it cleared the
+    # cookie), None when the response set none.
+    cookie: str | None
 
 
 def visit(base_url: str, cookie: str | None) -> Visit:
-    """``GET /`` with ``cookie`` (or none); no retries, a failure raises."""
+    """``GET /`` with ``cookie`` (or none); no retries, a socket error raises."""
     req = urllib.request.Request(base_url + "/")
     if cookie is not None:
         req.add_header("Cookie", f"{COOKIE_NAME}={cookie}")
-    with urllib.request.urlopen(req, timeout=10) as resp:
+    try:
+        resp = urllib.request.urlopen(req, timeout=10)
+    except urllib.error.HTTPError as exc:  # a status other than 2xx
+        resp = exc
+    with resp:
         body = resp.read()
         set_cookie: str | None = None
         for header in resp.headers.get_all("Set-Cookie") or []:
             jar: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
             jar.load(header)
-            if COOKIE_NAME in jar and jar[COOKIE_NAME].value:
+            if COOKIE_NAME in jar:
                 set_cookie = jar[COOKIE_NAME].value
         match = VISIT_RE.search(body)
         return Visit(resp.status, int(match.group(1)) if match else None, set_cookie)
@@ -319,7 +331,7 @@ def create_sessions(base_url: str, count: int) -> list[str]:
 
     def one(_: int) -> str:
         got = visit(base_url, None)
-        if got.status != 200 or got.cookie is None or got.number != 1:
+        if got.status != 200 or not got.cookie or got.number != 1:
             raise RuntimeError(f"pre-creation got {got}")
         return got.cookie
 
@@ -389,10 +401,9 @@ class Slot:
     ok: int  # 200 responses
     doubt: int  # requests that may or may not have been applied
     bad: int  # non-200 responses
-    moved: int  # new cookies received during the run
-    since_ok: int  # 200 responses since the latest new cookie (itself included)
-    since_doubt: int
-    cookie: str
+    changed: int  # Set-Cookie headers that changed or cleared its cookie
+    unsaved: int  # 200 pages showing "Visit number 0" (store unavailable, not saved)
+    unread: int  # 200 pages without a "Visit number N"
 
 
 def read_slots(path: Path) -> list[Slot]:
@@ -404,12 +415,11 @@ def read_slots(path: Path) -> list[Slot]:
         if parts[0] == "pending":
             pending.append(int(parts[1]))
             continue
-        slot, ok, doubt, bad, moved, since_ok, since_doubt = (int(p) for p in parts[:7])
-        slots[slot] = Slot(slot, ok, doubt, bad, moved, since_ok, since_doubt, parts[7])
+        slot = Slot(*(int(p) for p in parts[:7]))
+        slots[slot.slot] = slot
     for slot in pending:
         # In flight when wrk stopped: the app may still have finished it.
         slots[slot].doubt += 1
-        slots[slot].since_doubt += 1
     return [slots[k] for k in sorted(slots)]
 
 
@@ -450,7 +460,7 @@ def read_visits(servers: dict[str, MemcachedServer], ids: Sequence[str]) -> dict
 
 @dataclass
 class Check:
-    """The read-back of one group of sessions."""
+    """The read-back of the sessions on live nodes: every increment must be there."""
 
     sessions: int = 0
     expected: int = 0  # increments the 200 responses promise
@@ -459,22 +469,25 @@ class Check:
     lost: int = 0  # sum of shortfalls below `expected`
     extra: int = 0  # sum of excesses above `expected + doubt`
     short_sessions: int = 0
-    reset_sessions: int = 0  # the app handed out a new cookie at read-back
-    app_disagrees: int = 0  # the page's number is not memcached's + 1
+    new_cookie: int = 0  # sessions whose cookie changed (or was cleared) during the run
+    unsaved: int = 0  # 200 pages during the run that showed the store unavailable
+    reset_sessions: int = 0  # the app sent a Set-Cookie at read-back
+    app_disagrees: int = 0  # the read-back page is not a 200 showing memcached's + 1
 
-    def add(self, expected: int, doubt: int, found: int, app: Visit) -> None:
+    def add(self, slot: Slot, found: int, app: Visit) -> None:
+        expected = 1 + slot.ok  # pre-creation made it 1
         self.sessions += 1
         self.expected += expected
         self.found += found
-        self.doubt += doubt
+        self.doubt += slot.doubt
         if found < expected:
             self.lost += expected - found
             self.short_sessions += 1
-        self.extra += max(0, found - expected - doubt)
-        if app.cookie is not None:
-            self.reset_sessions += 1
-        if app.number != found + 1:
-            self.app_disagrees += 1
+        self.extra += max(0, found - expected - slot.doubt)
+        self.new_cookie += slot.changed > 0
+        self.unsaved += slot.unsaved
+        self.reset_sessions += app.cookie is not None
+        self.app_disagrees += app.status != 200 or app.number != found + 1
 
     def line(self) -> str:
         applied = self.found - self.expected + self.lost
@@ -485,6 +498,63 @@ class Check:
             + (f"; {self.extra} more than possible" if self.extra else "")
             + ")"
         )
+
+
+@dataclass
+class Stranded:
+    """The killed node's sessions: they stay on it, so they read as defaults."""
+
+    sessions: int = 0
+    kept: int = 0  # no cookie change during the run, none at read-back
+    new_cookie: int = 0  # a cookie changed (or cleared) during the run
+    ok: int = 0  # 200 responses during the run
+    unsaved: int = 0  # of those, pages showing defaults: increments not saved
+    readback_defaults: int = 0  # read-back: 200, "Visit number 0", no Set-Cookie
+    readback_cookie: int = 0  # read-back sent a Set-Cookie
+    readback_counted: int = 0  # read-back showed a count: served from elsewhere
+
+    def add(self, slot: Slot, app: Visit) -> None:
+        self.sessions += 1
+        self.ok += slot.ok
+        self.unsaved += slot.unsaved
+        self.new_cookie += slot.changed > 0
+        self.kept += slot.changed == 0 and app.cookie is None
+        self.readback_cookie += app.cookie is not None
+        self.readback_defaults += app.status == 200 and app.number == 0 and app.cookie is None
+        self.readback_counted += bool(app.number)
+
+
+@dataclass
+class NewVisitors:
+    """Brand-new sessions made after the kill: stored, and only on live nodes."""
+
+    count: int = 0
+    placed: int = 0  # 200, "Visit number 1", a cookie, and visits == 1 on a live node
+    on_dead: int = 0  # their id routes to the killed node
+
+
+def new_visitors(
+    base_url: str,
+    count: int,
+    nodes: dict[str, MemcachedServer],
+    dead: str,
+) -> NewVisitors:
+    """``count`` cookie-less ``GET /``; each must be stored on a live node."""
+    router = MemcacheStore(list(nodes))
+    with concurrent.futures.ThreadPoolExecutor(CLIENT_THREADS) as pool:
+        pages = list(pool.map(lambda _: visit(base_url, None), range(count)))
+    sids = [session_id(p.cookie) for p in pages if p.cookie]
+    stored = read_visits(nodes, sids)
+    out = NewVisitors(count=count)
+    for page in pages:
+        if not page.cookie:
+            continue
+        sid = session_id(page.cookie)
+        if router.node_for(sid) == dead:
+            out.on_dead += 1
+        elif page.status == 200 and page.number == 1 and stored.get(sid) == 1:
+            out.placed += 1
+    return out
 
 
 # --------------------------------------------------------------------- the run
@@ -539,6 +609,18 @@ def memcached_nodes(count: int) -> Iterator[list[MemcachedServer]]:
     finally:
         for node in nodes:
             node.stop()
+
+
+def log_kinds(lines: Sequence[str], top: int = 4) -> list[tuple[str, int]]:
+    """The ``top`` most frequent shapes of ``lines``: logged session tags masked."""
+    shapes = collections.Counter(
+        _SESSION_TAG.sub("<session>", _LOG_PREFIX.sub("", line.strip())) for line in lines
+    )
+    return shapes.most_common(top)
+
+
+_SESSION_TAG = re.compile(r"\b[0-9a-f]{12}\b")  # keys.log_token's 12 hex digits
+_LOG_PREFIX = re.compile(r"^(\[[^\]]*\] )+")  # gunicorn's "[time] [pid] [LEVEL] "
 
 
 def mib(kib: int) -> str:
@@ -629,9 +711,7 @@ def run(opts: Options) -> int:
 
     tracebacks = log_text.count("Traceback")
     notable = [line for line in log_text.splitlines() if "unavailable" in line or "Error" in line]
-    if notable:
-        print("app log (first 10 notable lines):")
-        print("\n".join("  " + line for line in notable[:10]))
+    kinds = log_kinds(notable)
     total = time.monotonic() - t_start
     restarted = sorted(set(app.worker_pids) ^ set(workers_end))
     lua_requests = sum(s.ok + s.bad for s in slots)
@@ -653,7 +733,7 @@ def run(opts: Options) -> int:
         f"software      {tool_version([sys.executable, '-m', 'gunicorn', '--version'])}, "
         f"{tool_version([memcached_binary(), '-V'])} x3, {tool_version([wrk, '--version'])}",
         f"code          webapp2_sessions and examples/app.py at {code}",
-        f"app           examples/app.py GET / (reads session, writes 'visits'), "
+        f"app           examples/app.py GET / (loads the session, incr_session_var('visits')), "
         f"{opts.workers} gthread workers x {opts.threads} threads",
         f"load          {opts.connections} connections (wrk: 1 thread each), "
         f"{opts.sessions} sessions, {opts.duration}s requested, "
@@ -680,7 +760,8 @@ def run(opts: Options) -> int:
         f"workers       {len(app.worker_pids)} at start, {len(workers_end)} at end, "
         f"{len(restarted)} replaced",
         f"app log       {tracebacks} tracebacks, {len(notable)} lines naming an error "
-        "or an unavailable node",
+        "or an unavailable node" + (", the most frequent:" if kinds else ""),
+        *(f"  {count:6d} x {text}" for text, count in kinds),
         f"total time    {total:.1f}s",
     ]
     print()
@@ -695,6 +776,9 @@ class Report:
     failed: bool
 
 
+NEW_VISITORS = 100  # brand-new sessions made after a kill
+
+
 def verify(
     base_url: str,
     cookies: Sequence[str],
@@ -705,62 +789,92 @@ def verify(
 ) -> Report:
     """Compare each session's stored ``visits`` with its 200 responses.
 
-    A slot that kept its cookie should hold 1 (pre-creation) plus its 200
-    responses; one that got a new cookie holds its 200 responses since then.
-    Values come straight from memcached first, then once more through the
-    app (whose page shows the stored value plus one).
+    Sessions on live nodes should hold 1 (pre-creation) plus their 200
+    responses, read straight from memcached and then once more through the
+    app (whose page shows the stored value plus one). Sessions of a killed
+    node are not readable; they must have kept their cookie, and the app must
+    answer them with defaults.
     """
     router = MemcacheStore(list(nodes))
     dead = killed.address if killed is not None else None
 
-    current = [s.cookie for s in slots]
-    stored = read_visits(nodes, [session_id(c) for c in current])
+    current = [cookies[s.slot] for s in slots]
+    sids = [session_id(c) for c in current]
+    stored = read_visits(nodes, sids)
     with concurrent.futures.ThreadPoolExecutor(CLIENT_THREADS) as pool:
         pages = list(pool.map(lambda c: visit(base_url, c), current))
 
-    kept, moved = Check(), Check()
-    on_dead = moved_from_dead = moved_from_live = unreachable = 0
-    for slot, page in zip(slots, pages, strict=True):
-        first_node = router.node_for(session_id(cookies[slot.slot]))
-        if first_node == dead:
-            on_dead += 1
-        sid = session_id(slot.cookie)
-        if slot.moved:
-            if first_node == dead:
-                moved_from_dead += 1
-            else:
-                moved_from_live += 1
-        if router.node_for(sid) == dead or sid not in stored:
-            unreachable += 1  # on the dead node and never visited again
-            continue
-        if slot.moved:
-            moved.add(slot.since_ok, slot.since_doubt, stored[sid], page)
+    live, stranded = Check(), Stranded()
+    for slot, sid, page in zip(slots, sids, pages, strict=True):
+        if router.node_for(sid) == dead:
+            stranded.add(slot, page)
         else:
-            kept.add(1 + slot.ok, slot.doubt, stored[sid], page)
+            live.add(slot, stored.get(sid, 0), page)
+    unread = sum(s.unread for s in slots)
 
-    anomalies = kept.lost + moved.lost + kept.extra + moved.extra + moved_from_live
-    anomalies += kept.reset_sessions + moved.reset_sessions + kept.app_disagrees
-    anomalies += moved.app_disagrees
-    label = "surviving nodes" if killed is not None else "all sessions"
-    lines = [f"lost updates  {kept.lost + moved.lost}"]
-    lines.append(f"  {label}: {kept.line()}")
-    if killed is not None:
-        lines.append(
-            f"kill-node     {killed.address} killed (SIGKILL) at {killed_at:.1f}s; "
-            f"{on_dead} of {len(slots)} sessions "
-            f"lived there, {moved_from_dead} restarted on live nodes with a new cookie, "
-            f"{unreachable} not revisited"
+    unexpected = []
+    if live.lost:
+        unexpected.append(
+            f"{live.lost} updates lost in {live.short_sessions} sessions on live nodes"
         )
-        lines.append(f"  restarted sessions since their restart: {moved.line()}")
-    if moved_from_live:
-        lines.append(f"  UNEXPECTED: {moved_from_live} sessions on live nodes got a new cookie")
-    resets = kept.reset_sessions + moved.reset_sessions
-    disagree = kept.app_disagrees + moved.app_disagrees
-    lines.append(
-        f"read-back     via app: {disagree} sessions disagree with memcached, "
-        f"{resets} got a new cookie"
+    if live.extra:
+        unexpected.append(f"{live.extra} increments more than requests on live nodes")
+    if live.new_cookie:
+        unexpected.append(f"{live.new_cookie} sessions on live nodes got a new cookie")
+    if live.unsaved:
+        unexpected.append(
+            f"{live.unsaved} pages of sessions on live nodes showed the store unavailable"
+        )
+    if live.reset_sessions or live.app_disagrees:
+        unexpected.append(
+            f"read-back of live nodes' sessions: {live.app_disagrees} disagree, "
+            f"{live.reset_sessions} got a Set-Cookie"
+        )
+    if stranded.new_cookie or stranded.readback_cookie:
+        unexpected.append(
+            f"{stranded.new_cookie} of the killed node's sessions got a new cookie during "
+            f"the run, {stranded.readback_cookie} at read-back (they must keep theirs)"
+        )
+    if stranded.readback_counted:
+        unexpected.append(
+            f"{stranded.readback_counted} of the killed node's sessions showed a count "
+            "at read-back although their node is dead"
+        )
+    if unread:
+        unexpected.append(
+            f"{unread} pages had no 'Visit number N': examples/app.py's page changed, "
+            "so load.py and load.lua need adjusting"
+        )
+
+    label = "surviving nodes" if killed is not None else "all sessions"
+    lines = [f"lost updates  {live.lost}", f"  {label}: {live.line()}"]
+    readback = (
+        f"read-back     via app: {live.app_disagrees} sessions disagree with memcached, "
+        f"{live.reset_sessions} got a new cookie"
     )
-    return Report(lines, anomalies > 0)
+    if killed is not None:
+        newcomers = new_visitors(base_url, NEW_VISITORS, nodes, killed.address)
+        if newcomers.placed != newcomers.count:
+            unexpected.append(
+                f"{newcomers.count - newcomers.placed} of {newcomers.count} new visitors "
+                f"were not stored on a live node ({newcomers.on_dead} on the killed one)"
+            )
+        lines += [
+            f"kill-node     {killed.address} killed (SIGKILL) at {killed_at:.1f}s; "
+            f"{stranded.sessions} of {len(slots)} sessions lived there",
+            f"  their sessions: {stranded.kept} of {stranded.sessions} kept their cookie, "
+            f"{stranded.new_cookie} got a new one; {stranded.unsaved} of their "
+            f"{stranded.ok} 200 responses showed defaults (increments not saved)",
+            f"  new visitors after the kill: {newcomers.placed} of {newcomers.count} "
+            "stored on live nodes",
+        ]
+        readback += (
+            f"; killed node's sessions: {stranded.readback_defaults} of "
+            f"{stranded.sessions} answered 200 with defaults and no new cookie"
+        )
+    lines.append(readback)
+    lines += [f"  UNEXPECTED: {text}" for text in unexpected]
+    return Report(lines, bool(unexpected))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
