@@ -64,9 +64,7 @@ def settings(request, memcached) -> dict[str, Any]:
     return {}
 
 
-def test_a_write_the_index_cannot_hold_is_reported_and_leaves_the_session_whole(
-    settings, caplog
-):
+def test_a_write_the_index_cannot_hold_is_reported_and_leaves_the_session_whole(settings, caplog):
     browser = browser_on(settings)
     browser.get("/", {"set": "user", "value": "ann"})
     cookie = browser.cookies["sid"]

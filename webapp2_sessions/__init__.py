@@ -8,6 +8,8 @@ from .errors import SessionUnavailableError as SessionUnavailableError
 from .errors import UpdateConflictError as UpdateConflictError
 from .handler import SessionHandlerMixin as SessionHandlerMixin
 from .memcache import MemcacheStore as MemcacheStore
+from .middleware import SessionMiddleware as SessionMiddleware
+from .middleware import get_current_session as get_current_session
 from .serializers import JSONSerializer as JSONSerializer
 from .serializers import PickleSerializer as PickleSerializer
 from .serializers import Serializer as Serializer

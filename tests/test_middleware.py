@@ -1,0 +1,165 @@
+"""SessionMiddleware: sessions for any WSGI application, on a real memcached."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import webtest
+from rtproxy import RoundTripProxy
+
+from webapp2_sessions import (
+    ConfigurationError,
+    Session,
+    SessionMiddleware,
+    get_current_session,
+)
+
+
+def plain_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A bare WSGI callable: ``/set?v=`` stores, ``/get`` reads, ``/fail`` answers 500."""
+    session: Session = environ["webapp2_sessions.session"]
+    assert get_current_session() is session
+    path = environ["PATH_INFO"]
+    query = environ.get("QUERY_STRING", "")
+    if path == "/set":
+        session["v"] = query.partition("=")[2]
+    elif path == "/fail":
+        session["v"] = "lost"
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+        return [b"failed"]
+    elif path == "/raise":
+        session["v"] = "lost"
+        raise RuntimeError("application bug")
+    elif path == "/logout":
+        session.destroy()
+    body = b"" if path == "/untouched" else repr(session.get("v")).encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+
+@pytest.fixture
+def wrapped(memcached):
+    middleware = SessionMiddleware(
+        plain_app, config={"memcache_servers": [memcached.address], "cookie_name": "sid"}
+    )
+    yield middleware
+    middleware.close()
+
+
+def test_a_wsgi_app_reads_back_what_it_stored_with_our_cookie_and_headers(wrapped):
+    browser = webtest.TestApp(wrapped)
+    response = browser.get("/set?v=hello")
+    assert response.headers["Set-Cookie"].startswith("sid=")
+    assert "HttpOnly" in response.headers["Set-Cookie"]
+    assert response.headers["Vary"] == "Cookie" and "private" in response.headers["Cache-Control"]
+    assert browser.get("/get").text == "'hello'"
+
+
+def test_round_trips_are_those_of_the_mixin(memcached):
+    proxy = RoundTripProxy(memcached.port)
+    middleware = SessionMiddleware(
+        plain_app, config={"memcache_servers": [proxy.address], "cookie_name": "sid"}
+    )
+    try:
+        browser = webtest.TestApp(middleware)
+        costs = []
+        for path in ("/untouched", "/set?v=1", "/get", "/set?v=2"):
+            proxy.reset()
+            response = browser.get(path)
+            costs.append(proxy.round_trips)
+            if path == "/untouched":
+                assert "Set-Cookie" not in response.headers and "Vary" not in response.headers
+        # Nothing; a new session in one batch; a read in one; a read and a write in two.
+        assert costs == [0, 1, 1, 2]
+    finally:
+        middleware.close()
+        proxy.close()
+
+
+@pytest.mark.parametrize("path", ["/fail", "/raise"])
+def test_a_failed_response_saves_nothing(wrapped, path):
+    browser = webtest.TestApp(wrapped)
+    browser.get("/set?v=kept")
+    if path == "/raise":
+        with pytest.raises(RuntimeError):
+            browser.get(path)
+    else:
+        browser.get(path, status=500)
+    assert browser.get("/get").text == "'kept'"
+
+
+def test_logout_through_the_middleware_expires_the_cookie_and_ends_the_session(wrapped):
+    browser = webtest.TestApp(wrapped)
+    browser.get("/set?v=secret")
+    stolen = browser.cookies["sid"]
+    response = browser.get("/logout")
+    assert "Max-Age=0" in response.headers["Set-Cookie"]
+    thief = webtest.TestApp(wrapped)
+    thief.set_cookie("sid", stolen)
+    assert thief.get("/get").text == "None"
+
+
+def test_a_streamed_body_keeps_the_current_session_until_the_server_closes_it(memcached):
+    seen: list[Any] = []
+    closed: list[bool] = []
+
+    class Streamed:
+        def __init__(self) -> None:
+            self.chunks = iter([b"a", b"b"])
+
+        def __iter__(self) -> Any:
+            return self
+
+        def __next__(self) -> bytes:
+            seen.append(get_current_session())
+            return next(self.chunks)
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        environ["webapp2_sessions.session"]["n"] = 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Streamed()
+
+    middleware = SessionMiddleware(app, config={"memcache_servers": [memcached.address]})
+    response = webtest.TestApp(middleware).get("/")
+    assert response.text == "ab" and closed == [True]
+    assert len(seen) == 3 and seen[0] is seen[1]  # the third call ends the iteration
+    with pytest.raises(RuntimeError):
+        get_current_session()  # closed: the request is over
+    middleware.close()
+
+
+def test_concurrent_requests_each_see_their_own_current_session(wrapped):
+    browsers = [webtest.TestApp(wrapped) for _ in range(8)]
+    for i, browser in enumerate(browsers):
+        browser.get(f"/set?v={i}")
+    errors: list[BaseException] = []
+
+    def read(i: int) -> None:
+        try:
+            for _ in range(20):
+                assert browsers[i].get("/get").text == f"'{i}'"
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_bad_settings_are_refused_when_the_middleware_is_built():
+    with pytest.raises(ConfigurationError) as caught:
+        SessionMiddleware(plain_app, config={"cookie_nmae": "x"})
+    assert caught.value.key == "cookie_nmae"
+
+
+def test_outside_a_request_there_is_no_current_session():
+    with pytest.raises(RuntimeError, match="not inside a request"):
+        get_current_session()
