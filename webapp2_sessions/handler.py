@@ -112,15 +112,18 @@ class SessionHandlerMixin:
         return session
 
     def init_session(self) -> Session:
-        """Load (or start) this request's session now and return it.
+        """Start this request's session now, and store it if it is new.
 
-        Idempotent. Every other session method calls it when needed, so calling
-        it is only useful to pay the load up front.
+        As the original recipe meant it: after an explicit call, the session
+        exists on the server (its record is written in one round trip) and its
+        cookie goes out with this response, so ``session_id`` is the same on
+        the visitor's next request even if no variable is ever set. Every
+        other method starts the session lazily and stores nothing unless
+        something changes. Idempotent; returns the session.
         """
-        if self._session_obj is None:
-            self._session_obj = self._make_session()
-            self._session_obj.load()
-        return self._session_obj
+        session = self.session
+        session.start()
+        return session
 
     @property
     def session(self) -> Session:

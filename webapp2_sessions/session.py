@@ -132,6 +132,13 @@ class Session(MutableMapping[str, Any]):
             listed = self._server.record.names
             self._fetch([n for n in names if n not in self._values and n in listed])
 
+    def start(self) -> None:
+        """Load the session, and store it now if it is new (no variable needed)."""
+        self._ensure_loaded()
+        if self._server.state is State.NEW:
+            self._changes.force = True
+            self.save()
+
     def _ensure_loaded(self, extra: Iterable[str] = ()) -> None:
         self.accessed = True
         server = self._server
