@@ -22,15 +22,12 @@ from .record import (
     Record,
     WritePlan,
     client_hash,
-    deletion_ops,
     load_batch,
-    mark_batch,
-    merged,
     new_record_op,
-    parse_or_none,
     undo_ops,
 )
 from .stores import BatchResults, Failed, Get, Item, Op, Result, Set, Store
+from .transitions import delete_everything
 
 log = logging.getLogger("webapp2_sessions")
 
@@ -198,8 +195,24 @@ class Lifecycle:
         """Delete the stored session for ``reason`` and start afresh."""
         assert self.sid is not None
         log.info("session %s ended: %s", log_token(self.sid), reason)
-        self.delete_everything(self.sid, record or self.record)
+        delete_everything(self, self.sid, record or self.record)
         self.start_fresh()
+
+    @property
+    def stored(self) -> bool:
+        return self.state is State.STORED
+
+    def may_exist(self) -> bool:
+        """The id may have a record on the server: stored, or not known
+        because the store failed."""
+        return self.sid is not None and self.state in (State.STORED, State.UNAVAILABLE)
+
+    def move_to_new_id(self, created: float) -> None:
+        """Become a new, unsaved session that keeps the creation time."""
+        self.record = dataclasses.replace(self.blank_record(), created=created)
+        self.record_cas = 0
+        self.sid = None
+        self.state = State.NEW
 
     def start_fresh(self) -> None:
         self.state = State.NEW
@@ -216,6 +229,13 @@ class Lifecycle:
         assert sid is not None
         ttl = self.config.ttl
         return self.execute([Get(key, ttl) for key in self.keys.variables(sid, names)])
+
+    def fetch_flashes(self, listed: bool = False) -> Item | None:
+        """The stored flash list, if the record lists one (or ``listed``)."""
+        if self.sid is None or not (self.stored and (listed or self.record.flashes)):
+            return None
+        got = self.execute([Get(self.keys.internal(self.sid, "flashes"), self.config.ttl)])
+        return got[0] if got is not None and isinstance(got[0], Item) else None
 
     # ------------------------------------------------------------------ writing
 
@@ -332,116 +352,3 @@ class Lifecycle:
             )
             if self.config.strict:
                 raise SessionUnavailableError(failed[0], self.where())
-
-    # ------------------------------------------------------------------ ending
-
-    def destroy(self) -> None:
-        """Delete the session on the server (a logout) and expire the cookie.
-
-        If its node cannot be reached, the deletion is left to the store to
-        complete when the node answers again (``Store.defer``).
-        """
-        if self.sid is not None and self.state in (State.STORED, State.UNAVAILABLE):
-            self.delete_everything(self.sid, self.record)
-        elif self.ending is not None:
-            # Marked by a regeneration under way: deleting it makes that
-            # regeneration undo its copy.
-            self.delete_everything(self.ending, _UNLOADED)
-        self.cookie_action = "delete"
-        self.start_fresh()
-
-    def delete_everything(self, sid: str, record: Record) -> None:
-        """Mark the session dead, then delete the record and every variable.
-
-        Two round trips, however busy the session: the mark and the read of
-        the names share a batch (see ``record.mark_batch``).
-        """
-        batch = mark_batch(self.keys, sid)
-        results = self.execute_or_defer(sid, batch.ops, record)
-        if results is not None:
-            latest = parse_or_none(batch.read(results).one("record"))
-            self.execute_or_defer(
-                sid, deletion_ops(self.keys, sid, merged(record, latest)), record
-            )
-
-    def execute_or_defer(self, sid: str, ops: Sequence[Op], record: Record) -> list[Result] | None:
-        """Run part of a deletion; if the store fails, leave the rest to it.
-
-        Without its record a session cannot be loaded again, so once the node
-        answers, deleting it (and the variables known here) completes the
-        logout; variables not known here expire with their TTL.
-        """
-        try:
-            return self.store.execute(sid, ops)
-        except SessionUnavailableError:
-            self.failed = True
-            self.store.defer(sid, deletion_ops(self.keys, sid, record))
-            log.error(
-                "session %s: could not be deleted now (%s unavailable); "
-                "deleting it when the node answers again",
-                log_token(sid),
-                self.store.describe(sid),
-            )
-            if self.config.strict:
-                raise
-            return None
-
-    # ------------------------------------------------------------------ regeneration
-
-    def claim(self) -> Record | None:
-        """Mark the stored session dead, so it can move to a new id.
-
-        From here on a write to it in another request undoes itself. Returns
-        the record as it stands (with names other requests added), or None
-        if the session cannot move: the store failed (logged; nothing else
-        changes), or another request is ending it (then this one starts
-        afresh, logged out).
-        """
-        old = self.sid
-        assert old is not None
-        batch = mark_batch(self.keys, old)
-        results = self.execute(batch.ops)
-        if results is None:
-            log.error(
-                "session %s: id not regenerated, %s unavailable", self.log_id(), self.where()
-            )
-            return None
-        got = batch.read(results)
-        latest = parse_or_none(got.one("record")) if got.one("mark") is True else None
-        if latest is None or latest.dead != 1:
-            self.ended_by_another(old)
-            return None
-        return latest
-
-    def move_to_new_id(self, created: float) -> None:
-        """Become a new, unsaved session that keeps the creation time."""
-        self.record = dataclasses.replace(self.blank_record(), created=created)
-        self.record_cas = 0
-        self.sid = None
-        self.state = State.NEW
-
-    def finish_move(self, old: str, claimed: Record) -> bool:
-        """After the copy under the new id: keep it, or undo it; say which.
-
-        A logout that completed while the variables were copied deleted the
-        old record (or marked it again): the copy must not outlive it.
-        """
-        new = self.sid
-        if new is None or self.state is not State.STORED:
-            # Not copied (logged by store_new): the old id ends all the same.
-            self.execute_or_defer(old, deletion_ops(self.keys, old, claimed), claimed)
-            return False
-        check = self.execute([Get(self.keys.record(old))], sid=old)
-        current = parse_or_none(check[0]) if check else None
-        if current is None or current.dead != 1:
-            self.execute_or_defer(new, deletion_ops(self.keys, new, self.record), self.record)
-            self.ended_by_another(old)
-            return False
-        self.execute_or_defer(old, deletion_ops(self.keys, old, claimed), claimed)
-        log.info("session %s regenerated as %s", log_token(old), self.log_id())
-        return True
-
-    def ended_by_another(self, sid: str) -> None:
-        log.info("session %s: ended by another request; not regenerated", log_token(sid))
-        self.cookie_action = "delete"
-        self.start_fresh()

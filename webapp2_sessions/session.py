@@ -17,8 +17,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
+from . import atomic, transitions
 from . import flashes as flash_list
 from .changes import Changes
 from .config import SessionConfig
@@ -26,14 +28,14 @@ from .errors import UpdateConflictError
 from .keys import check_name
 from .lifecycle import NO_CLIENT, ClientInfo, Lifecycle, State
 from .prefetch import NO_PREFETCH, Prefetch
-from .serializers import FLAGS_JSON, decode_item
-from .stores import Failed, Get, Incr, Item, Op, Result, Set, Store
+from .stores import Item, Op, Store
+from .values import MISSING, Values
 
 __all__ = ["ClientInfo", "Prefetch", "Session"]
 
 log = logging.getLogger("webapp2_sessions")
 
-_MISSING: Any = object()  # known to have no value
+_MISSING = MISSING
 _UNCACHED: Any = object()  # not looked up yet
 _NOTHING: frozenset[str] = frozenset()
 
@@ -49,8 +51,6 @@ class Session(MutableMapping[str, Any]):
 
     #: The request depended on the session (for Vary: Cookie).
     accessed = False
-    #: Names the record lists whose value was gone (evicted or expired).
-    lost: frozenset[str] = frozenset()
     # The stored flash list as read (None: there is none; _MISSING: not read).
     _flash_item: Item | None = _MISSING
 
@@ -75,8 +75,10 @@ class Session(MutableMapping[str, Any]):
         self._server = Lifecycle(
             config, store, cookie_sid, client or NO_CLIENT, clock, self._forget_old
         )
-        self._values: dict[str, Any] = {}
-        self._items: dict[str, Item] = {}
+        self._cache = Values(config.serializer)
+        # The cache's own dicts, named here: the hot paths read them directly.
+        self._values = self._cache.decoded
+        self._items = self._cache.items
         self._changes = Changes()
         if cookie_present and not cookie_sid:
             self._server.cookie_action = "delete"  # a cookie we cannot use: clear it
@@ -108,6 +110,11 @@ class Session(MutableMapping[str, Any]):
         """False once the store failed this request: reads gave defaults and
         writes are not being saved. Checks nothing by itself."""
         return not self._server.failed
+
+    @property
+    def lost(self) -> frozenset[str]:
+        """Names the record lists whose value was gone (evicted or expired)."""
+        return self._cache.lost
 
     @property
     def cookie_action(self) -> str | None:
@@ -157,21 +164,8 @@ class Session(MutableMapping[str, Any]):
         if ahead.flashes:
             flash_item = got.one("flashes")
             self._flash_item = flash_item if isinstance(flash_item, Item) else None
-        serializer = self.config.serializer
-        flags, loads = serializer.flags, serializer.loads
-        items = self._items
-        for name, result in zip(wanted, got.many("values"), strict=True):
-            # The common case inline; anything else (missing, a counter,
-            # foreign or unreadable) is sorted out by _remember.
-            if result.__class__ is Item and result.flags == flags:
-                try:
-                    values[name] = loads(result.value)
-                    items[name] = result
-                    continue
-                except ValueError:
-                    pass
-            self._remember(name, result)
-        missing = self.required & self.lost if self.required else None
+        self._cache.take(wanted, got.many("values"), server.record.names, server.log_id())
+        missing = self.required & self._cache.lost if self.required else None
         if missing:
             server.end(
                 "required variable(s) evicted or expired: "
@@ -180,9 +174,7 @@ class Session(MutableMapping[str, Any]):
 
     def _forget_old(self) -> None:
         """After a fresh start: keep only what this request wrote (still pending)."""
-        pending = self._changes.written.keys() | self._changes.deleted
-        self._values = {n: v for n, v in self._values.items() if n in pending}
-        self._items.clear()
+        self._cache.keep_only(self._changes.written.keys() | self._changes.deleted)
         self._flash_item = _MISSING
 
     def _fetch(self, names: list[str]) -> None:
@@ -190,30 +182,13 @@ class Session(MutableMapping[str, Any]):
             return
         results = self._server.fetch(names)
         if results is None:
-            for name in names:
-                self._values[name] = _MISSING  # unreadable now, not lost
-            return
-        for name, result in zip(names, results, strict=True):
-            self._remember(name, result)
+            self._cache.unreadable(names)
+        else:
+            self._cache.take(names, results, self._listed(), self._server.log_id())
 
-    def _remember(self, name: str, result: Result) -> None:
-        if not isinstance(result, Item):
-            self._values[name] = _MISSING
-            if name in self._server.record.names and name not in self._changes.written:
-                self.lost = self.lost | {name}
-                log.info("session %s: a listed variable was evicted", self._server.log_id())
-            return
-        try:
-            self._values[name] = decode_item(self.config.serializer, result)
-        except ValueError as exc:
-            log.warning(
-                "session %s: value of a variable is not ours (%s), ignored",
-                self._server.log_id(),
-                str(exc)[:60],
-            )
-            self._values[name] = _MISSING
-            return
-        self._items[name] = result
+    def _listed(self) -> AbstractSet[str]:
+        """Names whose value should be there: listed, and not just written here."""
+        return self._server.record.names - self._changes.written.keys()
 
     # ------------------------------------------------------------------ reading
 
@@ -318,12 +293,7 @@ class Session(MutableMapping[str, Any]):
         self._ensure_loaded()
         server = self._server
         if self._flash_item is _MISSING:
-            self._flash_item = None
-            if server.state is State.STORED and server.record.flashes:
-                key = server.keys.internal(server.sid or "", "flashes")
-                got = server.execute([Get(key, self.config.ttl)])
-                if got is not None and isinstance(got[0], Item):
-                    self._flash_item = got[0]
+            self._flash_item = server.fetch_flashes()
         if self._flash_item is not None:
             self._changes.flashes_read = True
         pending, self._changes.flashes = self._changes.flashes, []
@@ -424,21 +394,18 @@ class Session(MutableMapping[str, Any]):
             return
         old = server.sid
         assert old is not None
-        claimed = server.claim()
+        claimed = transitions.claim(server)
         if claimed is None:
             self._changes.clear()
             return
         self._fetch(sorted(n for n in claimed.names if n not in self._values))
         if claimed.flashes and self._flash_item is _MISSING:
-            got = server.execute([Get(server.keys.internal(old, "flashes"))])
-            self._flash_item = got[0] if got and isinstance(got[0], Item) else None
+            self._flash_item = server.fetch_flashes(listed=True)
         changes = self._changes
-        for name in sorted(claimed.names):
-            value = self._values.get(name, _MISSING)
-            if value is _MISSING or name in changes.written or name in changes.deleted:
-                continue
-            item = self._items.get(name)
-            changes.written[name] = item.value if item else self._serialize(name, value)
+        for name in sorted(claimed.names - changes.written.keys() - changes.deleted):
+            data = self._cache.stored_form(name, self._serialize)
+            if data is not None:
+                changes.written[name] = data
         if isinstance(self._flash_item, Item) and not changes.flashes_read:
             changes.flashes.insert(0, self._flash_item.value)
         changes.deleted.clear()
@@ -449,13 +416,13 @@ class Session(MutableMapping[str, Any]):
         # The absolute timeout still counts from the session's creation.
         server.move_to_new_id(claimed.created)
         self.save()
-        server.finish_move(old, claimed)
+        transitions.finish_move(server, old, claimed)
 
     def destroy(self) -> None:
         """Delete every key of the session on the server and expire the cookie."""
         self._ensure_loaded()
         self._changes.clear()
-        self._server.destroy()
+        transitions.destroy(self._server)
 
     # ------------------------------------------------------------------ atomic updates
 
@@ -472,24 +439,10 @@ class Session(MutableMapping[str, Any]):
         check_name(name)
         if abs(delta) >= 1 << 64:
             raise ValueError("delta must be smaller than 2**64 in size")
-        ttl = self.config.ttl
-        # Counters live as decimal text (memcached's own format) under the JSON
-        # flags, whichever serializer the session uses.
-        results = None
-        if self._ready_for_atomic():
-            key = self._server.keys.variable(self._server.sid or "", name)
-            ops: list[Op] = [Set(key, b"0", FLAGS_JSON, ttl, mode="add"), Incr(key, delta, ttl)]
-            results = self._server.write(ops, frozenset((name,)), _NOTHING)
-        if results is None:
+        value = atomic.increment(self._server, name, delta) if self._ready_for_atomic() else None
+        if value is None:
             cached = self._values.get(name, _MISSING)
             return cached if isinstance(cached, int) else 0
-        counted = results[1]
-        if isinstance(counted, Failed):
-            raise TypeError(
-                f"session variable {name!r} does not hold a counter "
-                "(an int from 0 to 2**64-1 stored as a counter or with the JSON serializer)"
-            )
-        value = counted if isinstance(counted, int) else 0
         self._values[name] = value
         self._items.pop(name, None)
         return value
@@ -503,28 +456,20 @@ class Session(MutableMapping[str, Any]):
         """
         check_name(name)
         server = self._server
-        flags, ttl = self.config.serializer.flags, self.config.ttl
         for _ in range(attempts):
             if not self._ready_for_atomic():
                 return None
-            key = server.keys.variable(server.sid or "", name)
-            got = server.execute([Get(key, ttl)])
-            if got is None:
+            answered, item = atomic.read(server, name)
+            if not answered:
                 return None
-            item = got[0] if isinstance(got[0], Item) else None
             self._values.pop(name, None)
-            self._remember(name, item)
+            self._cache.remember(name, item, name in self._listed(), server.log_id())
             current = self._values.get(name, _MISSING)
             new = fn(None if current is _MISSING else current)
-            data = self._serialize(name, new)
-            if item is None:
-                write = Set(key, data, flags, ttl, mode="add")
-            else:
-                write = Set(key, data, flags, ttl, cas=item.cas)
-            results = server.write([write], frozenset((name,)), _NOTHING)
-            if results is None:
+            stored = atomic.replace(server, name, item, self._serialize(name, new))
+            if stored is None:
                 return None
-            if results[0] is True:
+            if stored:
                 self._values[name] = new
                 self._items.pop(name, None)
                 return new

@@ -1,0 +1,130 @@
+"""How a session ends, or moves to a new id: logout, and regeneration.
+
+Functions over a request's ``Lifecycle``. A logout marks the record dead and
+then deletes everything it ever listed; if the node cannot be reached, the
+store keeps the deletion (``Store.defer``). A regeneration claims the old
+session with the same mark, copies it under a new id, and yields to a logout
+that raced it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .errors import SessionUnavailableError
+from .keys import log_token
+from .record import Record, deletion_ops, mark_batch, merged, parse_or_none
+from .stores import Get, Op, Result
+
+if TYPE_CHECKING:
+    from .lifecycle import Lifecycle
+
+log = logging.getLogger("webapp2_sessions")
+
+
+def destroy(life: Lifecycle) -> None:
+    """Delete the session on the server (a logout) and expire the cookie.
+
+    If its node cannot be reached, the deletion is left to the store to
+    complete when the node answers again (``Store.defer``).
+    """
+    if life.sid is not None and life.may_exist():
+        delete_everything(life, life.sid, life.record)
+    elif life.ending is not None:
+        # Marked by a regeneration under way: deleting it makes that
+        # regeneration undo its copy.
+        delete_everything(life, life.ending, Record(created=0.0))
+    life.cookie_action = "delete"
+    life.start_fresh()
+
+
+def delete_everything(life: Lifecycle, sid: str, record: Record) -> None:
+    """Mark the session dead, then delete the record and every variable.
+
+    Two round trips, however busy the session: the mark and the read of
+    the names share a batch (see ``record.mark_batch``).
+    """
+    batch = mark_batch(life.keys, sid)
+    results = execute_or_defer(life, sid, batch.ops, record)
+    if results is not None:
+        latest = parse_or_none(batch.read(results).one("record"))
+        execute_or_defer(life, sid, deletion_ops(life.keys, sid, merged(record, latest)), record)
+
+
+def execute_or_defer(
+    life: Lifecycle, sid: str, ops: Sequence[Op], record: Record
+) -> list[Result] | None:
+    """Run part of a deletion; if the store fails, leave the rest to it.
+
+    Without its record a session cannot be loaded again, so once the node
+    answers, deleting it (and the variables known here) completes the
+    logout; variables not known here expire with their TTL.
+    """
+    try:
+        return life.store.execute(sid, ops)
+    except SessionUnavailableError:
+        life.failed = True
+        life.store.defer(sid, deletion_ops(life.keys, sid, record))
+        log.error(
+            "session %s: could not be deleted now (%s unavailable); "
+            "deleting it when the node answers again",
+            log_token(sid),
+            life.store.describe(sid),
+        )
+        if life.config.strict:
+            raise
+        return None
+
+
+def claim(life: Lifecycle) -> Record | None:
+    """Mark the stored session dead, so it can move to a new id.
+
+    From here on a write to it in another request undoes itlife. Returns
+    the record as it stands (with names other requests added), or None
+    if the session cannot move: the store failed (logged; nothing else
+    changes), or another request is ending it (then this one starts
+    afresh, logged out).
+    """
+    old = life.sid
+    assert old is not None
+    batch = mark_batch(life.keys, old)
+    results = life.execute(batch.ops)
+    if results is None:
+        log.error("session %s: id not regenerated, %s unavailable", life.log_id(), life.where())
+        return None
+    got = batch.read(results)
+    latest = parse_or_none(got.one("record")) if got.one("mark") is True else None
+    if latest is None or latest.dead != 1:
+        ended_by_another(life, old)
+        return None
+    return latest
+
+
+def finish_move(life: Lifecycle, old: str, claimed: Record) -> bool:
+    """After the copy under the new id: keep it, or undo it; say which.
+
+    A logout that completed while the variables were copied deleted the
+    old record (or marked it again): the copy must not outlive it.
+    """
+    new = life.sid
+    if new is None or not life.stored:
+        # Not copied (logged by store_new): the old id ends all the same.
+        execute_or_defer(life, old, deletion_ops(life.keys, old, claimed), claimed)
+        return False
+    check = life.execute([Get(life.keys.record(old))], sid=old)
+    current = parse_or_none(check[0]) if check else None
+    if current is None or current.dead != 1:
+        execute_or_defer(life, new, deletion_ops(life.keys, new, life.record), life.record)
+        ended_by_another(life, old)
+        return False
+    execute_or_defer(life, old, deletion_ops(life.keys, old, claimed), claimed)
+    log.info("session %s regenerated as %s", log_token(old), life.log_id())
+    return True
+
+
+def ended_by_another(life: Lifecycle, sid: str) -> None:
+    log.info("session %s: ended by another request; not regenerated", log_token(sid))
+    life.cookie_action = "delete"
+    life.start_fresh()
