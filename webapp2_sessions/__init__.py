@@ -17,4 +17,4 @@ from .session import Session as Session
 from .stores import MemoryStore as MemoryStore
 from .stores import Store as Store
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
