@@ -9,9 +9,16 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
+
+#: Seconds a pause or resume may take to show in /proc before it is an error:
+#: generous, for a loaded 2-core machine.
+PAUSE_DEADLINE = 10.0
 
 
 def free_port() -> int:
@@ -87,6 +94,65 @@ class MemcachedServer:
         """Start again on the same port (memory is empty, as after a crash)."""
         self.stop()
         self.start()
+
+    # Stalling the server. SIGSTOP is delivered asynchronously: kill() returns
+    # before the kernel has stopped every thread, and a worker thread still
+    # running can answer one more batch. So a pause waits until /proc shows
+    # every thread of the process stopped.
+
+    def thread_states(self) -> dict[str, str]:
+        """The scheduler state (``R``, ``S``, ``T``...) of each thread, by thread id."""
+        assert self.proc is not None, "memcached is not running"
+        states = {}
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            try:
+                text = (task / "stat").read_text()
+            except FileNotFoundError:  # the thread exited meanwhile
+                continue
+            # The state is the first field after "(comm)"; comm may hold ')'.
+            states[task.name] = text[text.rindex(")") + 2 :].split(" ", 1)[0]
+        return states
+
+    def pause(self, deadline: float = PAUSE_DEADLINE) -> None:
+        """SIGSTOP the server and return once every one of its threads is stopped.
+
+        Raises ``RuntimeError`` if that has not happened within ``deadline``
+        seconds (the server is resumed first, so the test does not hang).
+        """
+        self._signal(signal.SIGSTOP, stopped=True, deadline=deadline)
+
+    def resume(self, deadline: float = PAUSE_DEADLINE) -> None:
+        """SIGCONT the server and return once none of its threads is stopped."""
+        self._signal(signal.SIGCONT, stopped=False, deadline=deadline)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[MemcachedServer]:
+        """``with server.paused():`` the server is stalled inside, running after."""
+        self.pause()
+        try:
+            yield self
+        finally:
+            self.resume()
+
+    def _signal(self, signum: int, *, stopped: bool, deadline: float) -> None:
+        assert self.proc is not None, "memcached is not running"
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"memcached pid {self.proc.pid} exited ({self.proc.returncode})")
+        os.kill(self.proc.pid, signum)  # our own child, by its PID
+        until = time.monotonic() + deadline
+        while True:
+            states = self.thread_states()
+            if states and all((state == "T") == stopped for state in states.values()):
+                return
+            if time.monotonic() > until:
+                if stopped:
+                    os.kill(self.proc.pid, signal.SIGCONT)
+                action = "stop" if stopped else "continue"
+                raise RuntimeError(
+                    f"memcached pid {self.proc.pid} did not {action} within {deadline:g}s "
+                    f"after {signal.Signals(signum).name}; thread states: {states}"
+                )
+            time.sleep(0.005)
 
     # Talking to the server directly, bypassing the code under test.
 

@@ -1,14 +1,13 @@
 """Work that overlaps the write batch's round trip (``on_sent``).
 
-The server is paused with SIGSTOP (by its PID) so that what happens while a
-batch is in flight can be observed: a callback that resumes it proves it ran
-after sending and before waiting.
+The server is paused with SIGSTOP (``MemcachedServer.pause``, which waits until
+every thread of it is stopped) so that what happens while a batch is in flight
+can be observed: a callback that resumes it proves it ran after sending and
+before waiting.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import pytest
@@ -20,28 +19,22 @@ from webapp2_sessions import MemcacheStore, MemoryStore, SessionUnavailableError
 from webapp2_sessions.stores import Get, Item, Set
 
 
-def pause(server) -> None:
-    os.kill(server.proc.pid, signal.SIGSTOP)
-
-
-def resume(server) -> None:
-    os.kill(server.proc.pid, signal.SIGCONT)
-
-
 def test_on_sent_runs_after_sending_and_before_waiting_for_replies(memcached):
-    store = MemcacheStore([memcached.address], timeout=0.5)
+    # A timeout far above any reply time: this test is not about timeouts.
+    store = MemcacheStore([memcached.address], timeout=5)
     store.execute("r", [Get("warm")])  # connected
     calls = []
 
     def on_sent() -> None:
         calls.append("sent")
-        resume(memcached)  # the replies can only come after this
+        memcached.resume()  # the replies can only come after this
 
-    pause(memcached)
+    memcached.pause()
     try:
         results = store.execute("r", [Set("k", b"v", ttl=60), Get("k")], on_sent=on_sent)
     finally:
-        resume(memcached)
+        memcached.resume()
+    store.close()
     assert calls == ["sent"]
     assert results[0] is True and isinstance(results[1], Item) and results[1].value == b"v"
 
@@ -50,12 +43,9 @@ def test_without_on_sent_a_paused_server_is_a_timeout(memcached):
     # The control for the test above: the pause itself is what makes it fail.
     store = MemcacheStore([memcached.address], timeout=0.3)
     store.execute("r", [Get("warm")])
-    pause(memcached)
-    try:
-        with pytest.raises(SessionUnavailableError):
-            store.execute("r", [Set("k", b"v", ttl=60)])
-    finally:
-        resume(memcached)
+    with memcached.paused(), pytest.raises(SessionUnavailableError):
+        store.execute("r", [Set("k", b"v", ttl=60)])
+    store.close()
 
 
 def test_an_error_in_on_sent_is_raised_after_the_replies_and_the_connection_stays_in_step(
@@ -94,18 +84,15 @@ def test_a_cookie_prepared_for_a_batch_that_then_failed_is_not_sent(memcached):
     first = app.get("/")  # connects; its session is stored
     assert first.headers["Set-Cookie"].startswith("sid=")
     app.reset()
-    pause(memcached)
-    try:
+    with memcached.paused():
         response = app.get("/")  # the batch is sent; its replies never come in time
-    finally:
-        resume(memcached)
     assert response.status_int == 200
     assert not [c for c in response.headers.getall("Set-Cookie") if c.startswith("sid=")]
     assert response.headers["Cache-Control"] == "no-cache, private"
     assert response.headers["Vary"] == "Cookie"
     # The batch did go out (the server ran it once resumed), so the cookie was
     # prepared while it was in flight and then withheld.
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while len([k for k in memcached.keys() if len(k) == 32]) < 2:
         assert time.monotonic() < deadline, memcached.keys()
         time.sleep(0.01)
