@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,9 +17,51 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from memcached import MemcachedServer
 
-from webapp2_sessions import SessionHandlerMixin
+from webapp2_sessions import MemcacheStore, SessionHandlerMixin
 
 SECRET = "test-secret-key-0123456789abcdef"
+
+# Every MemcacheStore is closed when the test that made it ends, whether the
+# test made it or an app did (webapp2 apps keep theirs in ``app.registry``): a
+# store dropped unclosed leaves its sockets to the garbage collector, each a
+# ResourceWarning. Those of the current test are held until its end (its
+# locals may let go of them first); older ones still alive (module-scoped
+# fixtures, which may open new connections in later tests) are closed again.
+_made_by_this_test: list[MemcacheStore] = []
+_still_alive: weakref.WeakSet[MemcacheStore] = weakref.WeakSet()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _track_stores_and_spool_bodies_in_memory() -> Iterator[None]:
+    original = MemcacheStore.__init__
+
+    def tracked(self: MemcacheStore, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        _made_by_this_test.append(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MemcacheStore, "__init__", tracked)
+        # webapp2 sets this to 0, so webob spools every request body (a POST
+        # read for its CSRF token) to a temporary file that nothing closes:
+        # one ResourceWarning per form post. WebOb's own default keeps bodies
+        # under 10 KiB in memory.
+        patch.setattr(webapp2.Request, "request_body_tempfile_limit", 10 * 1024)
+        yield
+    _close_stores()
+
+
+def _close_stores() -> None:
+    stores = [*_made_by_this_test, *_still_alive]
+    _made_by_this_test.clear()
+    for store in stores:
+        store.close()
+        _still_alive.add(store)
+
+
+@pytest.fixture(autouse=True)
+def _close_every_store_at_the_end_of_the_test() -> Iterator[None]:
+    yield
+    _close_stores()
 
 
 @pytest.fixture
