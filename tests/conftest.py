@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import webapp2
 import webtest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
@@ -20,6 +21,15 @@ from memcached import MemcachedServer
 from webapp2_sessions import MemcacheStore, SessionHandlerMixin
 
 SECRET = "test-secret-key-0123456789abcdef"
+
+# No per-example deadline: on a busy 2-core CI machine one example can take
+# a second, and hypothesis would report that as a failure (Flaky or
+# DeadlineExceeded). Each @settings in tests/ says deadline=None as well.
+# For the same reason, slow example generation is not a failed health check.
+settings.register_profile(
+    "webapp2_sessions", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("webapp2_sessions")
 
 # Every MemcacheStore is closed when the test that made it ends, whether the
 # test made it or an app did (webapp2 apps keep theirs in ``app.registry``): a

@@ -42,7 +42,7 @@ def test_log_token_does_not_reveal_the_id():
 
 
 @given(st.text(min_size=1, max_size=400), st.text(alphabet="abc:_-", max_size=40))
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 def test_every_name_maps_to_a_valid_memcached_key(name, prefix):
     key = KeyScheme(prefix).variable(new_session_id(), name)
     raw = key.encode("utf-8")
@@ -51,7 +51,7 @@ def test_every_name_maps_to_a_valid_memcached_key(name, prefix):
 
 
 @given(st.text(min_size=1, max_size=300), st.text(min_size=1, max_size=300))
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 def test_distinct_names_never_share_a_key(a, b):
     if a != b:
         assert name_suffix(a) != name_suffix(b)
