@@ -20,6 +20,7 @@ between rows.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import uuid
@@ -417,14 +418,27 @@ def build_django(make_proxy: ProxyFactory) -> Impl:
 
 
 def build_ours(
-    make_proxy: ProxyFactory, *, signed: bool = True, prefetch: bool = False, name: str = "ours"
+    make_proxy: ProxyFactory,
+    *,
+    signed: bool = True,
+    prefetch: bool = False,
+    name: str = "ours",
+    package: str = "webapp2_sessions",
+    source: str = "webapp2_sessions",
 ) -> Impl:
-    """webapp2_sessions with its defaults, pointed at the factory's address."""
-    from webapp2_sessions import SessionHandlerMixin
+    """webapp2_sessions with its defaults, pointed at the factory's address.
+
+    ``package`` is the top-level name to import it from: another name serves an
+    earlier revision materialised beside the working tree (bench.py
+    ``--compare-with``), described in the row's note by ``source``. Whatever the
+    package is called, its settings are read from ``app.config['webapp2_sessions']``
+    and the cookie name is always passed (the default changed between revisions).
+    """
+    mixin: Any = importlib.import_module(package).SessionHandlerMixin
 
     proxy = make_proxy()
 
-    class OursAPI(SessionHandlerMixin, Workloads):
+    class OursAPI(mixin, Workloads):  # type: ignore[misc]
         def read_vars(self, names: Sequence[str]) -> list[Any]:
             return [self.get_session_var(n) for n in names]
 
@@ -436,9 +450,10 @@ def build_ours(
         settings["secret_key"] = SECRET
     attrs = {"session_prefetch": NAMES} if prefetch else None
     app = webapp2.WSGIApplication(
-        routes(OursAPI, "Ours", attrs), config={"webapp2_sessions": settings}
+        routes(OursAPI, "Ours" if package == "webapp2_sessions" else f"Ours_{package}", attrs),
+        config={"webapp2_sessions": settings},
     )
-    note = "webapp2_sessions defaults + memcache_servers"
+    note = f"{source} defaults + memcache_servers, cookie_name"
     note += ", secret_key (signed cookie)" if signed else ", no secret_key (bare id cookie)"
     note += (
         ", session_prefetch=('a', 'b', 'c') declared"
