@@ -1,7 +1,8 @@
 """Per-request cost of sessions: webapp2_sessions against its peers and two hand-written designs.
 
 Run ``.venv/bin/python benchmarks/bench.py`` (``--quick`` for a ~10 s smoke run,
-``--profile`` to see where our read-3-write-1 request spends its time).
+``--profile`` to see where our read-3-write-1 request spends its time,
+``--compare-with REV`` to add a row for the package as it was at git revision REV).
 
 Why it is built this way:
 
@@ -33,20 +34,24 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import io
 import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
+from types import ModuleType
 from typing import Any
 
 # This folder, tests/ (memcached and proxy fixtures) and the repository (webapp2_sessions).
@@ -380,6 +385,110 @@ class Micro:
         self.proxy.close()
 
 
+# ---------------------------------------------------------------------- an earlier revision
+
+#: An import statement that names the package absolutely (the package itself uses
+#: relative imports; these would load the working tree's modules instead).
+_ABSOLUTE_IMPORT = re.compile(r"^(\s*(?:from|import)\s+)webapp2_sessions\b", re.MULTILINE)
+
+
+@dataclass
+class Revision:
+    """webapp2_sessions as it was at a git revision, importable under a name of its own."""
+
+    commit: str
+    short: str
+    subject: str
+    #: The top-level package name it is imported as (``webapp2_sessions_at_<short>``).
+    package: str
+    #: The temporary folder on ``sys.path`` that holds it; removed by ``close``.
+    folder: str
+    #: Absolute ``webapp2_sessions`` imports rewritten to ``package`` (0 if it has none).
+    rewritten: int = 0
+
+    @property
+    def row_name(self) -> str:
+        return f"ours @{self.short}"
+
+    def describe(self) -> str:
+        return (
+            f"git {self.short} ({self.subject}), webapp2_sessions/ from `git archive`, "
+            f"imported as {self.package}; {self.rewritten} absolute imports rewritten"
+        )
+
+    def close(self) -> None:
+        if self.folder in sys.path:
+            sys.path.remove(self.folder)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def git(*args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", ROOT, *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def materialise(rev: str) -> Revision:
+    """Extract ``rev``'s webapp2_sessions/ into a temporary folder, renamed, and import it.
+
+    Raises RuntimeError if ``rev`` is not a commit that has the package, or if
+    the imported copy reaches for a module of the working tree's package.
+    """
+    try:
+        commit = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+        short = git("rev-parse", "--short", commit)
+        subject = git("log", "-1", "--format=%s", commit)
+        archive = subprocess.run(
+            ["git", "-C", ROOT, "archive", commit, "webapp2_sessions"],
+            capture_output=True,
+            check=True,
+        ).stdout
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(f"--compare-with {rev}: {exc.stderr or 'not a commit'}") from exc
+    package = f"webapp2_sessions_at_{short}"
+    folder = tempfile.mkdtemp(prefix="bench-compare-")
+    revision = Revision(commit, short, subject, package, folder)
+    try:
+        subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+        os.rename(os.path.join(folder, "webapp2_sessions"), os.path.join(folder, package))
+        for here, _dirs, files in os.walk(os.path.join(folder, package)):
+            for name in files:
+                if not name.endswith(".py"):
+                    continue
+                path = os.path.join(here, name)
+                with open(path, encoding="utf-8") as fh:
+                    text = fh.read()
+                text, n = _ABSOLUTE_IMPORT.subn(rf"\g<1>{package}", text)
+                if n:
+                    revision.rewritten += n
+                    with open(path, "w", encoding="utf-8") as fh:
+                        fh.write(text)
+        sys.path.insert(0, folder)
+        importlib.import_module(package)
+        _check_isolated(package, folder)
+    except BaseException:
+        revision.close()
+        raise
+    return revision
+
+
+def _check_isolated(package: str, folder: str) -> None:
+    """Every module of the copy comes from ``folder`` and none refers to the working tree's."""
+    for name, module in list(sys.modules.items()):
+        if name != package and not name.startswith(package + "."):
+            continue
+        where = os.path.abspath(getattr(module, "__file__", None) or "")
+        if not where.startswith(os.path.abspath(folder) + os.sep):
+            raise RuntimeError(f"{name} was imported from {where}, not from {folder}")
+        for value in vars(module).values():
+            owner = value if isinstance(value, ModuleType) else None
+            owner_name = owner.__name__ if owner else getattr(value, "__module__", None)
+            if isinstance(owner_name, str) and (
+                owner_name == "webapp2_sessions" or owner_name.startswith("webapp2_sessions.")
+            ):
+                raise RuntimeError(f"{name} uses {owner_name} from the working tree")
+
+
 # ---------------------------------------------------------------------- report
 
 
@@ -480,6 +589,69 @@ def workload_table(runners: list[Runner], workload: str) -> list[str]:
     return lines
 
 
+def median_ratio_interval(
+    mine: list[int], theirs: list[int], block: int, resamples: int = 1000, seed: int = 1
+) -> tuple[float, float]:
+    """A 95% interval for median(mine) / median(theirs), bootstrapped over rounds.
+
+    Both rows ran one block per interleaved round, appended in round order, so
+    the samples are cut back into their rounds and whole rounds are drawn with
+    replacement, the same rounds for both rows: a slow spell of the machine
+    stays paired, as it was in the run.
+    """
+    rounds = min(len(mine), len(theirs)) // block
+    if rounds < 2:
+        return float("nan"), float("nan")
+    mine_blocks = [mine[i * block : (i + 1) * block] for i in range(rounds)]
+    their_blocks = [theirs[i * block : (i + 1) * block] for i in range(rounds)]
+    rng = random.Random(seed)
+    ratios = []
+    for _ in range(resamples):
+        picks = rng.choices(range(rounds), k=rounds)
+        a = [t for i in picks for t in mine_blocks[i]]
+        b = [t for i in picks for t in their_blocks[i]]
+        ratios.append(percentile(a, 0.5) / percentile(b, 0.5))
+    ratios.sort()
+    return ratios[int(0.025 * resamples)], ratios[int(0.975 * resamples) - 1]
+
+
+def comparison_lines(runners: list[Runner], revision: Revision, block: int) -> list[str]:
+    """Ours against the earlier revision and the rows the targets name, per workload."""
+    by_name = {r.impl.name: r for r in runners if not r.impl.unavailable}
+    ours, before = by_name.get("ours"), by_name.get(revision.row_name)
+    if ours is None or before is None:
+        return [f"comparison with {revision.row_name}: a row is missing, nothing to compare"]
+    floor, bare = by_name.get("floor (hand-written)"), by_name.get("bare webapp2")
+    head = (
+        f"{'workload':<12}{'ours / @' + revision.short:>16}{'95% interval':>18}"
+        f"{'ours / ref':>12}{'@' + revision.short + ' / ref':>16}  ref"
+    )
+    lines = [
+        f"ours (the working tree) against {revision.row_name} (git {revision.commit}), "
+        "ratio of medians",
+        "  interval: bootstrap over the interleaved rounds (whole rounds redrawn, paired)",
+        "  ref: bare webapp2 for untouched, the hand-written floor otherwise",
+        head,
+        "-" * len(head),
+    ]
+    for workload in PATHS:
+        now, then = ours.cells[workload], before.cells[workload]
+        low, high = median_ratio_interval(now.times_ns, then.times_ns, block)
+        ref = bare if workload == "untouched" else floor
+        if ref is None:
+            ref_text, mine, theirs = "-", None, None
+        else:
+            base = ref.cells[workload].median_us()
+            ref_text = ref.impl.name
+            mine, theirs = now.median_us() / base, then.median_us() / base
+        lines.append(
+            f"{workload:<12}{now.median_us() / then.median_us():>16.3f}"
+            f"{f'{low:.3f} .. {high:.3f}':>18}{fmt(mine, '.3f'):>12}{fmt(theirs, '.3f'):>16}"
+            f"  {ref_text}"
+        )
+    return lines
+
+
 @dataclass
 class WriteCheck:
     """Every increment of the read-3-write-1 workload must have reached memcached."""
@@ -533,21 +705,31 @@ def legend(runners: list[Runner]) -> list[str]:
 # ---------------------------------------------------------------------- profiling
 
 
-def profile_ours(make_direct: ProxyFactory, requests: int, profiler: str) -> None:
-    """Run our read-3-write-1 workload, connected directly, under a profiler; print the top 25."""
-    impl = peers.build_ours(make_direct)
+def profile_ours(
+    make_direct: ProxyFactory,
+    requests: int,
+    profiler: str,
+    workload: str = "rw",
+    revision: Revision | None = None,
+) -> None:
+    """Run one workload of ours (or of ``revision``'s row), connected directly, under a
+    profiler; print the top 25."""
+    if revision is None:
+        impl = peers.build_ours(make_direct)
+    else:
+        impl = peers.build_ours(make_direct, name=revision.row_name, package=revision.package)
     try:
         runner = Runner(impl)
         runner.prepare()
         runner.warm(50)  # learn the reads, open the connection
         runner.verify()
-        template, app = runner.templates["rw"], impl.app
+        template, app = runner.templates[workload], impl.app
 
         def work() -> None:
             for _ in range(requests):
                 reply = call(app, template)
                 if reply.status[:3] != "200":
-                    check(impl, "rw", reply)
+                    check(impl, workload, reply)
 
         if profiler == "auto":
             try:
@@ -557,7 +739,7 @@ def profile_ours(make_direct: ProxyFactory, requests: int, profiler: str) -> Non
             except ImportError:
                 profiler = "cprofile"
         print(
-            f"profile: ours, {WORKLOADS['rw']}; {requests} requests under {profiler}, "
+            f"profile: {impl.name}, {WORKLOADS[workload]}; {requests} requests under {profiler}, "
             "memcached direct"
         )
         print("(times are per request and include the profiler's own overhead)")
@@ -639,8 +821,13 @@ def _pyinstrument_rows(work: Callable[[], None]) -> list[tuple[float, float, int
 # ---------------------------------------------------------------------- main
 
 
-def build_all(make_proxy: ProxyFactory, with_prefetch_row: bool) -> list[Impl]:
-    """Every row, in table order; a row that cannot be built says why instead."""
+def build_all(
+    make_proxy: ProxyFactory, with_prefetch_row: bool, revision: Revision | None = None
+) -> list[Impl]:
+    """Every row, in table order; a row that cannot be built says why instead.
+
+    With a ``revision``, its "ours @<rev>" row follows the current "ours" rows.
+    """
     builders: list[tuple[str, Callable[[], Impl]]] = [
         ("bare webapp2", peers.build_bare),
         ("naive (noreply sets)", lambda: peers.build_naive(make_proxy)),
@@ -659,6 +846,18 @@ def build_all(make_proxy: ProxyFactory, with_prefetch_row: bool) -> list[Impl]:
             (
                 "ours, session_prefetch",
                 lambda: peers.build_ours(make_proxy, prefetch=True, name="ours, session_prefetch"),
+            )
+        )
+    if revision is not None:
+        builders.append(
+            (
+                revision.row_name,
+                lambda: peers.build_ours(
+                    make_proxy,
+                    name=revision.row_name,
+                    package=revision.package,
+                    source=f"webapp2_sessions at git {revision.short}",
+                ),
             )
         )
     impls = []
@@ -706,11 +905,25 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
         "--no-prefetch-row", action="store_true", help="skip the 'ours, session_prefetch' row"
     )
     parser.add_argument(
+        "--compare-with",
+        metavar="REV",
+        help="also run webapp2_sessions as it was at git revision REV (extracted with git "
+        "archive into a temporary folder, imported under another name) as an 'ours @REV' "
+        "row, in the same run and interleaving; with --profile, profile it too",
+    )
+    parser.add_argument(
         "--profile",
         nargs="?",
         const="auto",
         choices=["auto", "cprofile", "pyinstrument"],
-        help="only profile ours on the read-3-write-1 workload (auto: pyinstrument if installed)",
+        help="only profile ours on one workload, --profile-workload (auto: pyinstrument if "
+        "installed)",
+    )
+    parser.add_argument(
+        "--profile-workload",
+        choices=list(PATHS),
+        default="rw",
+        help="the workload --profile runs (default: rw, read 3 + write 1)",
     )
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.quick:
@@ -755,6 +968,7 @@ def count_pass(
     args: argparse.Namespace,
     progress: Callable[[str], None],
     writes: WriteCheck,
+    revision: Revision | None,
 ) -> None:
     """Build every row again through its own proxy and count what its requests cost.
 
@@ -763,7 +977,7 @@ def count_pass(
     The counts land in the matching timed runner's cells; the instances' writes
     are checked into ``writes`` before they are closed.
     """
-    impls = build_all(make_proxy, not args.no_prefetch_row)
+    impls = build_all(make_proxy, not args.no_prefetch_row, revision)
     runners = [Runner(impl) for impl in impls]
     try:
         for number, (counter, runner) in enumerate(zip(runners, timed, strict=True)):
@@ -789,6 +1003,13 @@ def count_pass(
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
+    revision: Revision | None = None
+    if args.compare_with:
+        try:
+            revision = materialise(args.compare_with)
+        except RuntimeError as exc:
+            print(f"bench.py: {exc}", file=sys.stderr)
+            return 2
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
     server_cpus, placement = place(args.placement)
@@ -800,7 +1021,12 @@ def main(argv: Iterable[str] | None = None) -> int:
         memcached.start()
         make_direct: ProxyFactory = functools.partial(peers.Direct, memcached.address)
         if args.profile:
-            profile_ours(make_direct, args.requests, args.profile)
+            profile_ours(make_direct, args.requests, args.profile, args.profile_workload)
+            if revision is not None:
+                print()
+                profile_ours(
+                    make_direct, args.requests, args.profile, args.profile_workload, revision
+                )
             return 0
         if args.proxy == "process":
             host = ProxyHost(memcached.port)
@@ -814,7 +1040,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             print(f"\r{text} ({time.monotonic() - started:.0f}s)", end="", file=sys.stderr)
 
         # The timed instances: connected to memcached directly.
-        impls = build_all(make_direct, not args.no_prefetch_row)
+        impls = build_all(make_direct, not args.no_prefetch_row, revision)
         runners = [Runner(impl) for impl in impls]
         live = [r for r in runners if not r.impl.unavailable]
         for runner in live:
@@ -824,7 +1050,7 @@ def main(argv: Iterable[str] | None = None) -> int:
 
         # The counting instances: through the proxies, untimed, closed before the timing.
         writes = WriteCheck()
-        count_pass(memcached, make_proxy, runners, args, progress, writes)
+        count_pass(memcached, make_proxy, runners, args, progress, writes, revision)
         print(file=sys.stderr)
 
         micro = Micro(memcached, make_proxy)
@@ -843,6 +1069,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         print(file=sys.stderr)
 
         lines = machine_lines(memcached)
+        if revision is not None:
+            lines.append(f"compared:  {revision.row_name} = {revision.describe()}")
         lines.append(f"placement: {placement}")
         where = "a child process" if args.proxy == "process" else "this process (threads)"
         lines.append("timing:    every implementation connects to memcached directly (no proxy)")
@@ -868,6 +1096,9 @@ def main(argv: Iterable[str] | None = None) -> int:
             direct, via = micro.median_us(op, "direct"), micro.median_us(op, "via proxy")
             lines.append(f"{label:<36}{direct:>12.1f}{via:>14.1f}")
         lines.append("")
+        if revision is not None:
+            lines += comparison_lines(runners, revision, args.block)
+            lines.append("")
         writes.run("timed", live)
         lines += writes.lines()
         lines.append("")
@@ -886,6 +1117,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         if host is not None:
             host.close()
         memcached.stop()
+        if revision is not None:
+            revision.close()
 
 
 if __name__ == "__main__":
