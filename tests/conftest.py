@@ -21,6 +21,10 @@ from memcached import MemcachedServer
 from webapp2_sessions import MemcacheStore, SessionHandlerMixin
 
 SECRET = "test-secret-key-0123456789abcdef"
+#: memcached timeouts for tests that are not about timeouts: a busy 2-core
+#: machine must never pass for an unresponsive server (the library's defaults
+#: are a quarter and half a second). Tests about stalls set their own.
+PATIENT: dict[str, Any] = {"timeout": 5.0, "connect_timeout": 5.0}
 
 # No per-example deadline: on a busy 2-core CI machine one example can take
 # a second, and hypothesis would report that as a failure (Flaky or
@@ -151,7 +155,7 @@ def capture_errors(app: webapp2.WSGIApplication, status: int, body: str = "") ->
 def make_app(
     settings: dict[str, Any], routes: list[Any] | None = None, **kw: Any
 ) -> webtest.TestApp:
-    config = {"webapp2_sessions": settings}
+    config = {"webapp2_sessions": {**PATIENT, **settings}}
     app = webapp2.WSGIApplication(
         routes or [("/", Handler), ("/untouched", Untouched)], config=config, **kw
     )

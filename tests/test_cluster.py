@@ -7,7 +7,7 @@ import time
 
 import webapp2
 import webtest
-from conftest import SECRET, Handler, capture_errors
+from conftest import PATIENT, SECRET, Handler, capture_errors
 
 from webapp2_sessions import MemcacheStore, SessionUnavailableError
 from webapp2_sessions.keys import new_session_id
@@ -18,8 +18,9 @@ def cluster_app(servers, **settings) -> webapp2.WSGIApplication:
         "memcache_servers": [s.address for s in servers],
         "cookie_name": "sid",
         "secret_key": SECRET,
-        "timeout": 0.3,
-        "connect_timeout": 0.3,
+        # A stopped node refuses connections at once; only a paused one needs
+        # a short timeout, and the tests that pause one set it.
+        **PATIENT,
         **settings,
     }
     return webapp2.WSGIApplication([("/", Handler)], config={"webapp2_sessions": config})
@@ -119,7 +120,9 @@ def test_a_logout_during_a_partition_holds_and_the_nodes_other_sessions_survive(
     memcached_cluster,
 ):
     """SIGSTOP keeps the node's memory, like a network partition would."""
-    app = cluster_app(memcached_cluster, dead_retry=0.5)
+    # The paused node costs one timeout; 2 s is still far above any reply
+    # time once it answers again.
+    app = cluster_app(memcached_cluster, timeout=2, dead_retry=0.5)
     store = MemcacheStore([s.address for s in memcached_cluster])
     victim = memcached_cluster[0]
     clients = browsers(app, 30)
@@ -175,7 +178,7 @@ def test_an_evicted_required_variable_ends_the_session(memcached):
     class Guarded(Handler):
         session_required = ("csrf",)
 
-    config = {"memcache_servers": [memcached.address], "cookie_name": "sid"}
+    config = {"memcache_servers": [memcached.address], "cookie_name": "sid", **PATIENT}
     app = webtest.TestApp(
         webapp2.WSGIApplication([("/", Guarded)], config={"webapp2_sessions": config})
     )
@@ -190,8 +193,8 @@ def test_an_evicted_required_variable_ends_the_session(memcached):
 def test_an_evicted_variable_is_reported_as_lost(memcached):
     from webapp2_sessions import Session, SessionConfig
 
-    config = SessionConfig.from_mapping({"memcache_servers": [memcached.address]})
-    store = MemcacheStore([memcached.address])
+    config = SessionConfig.from_mapping({"memcache_servers": [memcached.address], **PATIENT})
+    store = MemcacheStore([memcached.address], **PATIENT)
     session = Session(config, store, None)
     session["a"], session["b"] = 1, 2
     session.save()
@@ -220,7 +223,7 @@ def test_session_required_is_read_per_request_so_a_handler_may_vary_it(memcached
         def session_required(self):  # only the admin area insists on 'csrf'
             return ("csrf",) if self.request.path.startswith("/admin") else ()
 
-    config = {"memcache_servers": [memcached.address], "cookie_name": "sid"}
+    config = {"memcache_servers": [memcached.address], "cookie_name": "sid", **PATIENT}
     app = webtest.TestApp(
         webapp2.WSGIApplication(
             [("/", PerPath), ("/admin", PerPath)], config={"webapp2_sessions": config}
