@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import pytest
 import webapp2
 import webtest
-from conftest import SECRET, Handler, SessionHandlerMixin, make_app
+from conftest import PATIENT, SECRET, Handler, SessionHandlerMixin, make_app
 from memcached import MemcachedServer
 
 from webapp2_sessions import (
@@ -29,8 +27,8 @@ def store_and_config(request):
         return
     server = MemcachedServer().start()
     try:
-        config = SessionConfig.from_mapping({"memcache_servers": [server.address]})
-        yield MemcacheStore([server.address]), config
+        config = SessionConfig.from_mapping({"memcache_servers": [server.address], **PATIENT})
+        yield MemcacheStore([server.address], **PATIENT), config
     finally:
         server.stop()
 
@@ -61,9 +59,9 @@ def test_counters_work_under_the_pickle_serializer():
     server = MemcachedServer().start()
     try:
         config = SessionConfig.from_mapping(
-            {"memcache_servers": [server.address], "serializer": "pickle"}
+            {"memcache_servers": [server.address], "serializer": "pickle", **PATIENT}
         )
-        store = MemcacheStore([server.address])
+        store = MemcacheStore([server.address], **PATIENT)
         session = Session(config, store, None)
         assert session.incr("c") == 1
         assert session.incr("c") == 2
@@ -146,7 +144,7 @@ def test_a_refused_record_for_a_new_session_is_logged_not_a_500(memcached, caplo
                 self.set_session_var(f"variable-number-{i:05d}-" + "x" * 150, i)
             self.response.write("ok")
 
-    config = {"memcache_servers": [memcached.address], "cookie_name": "sid"}
+    config = {"memcache_servers": [memcached.address], "cookie_name": "sid", **PATIENT}
     app = webtest.TestApp(
         webapp2.WSGIApplication([("/", Many)], config={"webapp2_sessions": config})
     )
@@ -167,7 +165,7 @@ def test_abort_with_an_app_error_handler_keeps_the_cookie(memcached):
         response.set_status(403)
         response.write("no")
 
-    config = {"memcache_servers": [memcached.address], "cookie_name": "sid"}
+    config = {"memcache_servers": [memcached.address], "cookie_name": "sid", **PATIENT}
     app = webapp2.WSGIApplication(
         [("/", Forbidden), ("/read", Handler)], config={"webapp2_sessions": config}
     )
@@ -195,7 +193,7 @@ def test_incr_and_update_renew_a_persistent_cookie(memcached):
 def test_close_releases_every_pooled_connection(memcached):
     import threading
 
-    store = MemcacheStore([memcached.address], max_connections=8)
+    store = MemcacheStore([memcached.address], max_connections=8, **PATIENT)
     inside = threading.Barrier(4, timeout=30)
 
     def hold() -> None:
@@ -232,17 +230,15 @@ def test_a_slow_reply_alone_does_not_end_the_nodes_sessions():
                 "memcache_servers": [server.address],
                 "cookie_name": "sid",
                 "secret_key": SECRET,
-                "timeout": 0.2,
-                "dead_retry": 0.3,
+                # One timeout while paused; far above any reply time after.
+                "timeout": 2,
+                "dead_retry": 0.5,
             }
         )
         app.get("/", {"set": "user", "value": '"bob"'})
-        os.kill(server.proc.pid, signal.SIGSTOP)  # one slow reply, nothing lost
-        try:
+        with server.paused():  # one slow reply, nothing lost
             app.get("/", {"get": "user"}, status=200)
-        finally:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        time.sleep(0.4)
+        time.sleep(0.6)  # a timer, not a race: past the dead_retry that began before the resume
         assert app.get("/", {"get": "user"}).json == {"user": "bob"}
     finally:
         server.stop()
