@@ -197,14 +197,15 @@ def main(argv: list[str]) -> int:
         start = time.monotonic()
         try:
             code, last = pytest(prepare(python), argv)
-            result = "passed" if code == 0 else f"FAILED (pytest exit {code})"
+            result = "passed" if code == 0 else "FAILED"
+            last = last if code == 0 else f"pytest exit {code}: {last}"
         except (subprocess.CalledProcessError, RuntimeError) as exc:
-            result, last = "FAILED (set-up)", str(exc)
+            result, last = "FAILED", f"set-up failed: {exc}"
         rows.append((python, result, time.monotonic() - start, last))
 
     print("\ntest-all summary: the whole suite on each Python")
     for python, result, seconds, last in rows:
-        print(f"  {python.full:<8} {result:<10} {seconds:6.0f} s  {python.path}")
+        print(f"  {python.full:<8} {result:<6} {seconds:5.0f} s  {python.path}")
         print(f"  {'':<8} {last}")
     for note in notes:
         print(f"  ({note})")
