@@ -25,7 +25,7 @@ import pytest
 import webapp2
 import webob
 import webtest
-from conftest import SECRET, Handler, capture_errors, make_app
+from conftest import PATIENT, SECRET, Handler, capture_errors, make_app
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from memcached import MemcachedServer
@@ -77,7 +77,8 @@ def metadump(server: MemcachedServer) -> set[bytes]:
     and answers ``BUSY`` while a crawl is running, so this reads it itself.
     """
     data = b""
-    for _ in range(100):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
             sock.sendall(b"lru_crawler metadump all\r\n")
             data = b""
@@ -580,8 +581,10 @@ def test_names_that_mimic_hashed_or_internal_keys_do_not_collide(memcached):
 
 
 def new_session(server: MemcachedServer, **settings: Any) -> Session:
-    config = SessionConfig.from_mapping({"memcache_servers": [server.address], **settings})
-    return Session(config, MemcacheStore([server.address]), None)
+    config = SessionConfig.from_mapping(
+        {"memcache_servers": [server.address], **PATIENT, **settings}
+    )
+    return Session(config, MemcacheStore([server.address], **PATIENT), None)
 
 
 def reopen(session: Session) -> Session:
@@ -699,8 +702,8 @@ def test_a_planted_pickle_under_a_session_key_reads_as_missing_and_is_never_unpi
     response = scene.send(f"sid={scene.victim_cookie}", {"get": "secret"})
     assert response.json == {"secret": None}
     session = Session(
-        SessionConfig.from_mapping({"memcache_servers": [memcached.address]}),
-        MemcacheStore([memcached.address]),
+        SessionConfig.from_mapping({"memcache_servers": [memcached.address], **PATIENT}),
+        MemcacheStore([memcached.address], **PATIENT),
         scene.victim_sid,
     )
     assert session.get("secret", "missing") == "missing"
@@ -951,17 +954,24 @@ def test_idle_timeout_ends_the_session_and_issues_a_new_id(app_on, memcached):
     app.get("/", {"set": "secret", "value": '"s"'}, status=200)
     old = app.cookies["sid"]
     assert memcached.mg(f"{old}-secret") is not None
-    time.sleep(2.1)
-    assert memcached.mg(old) is None  # the record expired on the server
+    time.sleep(1)
+    # memcached's clock ticks once a second: wait for the expiry to show.
+    deadline = time.monotonic() + 10
+    while memcached.mg(old) is not None:  # the record expires on the server
+        assert time.monotonic() < deadline, "the record outlived idle_timeout by 9 s"
+        time.sleep(0.05)
     body = app.get("/", {"get": "secret", "set": "b", "value": "1", "sid": "1"}).json
     assert body["secret"] is None and body["sid"] != old
     assert app.cookies["sid"] == body["sid"]
 
 
 def test_absolute_timeout_ends_a_busy_session_even_across_regeneration(app_on, memcached):
-    app = app_on(absolute_timeout=3)
-    start = time.monotonic()
+    # The requests within the lifetime end 1.5 s in (plus their own time),
+    # leaving 3.5 s to spare; the last one comes 1 s after it is over.
+    app = app_on(absolute_timeout=5)
+    start = time.monotonic()  # the session is created after this...
     app.get("/", {"set": "secret", "value": '"s"'}, status=200)
+    created_by = time.monotonic()  # ...and before this
     seen = {app.cookies["sid"]}
     for at, params in (
         (0.5, {"get": "secret"}),
@@ -972,7 +982,7 @@ def test_absolute_timeout_ends_a_busy_session_even_across_regeneration(app_on, m
         assert app.get("/", params, status=200).json == {"secret": "s"}
         seen.add(app.cookies["sid"])
     assert len(seen) == 2  # regeneration gave a new id, not a new lifetime
-    time.sleep(max(0.0, start + 3.3 - time.monotonic()))
+    time.sleep(max(0.0, created_by + 5 + 1 - time.monotonic()))
     body = app.get("/", {"get": "secret", "sid": "1"}, status=200).json
     assert body["secret"] is None and body["sid"] not in seen
     for sid in seen:
@@ -1213,7 +1223,7 @@ def test_an_arbitrary_cookie_header_never_errors_or_touches_another_key(probe, t
 
 @pytest.fixture(scope="module")
 def shared_store(shared_server: MemcachedServer) -> Iterator[MemcacheStore]:
-    store = MemcacheStore([shared_server.address])
+    store = MemcacheStore([shared_server.address], **PATIENT)
     try:
         yield store
     finally:
