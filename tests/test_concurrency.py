@@ -9,12 +9,9 @@ from collections.abc import Callable
 import pytest
 import webapp2
 import webtest
-from conftest import Handler
+from conftest import PATIENT, Handler
 
 from webapp2_sessions import MemcacheStore, Session, SessionConfig, UpdateConflictError
-
-# A loaded test machine must not pass for a memcached outage.
-PATIENT = {"timeout": 5.0, "connect_timeout": 5.0}
 
 
 def run_threads(count: int, work: Callable[[int], None]) -> None:
@@ -39,7 +36,7 @@ def run_threads(count: int, work: Callable[[int], None]) -> None:
 @pytest.fixture
 def shared(memcached):
     config = SessionConfig.from_mapping({"memcache_servers": [memcached.address], **PATIENT})
-    store = MemcacheStore([memcached.address], timeout=5)
+    store = MemcacheStore([memcached.address], **PATIENT)
     first = Session(config, store, None)
     first["seed"] = 0
     first.save()
@@ -77,8 +74,8 @@ def test_incr_is_exact_under_contention_and_starts_from_zero(shared):
 
 
 def test_incr_on_a_new_session_stores_the_session(memcached):
-    config = SessionConfig.from_mapping({"memcache_servers": [memcached.address]})
-    store = MemcacheStore([memcached.address])
+    config = SessionConfig.from_mapping({"memcache_servers": [memcached.address], **PATIENT})
+    store = MemcacheStore([memcached.address], **PATIENT)
     session = Session(config, store, None)
     assert session.incr("n", 5) == 5
     assert session.incr("n", -9) == 0  # counters are unsigned, as in memcached
@@ -126,12 +123,14 @@ def test_destroy_racing_with_writers_leaves_nothing_behind(memcached, shared, ro
     config, store, sid = shared
     logout_started = threading.Event()
     writes_during_logout = [0]
+    writes = [0]
 
     def add_names(i: int) -> None:
         for j in range(400):
             session = Session(config, store, sid)
             session[f"w{i}-{j}"] = j
             session.save()
+            writes[0] += 1
             if logout_started.is_set():
                 writes_during_logout[0] += 1
                 if writes_during_logout[0] > 40:
@@ -140,11 +139,16 @@ def test_destroy_racing_with_writers_leaves_nothing_behind(memcached, shared, ro
     threads = [threading.Thread(target=add_names, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.03 + 0.01 * round_)
+    # The logout starts once the writers are under way, a little later each round.
+    deadline = time.monotonic() + 30
+    while writes[0] < 4 * (2 + round_):
+        assert time.monotonic() < deadline, f"only {writes[0]} writes in 30 s"
+        time.sleep(0.001)
     logout_started.set()
     Session(config, store, sid).destroy()
     for t in threads:
         t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
     assert writes_during_logout[0] > 0  # the writers really raced the logout
     leftovers = [k for k in memcached.keys() if k.startswith(sid)]
     assert leftovers == []
