@@ -25,6 +25,7 @@ import webtest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 
 from app import make_app, make_server
+from conftest import PATIENT
 
 COOKIE = "demo_session"
 SECRET = "example-secret-0123456789abcdef"
@@ -35,6 +36,7 @@ def settings(request: Any) -> dict[str, Any]:
     settings: dict[str, Any] = {"cookie_name": COOKIE, "secret_key": SECRET}
     if request.param == "memcached":
         settings["memcache_servers"] = [request.getfixturevalue("memcached").address]
+        settings.update(PATIENT)
     return settings
 
 
@@ -75,7 +77,7 @@ def test_counter_counts_per_browser(site):
 
 
 def test_counter_is_stored_as_a_memcached_counter(memcached):
-    settings = {"cookie_name": COOKIE, "memcache_servers": [memcached.address]}
+    settings = {"cookie_name": COOKIE, "memcache_servers": [memcached.address], **PATIENT}
     site = webtest.TestApp(make_app(settings))
     site.get("/")
     site.get("/")
@@ -224,7 +226,7 @@ def test_logout_ends_the_session_and_its_old_cookie_reads_nothing(site):
 
 
 def test_logout_deletes_every_key_on_memcached(memcached):
-    settings = {"cookie_name": COOKIE, "memcache_servers": [memcached.address]}
+    settings = {"cookie_name": COOKIE, "memcache_servers": [memcached.address], **PATIENT}
     site = webtest.TestApp(make_app(settings))
     token = token_in(site.get("/").text)
     site.post("/login", {"user": "ada", "csrf_token": token})
@@ -304,7 +306,7 @@ def test_an_unreachable_store_shows_a_banner_and_pages_still_render():
 
 
 def test_a_store_that_goes_down_shows_the_banner_to_a_returning_visitor(memcached):
-    site = webtest.TestApp(make_app({"memcache_servers": [memcached.address]}))
+    site = webtest.TestApp(make_app({"memcache_servers": [memcached.address], **PATIENT}))
     assert "Sessions are unavailable." not in site.get("/").text
     memcached.stop()
     page = site.get("/lists")

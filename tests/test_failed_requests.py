@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import webapp2
 import webtest
-from conftest import SECRET, capture_errors
+from conftest import PATIENT, SECRET, capture_errors
 
 from webapp2_sessions import SessionHandlerMixin
 
@@ -47,7 +47,7 @@ class Reads(SessionHandlerMixin, webapp2.RequestHandler):
 
 
 def app_on(memcached: Any, **settings: Any) -> webapp2.WSGIApplication:
-    config = {"memcache_servers": [memcached.address], "cookie_name": "sid", **settings}
+    config = {"memcache_servers": [memcached.address], "cookie_name": "sid", **PATIENT, **settings}
     return webapp2.WSGIApplication(
         [("/write", Writes), ("/read", Reads)], config={"webapp2_sessions": config}
     )
@@ -87,7 +87,7 @@ class Form(SessionHandlerMixin, webapp2.RequestHandler):
 
 
 def form_app(memcached: Any) -> webtest.TestApp:
-    config = {"memcache_servers": [memcached.address], "cookie_name": "sid"}
+    config = {"memcache_servers": [memcached.address], "cookie_name": "sid", **PATIENT}
     return webtest.TestApp(
         webapp2.WSGIApplication(
             [("/form", Form), ("/read", Reads)], config={"webapp2_sessions": config}
@@ -158,7 +158,7 @@ def test_webapp2_extras_sessions_and_ours_keep_both_sessions_with_default_settin
 
     config = {
         "webapp2_extras.sessions": {"secret_key": SECRET},
-        "webapp2_sessions": {"memcache_servers": [memcached.address]},
+        "webapp2_sessions": {"memcache_servers": [memcached.address], **PATIENT},
     }
     browser = webtest.TestApp(webapp2.WSGIApplication([("/", Both)], config=config))
     browser.get("/", {"set": "1"})
@@ -181,6 +181,7 @@ def test_a_persistent_cookie_is_renewed_for_readers_once_per_tenth_of_max_age(me
         "memcache_servers": [memcached.address],
         "cookie_name": "sid",
         "cookie_args": {"max_age": 1000},
+        **PATIENT,
     }
     app = webapp2.WSGIApplication([("/", ReadOnly)], config={"webapp2_sessions": config})
     browser = webtest.TestApp(app)

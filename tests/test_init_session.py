@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import webapp2
 import webtest
+from conftest import PATIENT
 
 from webapp2_sessions import SessionHandlerMixin
 
@@ -19,7 +20,7 @@ class Starts(SessionHandlerMixin, webapp2.RequestHandler):
 
 
 def app_on(memcached) -> webtest.TestApp:
-    config = {"memcache_servers": [memcached.address], "cookie_name": "sid"}
+    config = {"memcache_servers": [memcached.address], "cookie_name": "sid", **PATIENT}
     return webtest.TestApp(
         webapp2.WSGIApplication([("/", Starts)], config={"webapp2_sessions": config})
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import PATIENT
 from memcached import MemcachedServer
 
 from webapp2_sessions import MemcacheStore, MemoryStore, Session, SessionConfig
@@ -15,7 +16,7 @@ def store(request):
         return
     server = MemcachedServer().start()
     try:
-        yield MemcacheStore([server.address])
+        yield MemcacheStore([server.address], **PATIENT)
     finally:
         server.stop()
 

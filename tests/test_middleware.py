@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import webtest
+from conftest import PATIENT
 from rtproxy import RoundTripProxy
 
 from webapp2_sessions import (
@@ -42,7 +43,8 @@ def plain_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 @pytest.fixture
 def wrapped(memcached):
     middleware = SessionMiddleware(
-        plain_app, config={"memcache_servers": [memcached.address], "cookie_name": "sid"}
+        plain_app,
+        config={"memcache_servers": [memcached.address], "cookie_name": "sid", **PATIENT},
     )
     yield middleware
     middleware.close()
@@ -60,7 +62,7 @@ def test_a_wsgi_app_reads_back_what_it_stored_with_our_cookie_and_headers(wrappe
 def test_round_trips_are_those_of_the_mixin(memcached):
     proxy = RoundTripProxy(memcached.port)
     middleware = SessionMiddleware(
-        plain_app, config={"memcache_servers": [proxy.address], "cookie_name": "sid"}
+        plain_app, config={"memcache_servers": [proxy.address], "cookie_name": "sid", **PATIENT}
     )
     try:
         browser = webtest.TestApp(middleware)
@@ -124,7 +126,9 @@ def test_a_streamed_body_keeps_the_current_session_until_the_server_closes_it(me
         start_response("200 OK", [("Content-Type", "text/plain")])
         return Streamed()
 
-    middleware = SessionMiddleware(app, config={"memcache_servers": [memcached.address]})
+    middleware = SessionMiddleware(
+        app, config={"memcache_servers": [memcached.address], **PATIENT}
+    )
     response = webtest.TestApp(middleware).get("/")
     assert response.text == "ab" and closed == [True]
     assert len(seen) == 3 and seen[0] is seen[1]  # the third call ends the iteration

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import webapp2
 import webtest
-from conftest import SECRET, capture_errors
+from conftest import PATIENT, SECRET, capture_errors
 from rtproxy import RoundTripProxy
 
 from webapp2_sessions import SessionHandlerMixin
@@ -86,6 +86,7 @@ def browser(proxy: RoundTripProxy, **settings) -> webtest.TestApp:
         "memcache_servers": [proxy.address],
         "cookie_name": "sid",
         "secret_key": SECRET,
+        **PATIENT,
         **settings,
     }
     return webtest.TestApp(webapp2.WSGIApplication(ROUTES, config={"webapp2_sessions": config}))
@@ -168,7 +169,7 @@ def test_a_wrong_guess_costs_one_extra_round_trip_never_a_wrong_value(proxy):
 
 def test_example_counter_costs_one_read_and_one_write(proxy):
     site = webtest.TestApp(
-        make_example_app({"memcache_servers": [proxy.address], "secret_key": SECRET})
+        make_example_app({"memcache_servers": [proxy.address], "secret_key": SECRET, **PATIENT})
     )
     site.get("/")
     site.get("/")  # flashes are learned on the first returning request
@@ -189,6 +190,7 @@ def test_a_write_the_server_refuses_is_logged_not_lost_silently(memcached, caplo
         "memcache_servers": [memcached.address],
         "cookie_name": "sid",
         "item_size_max": 2 * 1024 * 1024,
+        **PATIENT,
     }
     app = webtest.TestApp(
         webapp2.WSGIApplication([("/", WriteBig)], config={"webapp2_sessions": config})
@@ -206,6 +208,7 @@ def test_strict_mode_raises_when_the_server_refuses_a_write(memcached):
         "memcache_servers": [memcached.address],
         "item_size_max": 2 * 1024 * 1024,
         "strict": True,
+        **PATIENT,
     }
     app = webapp2.WSGIApplication([("/", WriteBig)], config={"webapp2_sessions": config})
     seen = capture_errors(app, 503)

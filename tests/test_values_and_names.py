@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import PATIENT
 from memcached import MemcachedServer
 
 from webapp2_sessions import MemcacheStore, Session, SessionConfig
 
 
 def new_session(server: MemcachedServer, **settings) -> Session:
-    config = SessionConfig.from_mapping({"memcache_servers": [server.address], **settings})
-    return Session(config, MemcacheStore([server.address]), None)
+    config = SessionConfig.from_mapping(
+        {"memcache_servers": [server.address], **PATIENT, **settings}
+    )
+    return Session(config, MemcacheStore([server.address], **PATIENT), None)
 
 
 def reopen(session: Session) -> Session:
