@@ -7,8 +7,9 @@ Usage::
 A worker keeps some state for its whole life: module-level
 ``functools.lru_cache`` functions, and per-instance maps (the cookie codec's
 verified values, the persistent-cookie renewals, the store's deferred
-deletions and its connection pools, what each handler class learns). Each is
-bounded; this script fills each one to its bound and prints what it holds.
+deletions and its connection pools, what each handler class learns, the
+durable tier's renewals when the package has one). Each is bounded; this
+script fills each one to its bound and prints what it holds.
 
 What it does, in this one process, on 127.0.0.1 (``--nodes`` memcached
 servers from ``tests/memcached.py``, plus one killed on purpose, all stopped
@@ -89,12 +90,17 @@ MIB = 1024 * 1024
 # --------------------------------------------------------------------- finding things
 
 
+def loaded_modules() -> list[ModuleType]:
+    """The package's modules imported so far (what a worker running the app has)."""
+    return [m for n, m in list(sys.modules.items()) if n.split(".")[0] == PACKAGE and m]
+
+
 def package_modules() -> list[ModuleType]:
-    """Every module of the package, imported."""
-    found = [webapp2_sessions]
+    """Every module of the package, imported if it can be (optional extras may be missing)."""
     for info in pkgutil.walk_packages(webapp2_sessions.__path__, PACKAGE + "."):
-        found.append(importlib.import_module(info.name))
-    return found
+        with contextlib.suppress(ImportError):
+            importlib.import_module(info.name)
+    return loaded_modules()
 
 
 def short(module: str) -> str:
@@ -226,6 +232,7 @@ class Row:
     held: int | None = None  # bytes
     note: str = ""
     tokens: tuple[str, ...] = ()  # names that mark the source lines this row covers
+    optional: bool = False  # only with an optional feature: left out of the total
 
 
 LABELS = {  # lru caches by function name; any other is shown by its name
@@ -388,7 +395,7 @@ def record_key(sid: str) -> str:
 
 @functools.cache
 def key_scheme_class() -> type | None:
-    return find_class(package_modules(), lambda c: c.__name__ == "KeyScheme")
+    return find_class(loaded_modules(), lambda c: c.__name__ == "KeyScheme")
 
 
 def distinct_records(app: Any, servers: Sequence[str], count: int) -> list[str]:
@@ -620,12 +627,40 @@ def fill_prefetch(ctx: Context) -> Row:
     )
 
 
-OTHER_FILLS: list[Callable[[Context], Row]] = [
+def fill_durable(ctx: Context) -> Row | None:
+    """The durable tier's renewals (only with a database): one per session written."""
+    cls = find_class(ctx.modules, has_methods("noted_write", "touch_if_due"))
+    if cls is None:
+        return None  # no durable tier in this version
+    found = int_constant(cls.__module__, r"REMEMBER|TOUCH")
+    config_cls = find_class(ctx.modules, lambda c: c.__name__ == "SessionConfig")
+    if found is None or config_cls is None:
+        raise LookupError(f"no bound for {cls.__name__}'s renewals")
+    # noted_write only touches this process's map, never the database.
+    tier = cls(None, config_cls())
+    ctx.keep.append(tier)
+    for _ in range(found[1]):
+        tier.noted_write(uuid.uuid4().hex)
+    attr, touched = largest_container(tier)
+    return Row(
+        "durable tier: renewals",
+        f"{short(cls.__module__)}.{cls.__name__}.{attr}",
+        "runtime",
+        found[1],
+        len(touched),
+        note="session ids, one per session written (only with a database)",
+        tokens=(attr, found[0]),
+        optional=True,
+    )
+
+
+OTHER_FILLS: list[Callable[[Context], Row | None]] = [
     fill_codec,
     fill_renewals,
     fill_deferred,
     fill_pools,
     fill_prefetch,
+    fill_durable,
 ]
 
 
@@ -704,6 +739,8 @@ def traced_pass(ctx: Context) -> tuple[list[Row], list[str]]:
             row = fill(ctx)
         except Exception as exc:
             notes.append(f"{fill.__name__}: not measured, {exc!r}")
+            continue
+        if row is None:
             continue
         if row.held is None:
             clear_lrus(ctx)
@@ -868,11 +905,15 @@ def table(rows: Sequence[Row], nodes: int) -> list[str]:
             out.append(f"{start}  {row.note}")
             continue
         per = row.held / row.entries if row.entries else 0
-        out.append(f"{start} {row.entries:>6} {row.held / MIB:>6.2f} {per:>7.0f}")
-        total += row.held * (nodes if row.scope == "node" else 1)
+        mark = " *" if row.optional else ""
+        out.append(f"{start} {row.entries:>6} {row.held / MIB:>6.2f} {per:>7.0f}{mark}")
+        if not row.optional:
+            total += row.held * (nodes if row.scope == "node" else 1)
     out.append("-" * len(head))
     what = f"one runtime, store and handler class; {nodes} nodes"
     out.append(f"{'total per worker':<31} {what:<55} {total / MIB:>6.2f}")
+    if any(row.optional for row in rows):
+        out.append("* only with an optional feature (see inputs); not in the total")
     return out
 
 
@@ -893,9 +934,9 @@ def report(
         "",
         f"RSS      this process, untraced: {before / MIB:.1f} MiB before the fills, "
         f"{after / MIB:.1f} MiB with every cache",
-        f"         at its bound at once ({(after - before) / MIB:+.1f} MiB, "
-        f"{100 * (after - before) / before:+.0f}%); it can stay below the total, as the caches",
-        "         reuse heap that the setup's requests left free",
+        f"         at its bound at once ({(after - before) / MIB:+.1f} MiB); this can stay "
+        "below the total, as the",
+        "         caches reuse heap that the setup's requests left free",
         "per      process: every request of the worker; runtime: each distinct set of",
         "         session_settings overrides; store: each distinct store setting; node: each",
         "         memcached server (max_connections); class: each handler class",
@@ -917,7 +958,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Some fills log on purpose (a dead node, a lost logout): keep the output to the table.
     logging.getLogger(PACKAGE).disabled = True
     code = code_version()
-    modules = package_modules()
+    # Only what the app imports, until the RSS pass is done: optional modules
+    # (the SQL tier, say) would weigh on the RSS without being used.
+    modules = loaded_modules()
     lrus = find_lrus(modules)
     nodes = [MemcachedServer() for _ in range(opts.nodes)]
     dead = MemcachedServer()
@@ -943,6 +986,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("RSS pass (untraced)...", flush=True)
         rss_before, rss_after, problems = rss_pass(ctx)
         print("tracemalloc pass...", flush=True)
+        ctx.modules = package_modules()  # every module now, for the caches of any
+        ctx.lrus = find_lrus(ctx.modules)
         tracemalloc.start(1)
         rows, notes = traced_pass(ctx)
         tracemalloc.stop()
@@ -952,9 +997,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print()
     print("\n".join(report(rows, opts.nodes, code, (rss_before, rss_after), problems + notes)))
-    lrus_found = ", ".join(f"{c.where} ({c.bound})" for c in lrus)
+    lrus_found = ", ".join(f"{c.where} ({c.bound})" for c in ctx.lrus)
     print(f"found    lru caches: {lrus_found}")
-    left = uncovered_bounds(modules, rows)
+    left = uncovered_bounds(ctx.modules, rows)
     for line in left:
         print(f"check    not covered by a row: {line}")
     unmeasured = [r for r in rows if r.held is None]
