@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import webapp2
 import webtest
-from conftest import SECRET, Handler, Untouched, capture_errors
+from conftest import PATIENT, SECRET, Handler, Untouched, capture_errors
 
 from webapp2_sessions import MemcacheStore, Session, SessionConfig, SessionUnavailableError
 from webapp2_sessions.lifecycle import Lifecycle
@@ -26,10 +26,12 @@ class Interrupted(BaseException):
 
 
 def app_for(memcached: Any, **settings: Any) -> webapp2.WSGIApplication:
+    """An app on ``memcached``; tests that stall it set a short ``timeout``."""
     config = {
         "memcache_servers": [memcached.address],
         "cookie_name": "sid",
         "secret_key": SECRET,
+        **PATIENT,
         **settings,
     }
     return webapp2.WSGIApplication(
@@ -98,7 +100,7 @@ def test_any_exception_while_a_batch_is_sent_or_read_closes_that_connection(
 
 
 def test_a_stalled_node_costs_no_visitor_their_session(memcached):
-    app = app_for(memcached, timeout=0.5, dead_retry=1)
+    app = app_for(memcached, timeout=2, dead_retry=1)
     browser = webtest.TestApp(app)
     browser.get("/", {"set": ["cart", "user"], "value": ["[1, 2]", '"ann"']})
     cookie = browser.cookies["sid"]
@@ -120,7 +122,7 @@ def test_a_stalled_node_costs_no_visitor_their_session(memcached):
 
 
 def test_a_stalled_node_in_strict_mode_raises_and_then_serves_the_session_again(memcached):
-    app = app_for(memcached, timeout=0.5, dead_retry=1, strict=True)
+    app = app_for(memcached, timeout=2, dead_retry=1, strict=True)
     seen = capture_errors(app, 503)
     browser = webtest.TestApp(app)
     browser.get("/", {"set": "user", "value": '"ann"'})
@@ -154,7 +156,7 @@ def test_a_node_that_comes_back_empty_starts_its_visitors_afresh(memcached):
 def test_a_logout_lost_to_an_outage_is_completed_by_this_process_once_the_node_answers(
     memcached,
 ):
-    app = app_for(memcached, timeout=0.5, dead_retry=0.5)
+    app = app_for(memcached, timeout=2, dead_retry=0.5)
     browser, other = webtest.TestApp(app), webtest.TestApp(app)
     browser.get("/", {"set": "secret", "value": '"s"'})
     other.get("/", {"set": "mine", "value": "1"})
@@ -182,7 +184,7 @@ def test_a_second_process_stops_serving_a_logged_out_session_once_the_first_has_
     memcached,
 ):
     # Two applications with stores of their own: two worker processes.
-    first, second = app_for(memcached, timeout=0.5, dead_retry=0.5), app_for(memcached)
+    first, second = app_for(memcached, timeout=2, dead_retry=0.5), app_for(memcached)
     browser = webtest.TestApp(first)
     browser.get("/", {"set": "secret", "value": '"s"'})
     stolen = browser.cookies["sid"]

@@ -13,7 +13,7 @@ import time
 import pytest
 import webapp2
 import webtest
-from conftest import SessionHandlerMixin
+from conftest import PATIENT, SessionHandlerMixin
 
 from webapp2_sessions import MemcacheStore, MemoryStore, SessionUnavailableError
 from webapp2_sessions.stores import Get, Item, Set
@@ -21,7 +21,7 @@ from webapp2_sessions.stores import Get, Item, Set
 
 def test_on_sent_runs_after_sending_and_before_waiting_for_replies(memcached):
     # A timeout far above any reply time: this test is not about timeouts.
-    store = MemcacheStore([memcached.address], timeout=5)
+    store = MemcacheStore([memcached.address], **PATIENT)
     store.execute("r", [Get("warm")])  # connected
     calls = []
 
@@ -51,7 +51,7 @@ def test_without_on_sent_a_paused_server_is_a_timeout(memcached):
 def test_an_error_in_on_sent_is_raised_after_the_replies_and_the_connection_stays_in_step(
     memcached,
 ):
-    store = MemcacheStore([memcached.address])
+    store = MemcacheStore([memcached.address], **PATIENT)
 
     def on_sent() -> None:
         raise RuntimeError("boom")
