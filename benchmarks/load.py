@@ -417,9 +417,9 @@ def read_slots(path: Path) -> list[Slot]:
             continue
         slot = Slot(*(int(p) for p in parts[:7]))
         slots[slot.slot] = slot
-    for slot in pending:
+    for number in pending:
         # In flight when wrk stopped: the app may still have finished it.
-        slots[slot].doubt += 1
+        slots[number].doubt += 1
     return [slots[k] for k in sorted(slots)]
 
 

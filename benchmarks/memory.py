@@ -247,7 +247,7 @@ LABELS = {  # lru caches by function name; any other is shown by its name
 # --------------------------------------------------------------------- the app
 
 
-class Base(SessionHandlerMixin, webapp2.RequestHandler):
+class Base(SessionHandlerMixin, webapp2.RequestHandler):  # type: ignore[misc]
     pass
 
 
@@ -555,13 +555,14 @@ def with_session(op: Any, old: str, new: str) -> Any:
 
 def fill_pools(ctx: Context) -> Row:
     """Every node's pool at ``max_connections``: that many batches in flight at once."""
-    if ctx.read_batch is None:
+    ops = ctx.read_batch
+    if ops is None:
         raise LookupError("no read batch was captured")
     default = inspect.signature(MemcacheStore).parameters["max_connections"].default
     store = MemcacheStore(ctx.servers)
     ctx.keep.append(store)
     base = traced()
-    routes = {}
+    routes: dict[str, str] = {}
     while len(routes) < len(ctx.servers):
         route = uuid.uuid4().hex
         routes.setdefault(store.node_for(route), route)
@@ -570,7 +571,7 @@ def fill_pools(ctx: Context) -> Row:
     def batch(route: str, barrier: threading.Barrier) -> None:
         try:
             # Sent, then held until every batch of this node is in flight.
-            store.execute(route, ctx.read_batch, on_sent=lambda: barrier.wait(timeout=60))
+            store.execute(route, ops, on_sent=lambda: barrier.wait(timeout=60))
         except BaseException as exc:
             errors.append(exc)
 
@@ -732,13 +733,13 @@ def traced_pass(ctx: Context) -> tuple[list[Row], list[str]]:
             notes.append(f"{name}: filled no cache to its bound")
         if abs(other) >= 64 * 1024:
             notes.append(f"{name}: {other / 1024:+.0f} KiB more held outside the caches")
-    for fill in OTHER_FILLS:
+    for other_fill in OTHER_FILLS:
         clear_lrus(ctx)
         before = traced()
         try:
-            row = fill(ctx)
+            row = other_fill(ctx)
         except Exception as exc:
-            notes.append(f"{fill.__name__}: not measured, {exc!r}")
+            notes.append(f"{other_fill.__name__}: not measured, {exc!r}")
             continue
         if row is None:
             continue
