@@ -6,10 +6,16 @@ that batch's body.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import flashes
 from .config import SessionConfig
 from .keys import KeyScheme
+from .record import FLAGS_FLASHES
 from .stores import Delete, Item, Op, Set
+
+if TYPE_CHECKING:
+    from .sql import Writer
 
 
 class Changes:
@@ -66,3 +72,27 @@ class Changes:
             room = config.item_size_max - 300
             ops += flashes.write_ops(keys, session_id, taken, self.flashes, ttl, room)
         return ops
+
+
+class DurableChanges:
+    """The part of a request's changes the database keeps (quick names aside)."""
+
+    __slots__ = ("deleted", "flash_lines", "flashes_read", "written")
+
+    def __init__(self, changes: Changes, quick: frozenset[str], read: Item | None) -> None:
+        self.written = {n: d for n, d in changes.written.items() if n not in quick}
+        self.deleted = {n for n in changes.deleted if n not in quick}
+        self.flash_lines = b"".join(changes.flashes)
+        #: The stored flashes this request read, to take out of the database.
+        self.flashes_read = read.value if changes.flashes_read and read is not None else None
+
+    def __bool__(self) -> bool:
+        return bool(self.written or self.deleted or self.flash_lines or self.flashes_read)
+
+    def apply(self, writer: Writer, value_flags: int) -> None:
+        writer.delete(self.deleted)
+        writer.set(self.written, value_flags)
+        if self.flashes_read is not None:
+            writer.consume_flashes(self.flashes_read, FLAGS_FLASHES)
+        if self.flash_lines:
+            writer.append_flashes(self.flash_lines, FLAGS_FLASHES)

@@ -72,6 +72,12 @@ class SessionConfig:
     bind_ip: bool = False
     memory_max_items: int = 100_000
     learn_prefetch: bool = True
+    #: The durable tier: a SQLAlchemy URL or Engine (``webapp2-sessions[sql]``).
+    database: Any = None
+    #: Percentage of writes that also purge a few expired sessions.
+    sweep_percent: float = 1.0
+    #: Most sessions one sweep purges.
+    sweep_limit: int = 100
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> SessionConfig:
@@ -290,6 +296,34 @@ def _cookie_args(key: str, value: Any) -> CookieArgs:
     return CookieArgs(**out)
 
 
+def _database(key: str, value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        import sqlalchemy
+    except ImportError:
+        raise ConfigurationError(
+            key, "needs SQLAlchemy: pip install 'webapp2-sessions[sql]'"
+        ) from None
+    if isinstance(value, sqlalchemy.engine.Engine):
+        return value
+    if not isinstance(value, str):
+        raise ConfigurationError(key, "must be a SQLAlchemy URL (str) or Engine")
+    try:
+        sqlalchemy.engine.make_url(value)
+    except sqlalchemy.exc.ArgumentError:
+        raise ConfigurationError(
+            key, "is not a SQLAlchemy URL (for example 'sqlite:///var/sessions.db')"
+        ) from None
+    return value
+
+
+def _percent(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+        raise ConfigurationError(key, f"must be a number from 0 to 100, not {value!r}")
+    return float(value)
+
+
 _VALIDATORS: dict[str, Any] = {
     "cookie_name": _cookie_name,
     "cookie_args": _cookie_args,
@@ -312,4 +346,7 @@ _VALIDATORS: dict[str, Any] = {
     "bind_ip": _bool,
     "memory_max_items": lambda k, v: _int(k, v, 1),
     "learn_prefetch": _bool,
+    "database": _database,
+    "sweep_percent": _percent,
+    "sweep_limit": lambda k, v: _int(k, v, 1),
 }

@@ -55,6 +55,9 @@ class SessionHandlerMixin:
     #: starts). If memcached evicted one, the session is ended rather than
     #: served half-present.
     session_required: Iterable[str] = ()
+    #: Variables kept in memcached only, never in the ``database`` tier: hot,
+    #: disposable data (a visit counter), whose loss costs nothing.
+    session_quick: Iterable[str] = ()
 
     _session_obj: Session | None = None
     _session_response: SessionResponse | None = None
@@ -107,6 +110,8 @@ class SessionHandlerMixin:
             prefetch=setup.prefetch,
             # Read per request: a handler may vary it (by path, say).
             required=self.session_required,
+            durable=runtime.durable,
+            quick=self.session_quick,
         )
         self._session_response = SessionResponse(runtime, session, request.scheme == "https")
         return session

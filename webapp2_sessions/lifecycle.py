@@ -14,6 +14,7 @@ import enum
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .config import SessionConfig
 from .errors import SessionUnavailableError
@@ -28,6 +29,11 @@ from .record import (
 )
 from .stores import BatchResults, Failed, Get, Item, Op, Result, Set, Store
 from .transitions import delete_everything
+
+if TYPE_CHECKING:
+    from .changes import DurableChanges
+    from .durable import DurableTier
+    from .sql import Writer
 
 log = logging.getLogger("webapp2_sessions")
 
@@ -70,6 +76,8 @@ class Lifecycle:
     failed = False
     #: The cookie's id, when its record was found marked for ending.
     ending: str | None = None
+    #: memcached could not be reached this request; the database serves.
+    cache_down = False
 
     def __init__(
         self,
@@ -79,8 +87,14 @@ class Lifecycle:
         client: ClientInfo,
         clock: Callable[[], float],
         on_fresh: Callable[[], None],
+        durable: DurableTier | None = None,
+        quick: frozenset[str] = frozenset(),
     ) -> None:
         self.config = config
+        #: The database behind memcached, when the ``database`` setting is on.
+        self.durable = durable
+        #: Variables kept in memcached only (``session_quick``).
+        self.quick = quick
         self.store = store
         self.keys: KeyScheme = key_scheme(config.key_prefix)
         self.client = client
@@ -134,6 +148,29 @@ class Lifecycle:
                 raise
             return None
 
+    def cache(
+        self, ops: Sequence[Op], on_sent: Callable[[], object] | None = None, sid: str = ""
+    ) -> list[Result] | None:
+        """``execute``, for the durable tier: memcached failing is no outage
+        of the session (the database serves), so nothing is raised."""
+        try:
+            return self.store.execute(sid or self.sid or "", ops, on_sent=on_sent)
+        except SessionUnavailableError:
+            self.cache_down = True
+            return None
+
+    def unavailable(self) -> None:
+        """The session cannot be read this request: defaults, nothing saved."""
+        self.failed = True
+        if self.config.strict:
+            raise SessionUnavailableError("session unavailable", self.where())
+        self.state = State.UNAVAILABLE
+
+    def adopted(self, record: Record, cas: int) -> None:
+        self.record = record
+        self.record_cas = cas
+        self.state = State.STORED
+
     # ------------------------------------------------------------------ loading
 
     def load(self, names: Sequence[str], flashes: bool) -> BatchResults | None:
@@ -146,17 +183,18 @@ class Lifecycle:
         assert sid is not None
         config = self.config
         batch = load_batch(self.keys, sid, names, flashes, config.record_ttl, config.ttl)
+        if self.durable is not None:
+            return self.durable.load(self, batch, names, flashes)
         results = self.execute(batch.ops)
         if results is None:
             self.state = State.UNAVAILABLE
             return None
         got = batch.read(results)
-        if not self._adopt(sid, got.one("record")):
+        if not self.adopt(sid, got.one("record")):
             return None
-        self.state = State.STORED
         return got
 
-    def _adopt(self, sid: str, item: Result) -> bool:
+    def adopt(self, sid: str, item: Result) -> bool:
         """Accept the record of ``sid``, or end it and start afresh; say which."""
         if not isinstance(item, Item):
             self.start_fresh()  # never issued, expired, evicted or destroyed
@@ -173,15 +211,14 @@ class Lifecycle:
             self.ending = sid
             self.start_fresh()
             return False
-        reason = self._end_reason(record)
+        reason = self.end_reason(record)
         if reason is not None:
             self.end(reason, record)
             return False
-        self.record = record
-        self.record_cas = item.cas
+        self.adopted(record, item.cas)
         return True
 
-    def _end_reason(self, record: Record) -> str | None:
+    def end_reason(self, record: Record) -> str | None:
         config = self.config
         if config.absolute_timeout and self.clock() - record.created > config.absolute_timeout:
             return "absolute timeout"
@@ -228,14 +265,22 @@ class Lifecycle:
         sid = self.sid
         assert sid is not None
         ttl = self.config.ttl
-        return self.execute([Get(key, ttl) for key in self.keys.variables(sid, names)])
+        ops: list[Op] = [Get(key, ttl) for key in self.keys.variables(sid, names)]
+        if self.durable is None:
+            return self.execute(ops)
+        results: list[Result] = self.cache(ops) or [None] * len(ops)
+        self.durable.fill(self, names, results)
+        return results
 
     def fetch_flashes(self, listed: bool = False) -> Item | None:
         """The stored flash list, if the record lists one (or ``listed``)."""
         if self.sid is None or not (self.stored and (listed or self.record.flashes)):
             return None
-        got = self.execute([Get(self.keys.internal(self.sid, "flashes"), self.config.ttl)])
-        return got[0] if got is not None and isinstance(got[0], Item) else None
+        ops: list[Op] = [Get(self.keys.internal(self.sid, "flashes"), self.config.ttl)]
+        got = self.execute(ops) if self.durable is None else self.cache(ops)
+        if got is not None and isinstance(got[0], Item):
+            return got[0]
+        return self.durable.fetch_flashes(self) if self.durable is not None else None
 
     # ------------------------------------------------------------------ writing
 
@@ -245,6 +290,7 @@ class Lifecycle:
         names: frozenset[str],
         flashes: bool,
         on_sent: Callable[[str, bool], object] | None = None,
+        changes: DurableChanges | None = None,
     ) -> bool:
         """Store the record of a new session with ``body(sid)``; say if it was.
 
@@ -260,6 +306,16 @@ class Lifecycle:
             )
             ops = [new_record_op(self.keys, sid, record, self.config.record_ttl), *body(sid)]
             notify = None if on_sent is None else lambda sid=sid: on_sent(sid, True)
+            if self.durable is not None:
+                outcome = self.durable.store_new(self, ops, changes, notify)
+                if outcome == "taken":
+                    self.sid = None
+                    continue
+                if outcome == "failed":
+                    return False
+                self.state = State.STORED
+                self.cookie_action = "set"
+                return True
             results = self.execute(ops, notify)
             if results is None:
                 candidate = self.fresh_id()
@@ -289,6 +345,7 @@ class Lifecycle:
         deleted: frozenset[str],
         new_flashes: bool = False,
         on_sent: Callable[[], object] | None = None,
+        changes: DurableChanges | None = None,
     ) -> Sequence[Result] | None:
         """Run ``body`` on the stored session as a guarded write (``WritePlan``).
 
@@ -299,6 +356,14 @@ class Lifecycle:
         """
         sid = self.sid
         assert sid is not None
+        if self.durable is not None and changes:
+            flags = self.config.serializer.flags
+
+            def apply(writer: Writer) -> Sequence[Op]:
+                changes.apply(writer, flags)
+                return body
+
+            return self.durable.write_through(self, apply, written, deleted, new_flashes, on_sent)
         plan = WritePlan(
             self.keys,
             sid,

@@ -59,6 +59,7 @@ class SessionMiddleware:
         config: Mapping[str, Any] | None = None,
         *,
         prefetch: Iterable[str] = (),
+        quick: Iterable[str] = (),
     ) -> None:
         self.app = app
         self._registry: dict[Any, Any] = {}
@@ -66,10 +67,13 @@ class SessionMiddleware:
         settings = self.runtime.config
         self._prefetch = Prefetch(prefetch, learn=settings.learn_prefetch)
         self._binds = settings.bind_user_agent or settings.bind_ip
+        self._quick = frozenset(quick)
 
     def close(self) -> None:
-        """Close the store's connections (at shutdown)."""
+        """Close the store's (and the database's) connections, at shutdown."""
         self.runtime.store.close()
+        if self.runtime.durable is not None:
+            self.runtime.durable.database.close()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         runtime = self.runtime
@@ -85,6 +89,8 @@ class SessionMiddleware:
             cookie_present=raw is not None,
             client=client,
             prefetch=self._prefetch,
+            durable=runtime.durable,
+            quick=self._quick,
         )
         response = SessionResponse(runtime, session, environ.get("wsgi.url_scheme") == "https")
         environ[ENVIRON_KEY] = session

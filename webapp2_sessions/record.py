@@ -246,6 +246,11 @@ class WriteOutcome:
 
     #: The session ended while the batch ran (logout, expiry): undo the body.
     ended: bool
+    #: The record was gone at the end (ended, or evicted: the durable tier
+    #: tells them apart).
+    gone: bool
+    #: The record carried a logout mark: a logout is under way.
+    dead: bool
     #: The live record refused the new index lines (too large): undo the body.
     refused: Failed | None
     #: This request's copy of the record afterwards.
@@ -305,13 +310,14 @@ class WritePlan:
         readback = got.one("readback")
         record = self.record
         if not is_live(readback):
-            return WriteOutcome(True, None, record, body, b"")
+            gone = not isinstance(readback, Item)
+            return WriteOutcome(True, gone, not gone, None, record, body, b"")
         if "index" in self.batch and got.one("index") is not True:
             # The record is there and live, so the append was refused for
             # its size (memcached answers NOT_STORED or an error).
             index = got.one("index")
             refused = index if isinstance(index, Failed) else Failed("index append refused")
-            return WriteOutcome(False, refused, record, body, b"")
+            return WriteOutcome(False, False, False, refused, record, body, b"")
         if got.get("compact") is True:
             record = record.compacted()
         if "index" in self.batch:
@@ -327,7 +333,7 @@ class WritePlan:
             if hidden or stale:
                 relist = index_lines(hidden, stale)
                 record = dataclasses.replace(record, names=(record.names | hidden) - stale)
-        return WriteOutcome(False, None, record, body, relist)
+        return WriteOutcome(False, False, False, None, record, body, relist)
 
 
 def undo_ops(keys: KeyScheme, session_id: str, ops: Sequence[Op]) -> list[Op]:

@@ -9,11 +9,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import SessionConfig
 from .cookies import CookieCodec
 from .stores import MemoryStore, Store
+
+if TYPE_CHECKING:
+    from .durable import DurableTier
 
 log = logging.getLogger("webapp2_sessions")
 _REGISTRY_KEY = "webapp2_sessions"
@@ -57,6 +60,8 @@ class Runtime:
     store: Store
     codec: CookieCodec
     renewals: Renewals
+    #: The database behind the store (the ``database`` setting), or None.
+    durable: DurableTier | None = None
 
 
 def build_store(config: SessionConfig) -> Store:
@@ -108,7 +113,13 @@ def runtime_for(
                     "not signed (ids are still unguessable and checked on the server)"
                 )
             store = _shared_store(registry, config)
-            runtime = Runtime(config, store, CookieCodec(config.secret_key), Renewals())
+            runtime = Runtime(
+                config,
+                store,
+                CookieCodec(config.secret_key),
+                Renewals(),
+                _durable_tier(registry, config),
+            )
             registry[key] = runtime
     return runtime
 
@@ -133,3 +144,18 @@ def _shared_store(registry: dict[Any, Any], config: SessionConfig) -> Store:
     if store is None:
         store = registry[ident] = build_store(config)
     return store
+
+
+def _durable_tier(registry: dict[Any, Any], config: SessionConfig) -> DurableTier | None:
+    """The database tier, shared (with its connection pool) like the store."""
+    if config.database is None:
+        return None
+    from .durable import DurableTier
+    from .sql import Database
+
+    source = config.database
+    ident = (_REGISTRY_KEY, "database", source if isinstance(source, str) else id(source))
+    database: Database | None = registry.get(ident)
+    if database is None:
+        database = registry[ident] = Database(source, dead_retry=config.dead_retry)
+    return DurableTier(database, config)

@@ -18,18 +18,22 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from collections.abc import Set as AbstractSet
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import atomic, transitions
 from . import flashes as flash_list
-from .changes import Changes
+from .changes import Changes, DurableChanges
 from .config import SessionConfig
 from .errors import UpdateConflictError
 from .keys import check_name
 from .lifecycle import NO_CLIENT, ClientInfo, Lifecycle, State
 from .prefetch import NO_PREFETCH, Prefetch
+from .serializers import decode_item
 from .stores import Item, Op, Store
 from .values import MISSING, Values
+
+if TYPE_CHECKING:
+    from .durable import DurableTier
 
 __all__ = ["ClientInfo", "Prefetch", "Session"]
 
@@ -65,6 +69,8 @@ class Session(MutableMapping[str, Any]):
         prefetch: Prefetch | None = None,
         required: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
+        durable: DurableTier | None = None,
+        quick: Iterable[str] = (),
     ) -> None:
         self.config = config
         self.store = store
@@ -73,7 +79,14 @@ class Session(MutableMapping[str, Any]):
         #: The request carried a cookie of our name (valid or not).
         self.cookie_present = cookie_present
         self._server = Lifecycle(
-            config, store, cookie_sid, client or NO_CLIENT, clock, self._forget_old
+            config,
+            store,
+            cookie_sid,
+            client or NO_CLIENT,
+            clock,
+            self._forget_old,
+            durable,
+            frozenset(quick) if quick else _NOTHING,
         )
         self._cache = Values(config.serializer)
         # The cache's own dicts, named here: the hot paths read them directly.
@@ -324,7 +337,8 @@ class Session(MutableMapping[str, Any]):
         elif server.state is State.NEW:
             changes = self._changes
             names = frozenset(changes.written)
-            if server.store_new(self._body, names, bool(changes.flashes), on_sent):
+            durable = self._durable_changes()
+            if server.store_new(self._body, names, bool(changes.flashes), on_sent, durable):
                 self._done_with_flashes()
             changes.clear()
         else:
@@ -334,6 +348,14 @@ class Session(MutableMapping[str, Any]):
         """The batch body writing this request's changes to session ``sid``."""
         read = self._flash_item if isinstance(self._flash_item, Item) else None
         return self._changes.ops(self._server.keys, sid, self.config, read)
+
+    def _durable_changes(self) -> DurableChanges | None:
+        """What the database must keep of this request's changes (None: no database)."""
+        server = self._server
+        if server.durable is None:
+            return None
+        read = self._flash_item if isinstance(self._flash_item, Item) else None
+        return DurableChanges(self._changes, server.quick, read)
 
     def _save_stored(self, on_sent: Callable[[str, bool], object] | None) -> None:
         server = self._server
@@ -351,6 +373,7 @@ class Session(MutableMapping[str, Any]):
             frozenset(changes.deleted),
             bool(changes.flashes) and not server.record.flashes,
             notify,
+            self._durable_changes(),
         )
         if results is not None:
             server.report(body, results)
@@ -456,6 +479,8 @@ class Session(MutableMapping[str, Any]):
         """
         check_name(name)
         server = self._server
+        if server.durable is not None and name not in server.quick:
+            return self._update_durable(name, fn)
         for _ in range(attempts):
             if not self._ready_for_atomic():
                 return None
@@ -474,6 +499,30 @@ class Session(MutableMapping[str, Any]):
                 self._items.pop(name, None)
                 return new
         raise UpdateConflictError(name, attempts)
+
+    def _update_durable(self, name: str, fn: Callable[[Any], Any]) -> Any:
+        """``update_var`` with the database: ``fn`` runs once, on the value
+        the database holds, while the session's row is held."""
+        if not self._ready_for_atomic():
+            return None
+        serializer = self.config.serializer
+        new: list[Any] = []
+
+        def compute(current: Item | None) -> bytes:
+            value = None
+            if current is not None:
+                try:
+                    value = decode_item(serializer, current)
+                except ValueError:
+                    value = None
+            new.append(fn(value))
+            return self._serialize(name, new[-1])
+
+        if not atomic.update_durable(self._server, name, compute):
+            return None
+        self._values[name] = new[-1]
+        self._items.pop(name, None)
+        return new[-1]
 
     def _ready_for_atomic(self) -> bool:
         """Atomic operations need the session stored: store it now if it is new."""

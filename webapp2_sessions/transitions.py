@@ -44,8 +44,11 @@ def delete_everything(life: Lifecycle, sid: str, record: Record) -> None:
     """Mark the session dead, then delete the record and every variable.
 
     Two round trips, however busy the session: the mark and the read of
-    the names share a batch (see ``record.mark_batch``).
+    the names share a batch (see ``record.mark_batch``). With the database
+    tier, its rows go first, so nothing can be read back from it afterwards.
     """
+    if life.durable is not None and not _delete_durable(life, sid):
+        return
     batch = mark_batch(life.keys, sid)
     results = execute_or_defer(life, sid, batch.ops, record)
     if results is not None:
@@ -73,9 +76,29 @@ def execute_or_defer(
             log_token(sid),
             life.store.describe(sid),
         )
-        if life.config.strict:
+        if life.config.strict and life.durable is None:
             raise
         return None
+
+
+def _delete_durable(life: Lifecycle, sid: str) -> bool:
+    """Delete the session's rows; False (and it is only marked dead in
+    memcached, so it reads as ended there) if the database cannot."""
+    assert life.durable is not None
+    try:
+        life.durable.database.delete(sid)
+        return True
+    except SessionUnavailableError:
+        life.failed = True
+        log.error(
+            "session %s: %s unavailable, its rows not deleted; marked dead in memcached",
+            log_token(sid),
+            life.durable.database.describe(),
+        )
+        life.cache(mark_batch(life.keys, sid).ops, sid=sid)
+        if life.config.strict:
+            raise
+        return False
 
 
 def claim(life: Lifecycle) -> Record | None:
@@ -111,11 +134,29 @@ def finish_move(life: Lifecycle, old: str, claimed: Record) -> bool:
     new = life.sid
     if new is None or not life.stored:
         # Not copied (logged by store_new): the old id ends all the same.
-        execute_or_defer(life, old, deletion_ops(life.keys, old, claimed), claimed)
+        if life.durable is None or _delete_durable(life, old):
+            execute_or_defer(life, old, deletion_ops(life.keys, old, claimed), claimed)
         return False
-    check = life.execute([Get(life.keys.record(old))], sid=old)
-    current = parse_or_none(check[0]) if check else None
-    if current is None or current.dead != 1:
+    raced = False
+    if life.durable is not None:
+        # With the database, a logout deletes the rows first: none left
+        # means one got there before this move finished.
+        try:
+            raced = not life.durable.database.delete(old)
+        except SessionUnavailableError:
+            raced = True  # cannot tell: the logout wins
+    if not raced:
+        check = life.execute([Get(life.keys.record(old))], sid=old)
+        current = parse_or_none(check[0]) if check else None
+        if current is None:
+            # Gone: a logout, or (with the database, which said otherwise) an
+            # eviction.
+            raced = life.durable is None
+        else:
+            raced = current.dead != 1
+    if raced:
+        if life.durable is not None:
+            _delete_durable(life, new)
         execute_or_defer(life, new, deletion_ops(life.keys, new, life.record), life.record)
         ended_by_another(life, old)
         return False

@@ -1,0 +1,376 @@
+"""The durable tier's rules, shared by every request of an application.
+
+What stays in memcached and what goes to the database (``sql.Database``):
+reads stay on memcached, and a session or variable missing there is read back
+from the database and put back with ``add`` (never over a newer value);
+writes go to the database first, in a transaction that holds the session's
+row while the memcached batch runs, so both tiers apply one session's writes
+in the same order. Kept apart from ``lifecycle.py`` so that a session without
+a database never meets any of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from .changes import DurableChanges
+from .config import SessionConfig
+from .errors import SessionUnavailableError
+from .keys import KeyScheme
+from .record import FLAGS_FLASHES, FLAGS_RECORD, Record, WritePlan, undo_ops
+from .sql import FLASHES, Database, SessionGone, StoredSession, Writer
+from .stores import Batch, BatchResults, Delete, Item, Op, Result, Set
+
+if TYPE_CHECKING:
+    from .lifecycle import Lifecycle
+
+log = logging.getLogger("webapp2_sessions")
+
+#: Sessions whose last renewal in the database this process remembers.
+TOUCHES_REMEMBERED = 10_000
+
+
+class DurableTier:
+    """The database behind memcached, with this process's bookkeeping."""
+
+    def __init__(self, database: Database, config: SessionConfig) -> None:
+        self.database = database
+        self.config = config
+        self._touched: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def expires(self, created: float, now: float) -> float:
+        """When a session renewed ``now`` ends: idle window, or absolute timeout."""
+        config = self.config
+        end = now + config.record_ttl
+        if config.absolute_timeout:
+            end = min(end, created + config.absolute_timeout)
+        return end
+
+    def stored(self, record: Record, now: float) -> StoredSession:
+        return StoredSession(
+            record.created,
+            self.expires(record.created, now),
+            record.user_agent,
+            record.remote_addr,
+        )
+
+    def record_of(self, stored: StoredSession) -> Record:
+        """The memcached record of a session read back from the database."""
+        names = frozenset(n for n in stored.variables if n != FLASHES)
+        flashes = FLASHES in stored.variables
+        return Record(
+            created=stored.created,
+            user_agent=stored.user_agent,
+            remote_addr=stored.remote_addr,
+            names=names,
+            listed_ever=names,
+            flashes=flashes,
+            lines=len(names) + flashes,
+        )
+
+    def refill_ops(
+        self,
+        keys: KeyScheme,
+        session_id: str,
+        record: Record | None,
+        values: Mapping[str, tuple[bytes, int]],
+    ) -> list[Op]:
+        """Put what the database returned back into memcached, without
+        overwriting anything newer there (``add`` only)."""
+        config = self.config
+        ops: list[Op] = []
+        if record is not None:
+            ops.append(
+                Set(
+                    keys.record(session_id),
+                    record.encode(),
+                    FLAGS_RECORD,
+                    config.record_ttl,
+                    "add",
+                )
+            )
+        for name, (value, flags) in values.items():
+            key = (
+                keys.internal(session_id, "flashes")
+                if name == FLASHES
+                else keys.variable(session_id, name)
+            )
+            ops.append(Set(key, value, flags, config.ttl, "add"))
+        return ops
+
+    def touch_if_due(self, session_id: str, created: float) -> None:
+        """Renew a session that is only being read, at most once per half window.
+
+        The database sees only writes; without this a visitor who reads for
+        longer than the idle window would be purged there while memcached
+        still serves them.
+        """
+        now = time.monotonic()
+        with self._lock:
+            last = self._touched.get(session_id)
+            if last is not None and now - last < self.config.record_ttl / 2:
+                return
+            self._touched[session_id] = now
+            self._touched.move_to_end(session_id)
+            while len(self._touched) > TOUCHES_REMEMBERED:
+                self._touched.popitem(last=False)
+        try:
+            self.database.touch(session_id, self.expires(created, time.time()))
+        except SessionUnavailableError:
+            with self._lock:
+                self._touched.pop(session_id, None)
+
+    def noted_write(self, session_id: str) -> None:
+        """A write renewed the session in the database: no touch needed soon."""
+        with self._lock:
+            self._touched[session_id] = time.monotonic()
+            self._touched.move_to_end(session_id)
+            while len(self._touched) > TOUCHES_REMEMBERED:
+                self._touched.popitem(last=False)
+
+    def sweep(self) -> None:
+        """Now and then (``sweep_percent`` of writes), purge a few expired sessions."""
+        config = self.config
+        if config.sweep_percent <= 0 or random.random() * 100 >= config.sweep_percent:  # noqa: S311
+            return
+        try:
+            purged = self.database.purge(time.time(), limit=config.sweep_limit)
+        except SessionUnavailableError:
+            return
+        if purged:
+            log.info("%s: %d expired session(s) purged", self.database.describe(), purged)
+
+    # ------------------------------------------------------------------ a request's part
+
+    def load(
+        self, life: Lifecycle, batch: Batch, names: Sequence[str], flashes: bool
+    ) -> BatchResults | None:
+        """``Lifecycle.load`` with the database behind memcached."""
+        tier = self
+        assert life.sid is not None
+        sid = life.sid
+        results = life.cache(batch.ops)
+        if results is not None:
+            got = batch.read(results)
+            item = got.one("record")
+            if isinstance(item, Item):
+                if not life.adopt(sid, item):
+                    return None
+                tier.touch_if_due(sid, life.record.created)
+                values = list(got.many("values"))
+                if None in values:
+                    self.fill(life, names, values)
+                    flash = [got.one("flashes")] if flashes else []
+                    got = batch.read([item, *values, *flash])
+                return got
+        try:
+            stored = tier.database.load(sid, time.time())
+        except SessionUnavailableError:
+            life.unavailable()
+            return None
+        if stored is None:
+            life.start_fresh()  # never issued, logged out, or expired
+            return None
+        record = tier.record_of(stored)
+        reason = life.end_reason(record)
+        if reason is not None:
+            life.end(reason, record)
+            return None
+        life.adopted(record, 0)
+        if not life.cache_down:
+            life.cache(tier.refill_ops(life.keys, sid, record, stored.variables))
+        return batch.read(results_from(record, names, stored.variables, flashes))
+
+    def fill(self, life: Lifecycle, names: Sequence[str], values: list[Result]) -> None:
+        """Read listed variables memcached no longer has back from the database."""
+        tier = self
+        assert life.sid is not None
+        listed = life.record.names
+        missing = [n for n, r in zip(names, values, strict=True) if r is None and n in listed]
+        if not missing:
+            return
+        try:
+            found = tier.database.load_variables(life.sid, missing)
+        except SessionUnavailableError:
+            return
+        for index, name in enumerate(names):
+            if name in found:
+                values[index] = Item(*found[name])
+        if found and not life.cache_down:
+            life.cache(tier.refill_ops(life.keys, life.sid, None, found))
+
+    def fetch_flashes(self, life: Lifecycle) -> Item | None:
+        tier = self
+        assert life.sid is not None
+        try:
+            found = tier.database.load_variables(life.sid, [FLASHES])
+        except SessionUnavailableError:
+            return None
+        if FLASHES not in found:
+            return None
+        if not life.cache_down:
+            life.cache(tier.refill_ops(life.keys, life.sid, None, found))
+        return Item(found[FLASHES][0], FLAGS_FLASHES)
+
+    def store_new(
+        self,
+        life: Lifecycle,
+        ops: Sequence[Op],
+        changes: DurableChanges | None,
+        on_sent: Callable[[], object] | None,
+    ) -> str:
+        """Insert a new session in the database, then memcached, in one transaction.
+
+        Returns ``"stored"``, ``"taken"`` (the id exists in memcached: try
+        another) or ``"failed"`` (the database failed: nothing kept).
+        """
+        tier = self
+        assert life.sid is not None
+        sid = life.sid
+        results: list[Result] | None = None
+        try:
+            with tier.database.create(sid, tier.stored(life.record, time.time())) as writer:
+                if changes is not None:
+                    changes.apply(writer, life.config.serializer.flags)
+                results = life.cache(ops, on_sent)
+                if results is not None and results[0] is False:
+                    raise _Taken(sid)
+        except _Taken:
+            life.cache(undo_ops(life.keys, sid, ops))
+            return "taken"
+        except SessionUnavailableError:
+            if results is not None:
+                life.cache(undo_ops(life.keys, sid, ops))
+            life.failed = True
+            if life.config.strict:
+                raise
+            return "failed"
+        tier.noted_write(sid)
+        if results is not None:
+            life.report(ops, results)
+        return "stored"
+
+    def write_through(
+        self,
+        life: Lifecycle,
+        make: Callable[[Writer], Sequence[Op]],
+        written: frozenset[str],
+        deleted: frozenset[str],
+        new_flashes: bool = False,
+        on_sent: Callable[[], object] | None = None,
+    ) -> Sequence[Result] | None:
+        """``Lifecycle.write`` with the database first.
+
+        ``make(writer)`` applies the changes to the database and returns the
+        memcached operations that mirror them; the memcached batch runs while
+        the session's row is held, so both tiers see one session's writes in the
+        same order. If memcached cannot be reached, the database alone keeps the
+        write, and the keys it touched are deleted from memcached once the node
+        answers again, so the node never serves what this write replaced.
+        """
+        tier = self
+        assert life.sid is not None
+        sid = life.sid
+        config = life.config
+        plan: WritePlan | None = None
+        results: list[Result] | None = None
+        body: Sequence[Op] = ()
+        too_long = False
+        try:
+            with tier.database.update(
+                sid, tier.expires(life.record.created, time.time())
+            ) as writer:
+                body = make(writer)
+                plan = WritePlan(
+                    life.keys,
+                    sid,
+                    life.record,
+                    life.record_cas,
+                    body,
+                    written,
+                    deleted,
+                    new_flashes,
+                    config.record_ttl,
+                )
+                # An index too long for an item is never sent (memcached would
+                # delete the record); the database keeps the write regardless.
+                too_long = len(plan.lines) > config.item_size_max - 300
+                if not too_long:
+                    results = life.cache(plan.batch.ops, on_sent)
+                    if results is not None and plan.outcome(results).dead:
+                        raise _LoggingOut(sid)
+        except (SessionGone, _LoggingOut):
+            if plan is not None and results is not None:
+                life.cache(undo_ops(life.keys, sid, plan.batch.ops))
+            log.info("session %s ended during the request; its writes undone", life.log_id())
+            life.start_fresh()
+            return None
+        except SessionUnavailableError:
+            if plan is not None and results is not None:
+                life.cache(undo_ops(life.keys, sid, plan.batch.ops))
+            life.failed = True
+            log.error(
+                "session %s: changes not saved, %s unavailable",
+                life.log_id(),
+                tier.database.describe(),
+            )
+            if config.strict:
+                raise
+            return None
+        tier.noted_write(sid)
+        tier.sweep()
+        if config.cookie_args.max_age is not None:
+            life.cookie_action = "set"
+        assert plan is not None
+        if results is None:
+            if too_long:
+                life.cache(invalidation(life.keys, sid, plan.batch.ops))
+            else:
+                life.store.defer(sid, invalidation(life.keys, sid, plan.batch.ops))
+            return [True] * len(body)
+        outcome = plan.outcome(results)
+        if outcome.gone or outcome.refused is not None:
+            # memcached lost the record, or it could not list the new names: the
+            # database is right, and the next read rebuilds the record from it.
+            life.cache(invalidation(life.keys, sid, plan.batch.ops))
+            return outcome.body
+        life.record = outcome.record
+        if outcome.relist:
+            life.cache([Set(life.keys.record(sid), outcome.relist, mode="append")])
+        return outcome.body
+
+
+class _LoggingOut(Exception):
+    """memcached shows a logout under way: the write must not outlive it."""
+
+
+class _Taken(Exception):
+    """memcached already holds a record under the new id."""
+
+
+def results_from(
+    record: Record, names: Sequence[str], stored: Mapping[str, tuple[bytes, int]], flashes: bool
+) -> list[Item | None]:
+    """What a load batch would have returned, built from the database's rows."""
+    out: list[Item | None] = [Item(record.encode(), FLAGS_RECORD)]
+    for name in names:
+        found = stored.get(name)
+        out.append(None if found is None else Item(found[0], found[1]))
+    if flashes:
+        found = stored.get(FLASHES)
+        out.append(None if found is None else Item(found[0], FLAGS_FLASHES))
+    return out
+
+
+def invalidation(keys: KeyScheme, session_id: str, ops: Sequence[Op]) -> list[Op]:
+    """Deletes of the record and of every key ``ops`` wrote."""
+    record_key = keys.record(session_id)
+    touched = {op.key for op in ops if isinstance(op, (Set, Delete)) and op.key != record_key}
+    return [Delete(record_key), *(Delete(key) for key in sorted(touched))]

@@ -1,0 +1,325 @@
+"""The durable tier: every session in a SQL database, behind memcached.
+
+memcached stays the cache every read goes to; the database is what survives a
+restart, an eviction or a dead node. One row per session and one per variable
+(the per-variable design all the way down), on SQLAlchemy Core 2.x, so any of
+its dialects works: SQLite embedded, PostgreSQL for many app servers.
+
+Every write is a transaction that starts by touching the session's own row:
+that locks it (PostgreSQL) or the database (SQLite), so writes to one session
+are applied one at a time in both tiers, and a write after a logout finds no
+row and changes nothing. Install with ``pip install webapp2-sessions[sql]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+try:
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Connection, Engine
+except ImportError as exc:  # pragma: no cover - exercised without the extra
+    raise ImportError(
+        "the 'database' setting needs SQLAlchemy: pip install 'webapp2-sessions[sql]'"
+    ) from exc
+
+from .errors import SessionUnavailableError
+
+log = logging.getLogger("webapp2_sessions")
+
+#: The row name of a session's flash list: no variable can be named ''.
+FLASHES = ""
+
+_metadata = sa.MetaData()
+sessions_table = sa.Table(
+    "webapp2_sessions",
+    _metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("created", sa.Float, nullable=False),
+    #: When the session ends if nothing renews it (idle or absolute timeout).
+    sa.Column("expires", sa.Float, nullable=False, index=True),
+    sa.Column("user_agent", sa.String(32)),
+    sa.Column("remote_addr", sa.String(32)),
+)
+variables_table = sa.Table(
+    "webapp2_session_variables",
+    _metadata,
+    sa.Column("session_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
+    #: The serialized value, exactly as memcached holds it (a counter is
+    #: decimal text under the JSON flags).
+    sa.Column("value", sa.LargeBinary, nullable=False),
+    sa.Column("flags", sa.Integer, nullable=False),
+)
+
+
+@dataclass
+class StoredSession:
+    """A session as the database holds it."""
+
+    created: float
+    expires: float
+    user_agent: str | None
+    remote_addr: str | None
+    #: name -> (value, flags), as memcached holds them.
+    variables: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+
+
+class SessionGone(Exception):
+    """The session has no row: it was logged out, or expired and purged."""
+
+
+class Database:
+    """The durable tier's connection to one database.
+
+    ``source`` is a SQLAlchemy URL or ``Engine``. Tables are created on first
+    use. A database that fails is logged once and skipped for ``dead_retry``
+    seconds, like a memcached node; its failures surface as
+    ``SessionUnavailableError``.
+    """
+
+    def __init__(self, source: str | Engine, *, dead_retry: float = 10.0) -> None:
+        self.engine = sa.create_engine(source) if isinstance(source, str) else source
+        self.dead_retry = dead_retry
+        self._ready = False
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._down = False
+
+    def describe(self) -> str:
+        url = self.engine.url
+        return f"database {url.get_backend_name()}://{url.host or ''}{url.database or ''}"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ availability
+
+    @contextmanager
+    def _connect(self, write: bool) -> Iterator[Connection]:
+        """A connection in a transaction; failures become ``SessionUnavailableError``."""
+        if self._down and self._down_until > time.monotonic():
+            raise SessionUnavailableError("marked down after a failure", self.describe())
+        try:
+            self._ensure_schema()
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            self._mark_down(exc)
+            raise SessionUnavailableError(
+                f"request failed ({type(exc).__name__})", self.describe()
+            ) from None
+        if self._down:
+            self._down = False
+            log.warning("%s is answering again", self.describe())
+
+    def _mark_down(self, error: BaseException) -> None:
+        if isinstance(error, sa.exc.IntegrityError):
+            return  # a constraint, not an outage
+        self._down_until = time.monotonic() + self.dead_retry
+        if not self._down:
+            self._down = True
+            log.error(
+                "%s unavailable (%s); writes are not saved for %gs",
+                self.describe(),
+                type(error).__name__,
+                self.dead_retry,
+            )
+
+    def _ensure_schema(self) -> None:
+        if self._ready:
+            return
+        with self._lock:
+            if not self._ready:
+                _metadata.create_all(self.engine, checkfirst=True)
+                self._ready = True
+
+    # ------------------------------------------------------------------ reading
+
+    def load(self, session_id: str, now: float) -> StoredSession | None:
+        """The session and every variable, in one query; None if gone or expired."""
+        s, v = sessions_table, variables_table
+        query = (
+            sa.select(
+                s.c.created,
+                s.c.expires,
+                s.c.user_agent,
+                s.c.remote_addr,
+                v.c.name,
+                v.c.value,
+                v.c.flags,
+            )
+            .select_from(s.outerjoin(v, v.c.session_id == s.c.id))
+            .where(s.c.id == session_id)
+        )
+        with self._connect(write=False) as conn:
+            rows = conn.execute(query).all()
+        if not rows or rows[0].expires < now:
+            return None
+        first = rows[0]
+        stored = StoredSession(first.created, first.expires, first.user_agent, first.remote_addr)
+        for row in rows:
+            if row.name is not None:
+                stored.variables[row.name] = _value(row)
+        return stored
+
+    def load_variables(
+        self, session_id: str, names: Iterable[str]
+    ) -> dict[str, tuple[bytes, int]]:
+        """``names`` of a session, where the database has them (one query)."""
+        v = variables_table
+        query = sa.select(v.c.name, v.c.value, v.c.flags).where(
+            v.c.session_id == session_id, v.c.name.in_(list(names))
+        )
+        with self._connect(write=False) as conn:
+            return {row.name: _value(row) for row in conn.execute(query)}
+
+    # ------------------------------------------------------------------ writing
+
+    @contextmanager
+    def create(self, session_id: str, stored: StoredSession) -> Iterator[Writer]:
+        """A transaction that inserts a new session; committed on a clean exit."""
+        with self._connect(write=True) as conn:
+            conn.execute(
+                sa.insert(sessions_table).values(
+                    id=session_id,
+                    created=stored.created,
+                    expires=stored.expires,
+                    user_agent=stored.user_agent,
+                    remote_addr=stored.remote_addr,
+                )
+            )
+            yield Writer(conn, session_id)
+
+    @contextmanager
+    def update(self, session_id: str, expires: float) -> Iterator[Writer]:
+        """A transaction on a stored session; ``SessionGone`` if it has no row.
+
+        It begins by renewing the session's expiry, which locks its row, so
+        writes to one session are serialized and a logout cannot slip in.
+        """
+        with self._connect(write=True) as conn:
+            renewed = conn.execute(
+                sa.update(sessions_table)
+                .where(sessions_table.c.id == session_id)
+                .values(expires=expires)
+            )
+            if renewed.rowcount == 0:
+                raise SessionGone(session_id)
+            yield Writer(conn, session_id)
+
+    def touch(self, session_id: str, expires: float) -> None:
+        """Renew a session that is only being read (one statement)."""
+        with self._connect(write=True) as conn:
+            conn.execute(
+                sa.update(sessions_table)
+                .where(sessions_table.c.id == session_id, sessions_table.c.expires < expires)
+                .values(expires=expires)
+            )
+
+    def delete(self, session_id: str) -> bool:
+        """Delete the session and its variables; False if it had no row."""
+        with self._connect(write=True) as conn:
+            conn.execute(
+                sa.delete(variables_table).where(variables_table.c.session_id == session_id)
+            )
+            gone = conn.execute(sa.delete(sessions_table).where(sessions_table.c.id == session_id))
+            return gone.rowcount > 0
+
+    def purge(self, now: float, limit: int | None = None) -> int:
+        """Delete sessions expired before ``now`` (at most ``limit``); how many."""
+        s, v = sessions_table, variables_table
+        expired = sa.select(s.c.id).where(s.c.expires < now)
+        if limit is not None:
+            expired = expired.limit(limit)
+        with self._connect(write=True) as conn:
+            ids = [row.id for row in conn.execute(expired)]
+            if not ids:
+                return 0
+            conn.execute(sa.delete(v).where(v.c.session_id.in_(ids)))
+            conn.execute(sa.delete(s).where(s.c.id.in_(ids), s.c.expires < now))
+        return len(ids)
+
+
+class Writer:
+    """The statements of one write transaction on one session."""
+
+    def __init__(self, conn: Connection, session_id: str) -> None:
+        self._conn = conn
+        self._sid = session_id
+
+    def _where(self, name: str) -> Any:
+        v = variables_table
+        return sa.and_(v.c.session_id == self._sid, v.c.name == name)
+
+    def set(self, values: Mapping[str, bytes], flags: int) -> None:
+        # Delete then insert: the same statements in every dialect, and the
+        # session's row lock keeps them atomic for this session.
+        """Store ``values`` (name -> serialized value), replacing old ones."""
+        if not values:
+            return
+        names = list(values)
+        v = variables_table
+        self._conn.execute(sa.delete(v).where(v.c.session_id == self._sid, v.c.name.in_(names)))
+        self._conn.execute(
+            sa.insert(v),
+            [
+                {"session_id": self._sid, "name": n, "value": d, "flags": flags}
+                for n, d in values.items()
+            ],
+        )
+
+    def delete(self, names: Iterable[str]) -> None:
+        names = list(names)
+        if names:
+            v = variables_table
+            self._conn.execute(
+                sa.delete(v).where(v.c.session_id == self._sid, v.c.name.in_(names))
+            )
+
+    def read(self, name: str) -> tuple[bytes, int] | None:
+        """The variable's value as this transaction sees it (its row is ours)."""
+        v = variables_table
+        row = self._conn.execute(sa.select(v.c.value, v.c.flags).where(self._where(name))).first()
+        return None if row is None else _value(row)
+
+    def increment(self, name: str, delta: int, flags: int) -> int | None:
+        """Add ``delta`` to counter ``name`` (0 if missing, never below 0).
+
+        None if the variable holds something other than a counter.
+        """
+        row = self.read(name)
+        if row is None:
+            current = 0
+        elif row[0].strip().isdigit() and int(row[0]) < 1 << 64:
+            current = int(row[0])
+        else:
+            return None
+        value = max(0, current + delta) % (1 << 64)  # as memcached: wraps going up
+        self.set({name: b"%d" % value}, flags)
+        return value
+
+    def append_flashes(self, lines: bytes, flags: int) -> None:
+        current = self.read(FLASHES)
+        self.set({FLASHES: (current[0] if current else b"") + lines}, flags)
+
+    def consume_flashes(self, read: bytes, flags: int) -> None:
+        """Remove the flashes ``read`` earlier; keep any added since."""
+        current = self.read(FLASHES)
+        if current is None:
+            return
+        rest = current[0][len(read) :] if current[0].startswith(read) else current[0]
+        if rest:
+            self.set({FLASHES: rest}, flags)
+        else:
+            self.delete([FLASHES])
+
+
+def _value(row: Any) -> tuple[bytes, int]:
+    return bytes(row.value), row.flags
