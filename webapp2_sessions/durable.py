@@ -316,7 +316,7 @@ class DurableTier:
             if plan is not None and results is not None:
                 life.cache(undo_ops(life.keys, sid, plan.batch.ops))
             life.failed = True
-            log.error(
+            log.debug(
                 "session %s: changes not saved, %s unavailable",
                 life.log_id(),
                 tier.database.describe(),

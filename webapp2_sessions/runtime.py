@@ -30,7 +30,7 @@ class Renewals:
     A visitor who only reads keeps a ``max_age`` cookie alive: it is sent
     again once a tenth of ``max_age`` has passed, not on every response.
     Bounded: past ``size`` sessions the oldest are forgotten, which costs
-    them one early renewal (about 100 bytes an entry; 1.5 MiB at the bound).
+    them one early renewal (about 170 bytes an entry; 1.6 MiB at the bound).
     """
 
     def __init__(self, size: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:

@@ -387,7 +387,9 @@ class Session(MutableMapping[str, Any]):
             self._flash_item = None  # read and deleted
 
     def _not_saved(self) -> None:
-        log.error(
+        # The outage itself is logged once, by the store, with the node's
+        # address; a line per request would flood the log while it lasts.
+        log.debug(
             "session %s: %d change(s) not saved, %s unavailable",
             self._server.log_id(),
             len(self._changes),
@@ -531,7 +533,7 @@ class Session(MutableMapping[str, Any]):
         if server.state is State.UNAVAILABLE:
             # Its node is down: the update is not saved, and the session (still
             # there) is neither replaced nor adopted unverified.
-            log.error(
+            log.debug(
                 "session %s: atomic update not saved, %s unavailable",
                 server.log_id(),
                 server.where(),
