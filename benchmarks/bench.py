@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import importlib
 import io
 import json
@@ -492,7 +493,7 @@ def _check_isolated(package: str, folder: str) -> None:
 # ---------------------------------------------------------------------- report
 
 
-def machine_lines(memcached: MemcachedServer) -> list[str]:
+def machine_lines(memcached: MemcachedServer, source: str) -> list[str]:
     cpu = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as fh:
@@ -524,7 +525,7 @@ def machine_lines(memcached: MemcachedServer) -> list[str]:
     )
     return [
         f"machine:   {platform.platform()}, {cpu}, {os.cpu_count()} CPUs",
-        f"source:    {source_state()}",
+        f"source:    {source}",
         f"python:    {platform.python_implementation()} {platform.python_version()}",
         f"memcached: {version} on 127.0.0.1 (started by this script)",
         f"packages:  {packages}",
@@ -532,24 +533,39 @@ def machine_lines(memcached: MemcachedServer) -> list[str]:
 
 
 def source_state() -> str:
-    """The commit measured, and whether webapp2_sessions/ differs from it."""
+    """The commit measured, and whether webapp2_sessions/ differs from it.
+
+    Uncommitted changes are named by a digest of the diff and of untracked files,
+    so two runs can tell whether they measured the same tree. Taken before the
+    package is imported and again at the end (others may edit the tree meanwhile).
+    """
     try:
-        head = subprocess.run(
-            ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", ROOT, "status", "--porcelain", "--", "webapp2_sessions"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "webapp2_sessions")
+        if not dirty:
+            return f"git {head}, webapp2_sessions/ clean"
+        digest = hashlib.sha1(usedforsecurity=False)
+        digest.update(
+            subprocess.run(
+                ["git", "-C", ROOT, "diff", "--binary", "HEAD", "--", "webapp2_sessions"],
+                capture_output=True,
+                check=True,
+            ).stdout
+        )
+        untracked = git("ls-files", "--others", "--exclude-standard", "--", "webapp2_sessions")
+        for name in sorted(untracked.splitlines()):
+            digest.update(name.encode())
+            try:
+                with open(os.path.join(ROOT, name), "rb") as fh:
+                    digest.update(fh.read())
+            except FileNotFoundError:  # removed since it was listed
+                pass
     except (OSError, subprocess.CalledProcessError):
-        return "not a git checkout"
-    state = "with uncommitted changes" if dirty else "clean"
-    return f"git {head}, webapp2_sessions/ {state}"
+        return f"not a git checkout: {ROOT}"
+    return (
+        f"git {head}, webapp2_sessions/ with uncommitted changes "
+        f"(diff and untracked files: sha1 {digest.hexdigest()[:12]})"
+    )
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -1012,6 +1028,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             return 2
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
+    source = source_state()  # before any row imports the package
     server_cpus, placement = place(args.placement)
     memcached = MemcachedServer(threads=1, cpus=server_cpus)
     impls: list[Impl] = []
@@ -1068,7 +1085,10 @@ def main(argv: Iterable[str] | None = None) -> int:
         run_interleaved(blocks, rounds, args.seed, progress)
         print(file=sys.stderr)
 
-        lines = machine_lines(memcached)
+        source_now = source_state()
+        if source_now != source:
+            source += f"; at the end: {source_now} (the tree changed during the run)"
+        lines = machine_lines(memcached, source)
         if revision is not None:
             lines.append(f"compared:  {revision.row_name} = {revision.describe()}")
         lines.append(f"placement: {placement}")
