@@ -310,10 +310,16 @@ def _database(key: str, value: Any) -> Any:
     if not isinstance(value, str):
         raise ConfigurationError(key, "must be a SQLAlchemy URL (str) or Engine")
     try:
-        sqlalchemy.engine.make_url(value)
+        url = sqlalchemy.engine.make_url(value)
     except sqlalchemy.exc.ArgumentError:
         raise ConfigurationError(
             key, "is not a SQLAlchemy URL (for example 'sqlite:///var/sessions.db')"
+        ) from None
+    try:
+        url.get_dialect().import_dbapi()
+    except (sqlalchemy.exc.NoSuchModuleError, ImportError) as exc:
+        raise ConfigurationError(
+            key, f"names a database driver that is not installed ({type(exc).__name__})"
         ) from None
     return value
 

@@ -148,12 +148,8 @@ def finish_move(life: Lifecycle, old: str, claimed: Record) -> bool:
     if not raced:
         check = life.execute([Get(life.keys.record(old))], sid=old)
         current = parse_or_none(check[0]) if check else None
-        if current is None:
-            # Gone: a logout, or (with the database, which said otherwise) an
-            # eviction.
-            raced = life.durable is None
-        else:
-            raced = current.dead != 1
+        # Gone: a logout, or (with the database, which said otherwise) an eviction.
+        raced = life.durable is None if current is None else current.dead != 1
     if raced:
         if life.durable is not None:
             _delete_durable(life, new)

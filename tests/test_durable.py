@@ -1,0 +1,285 @@
+"""The durable tier: sessions in a database behind memcached, on real servers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import webapp2
+import webtest
+from conftest import SECRET, Handler
+
+from webapp2_sessions import ConfigurationError, SessionConfig, SessionHandlerMixin
+from webapp2_sessions.sql import sessions_table, variables_table
+
+
+class Statements:
+    """Counts the SQL statements an engine runs."""
+
+    def __init__(self, engine: sa.engine.Engine) -> None:
+        self.count = 0
+        sa.event.listen(engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, *args: Any) -> None:
+        self.count += 1
+
+    def during(self, action: Any) -> int:
+        before = self.count
+        action()
+        return self.count - before
+
+
+class Quick(Handler):
+    session_quick = ("visits",)
+
+
+def build(memcached: Any, database: Any, **settings: Any) -> webapp2.WSGIApplication:
+    config = {
+        "memcache_servers": [memcached.address],
+        "cookie_name": "sid",
+        "secret_key": SECRET,
+        "database": database,
+        "sweep_percent": 0,
+        **settings,
+    }
+    return webapp2.WSGIApplication(
+        [("/", Handler), ("/quick", Quick)], config={"webapp2_sessions": config}
+    )
+
+
+@pytest.fixture
+def engine(tmp_path) -> Any:
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/sessions.db")
+    yield engine
+    engine.dispose()
+
+
+def sid_of(browser: webtest.TestApp) -> str:
+    return browser.cookies["sid"].split(".")[0]
+
+
+def rows(engine: sa.engine.Engine, sid: str) -> dict[str, bytes]:
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.select(variables_table.c.name, variables_table.c.value).where(
+                variables_table.c.session_id == sid
+            )
+        )
+        return {row.name: bytes(row.value) for row in found}
+
+
+def session_row(engine: sa.engine.Engine, sid: str) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sessions_table).where(sessions_table.c.id == sid)).first()
+
+
+def test_a_flushed_memcached_logs_no_one_out_and_is_refilled_in_one_query(memcached, engine):
+    statements = Statements(engine)
+    browser = webtest.TestApp(build(memcached, engine))
+    browser.get("/", {"set": ["cart", "user"], "value": ["[1, 2]", '"ann"'], "flash": "hi"})
+    sid = sid_of(browser)
+    assert rows(engine, sid) == {"cart": b"[1,2]", "user": b'"ann"', "": rows(engine, sid)[""]}
+    memcached.raw(b"flush_all\r\n")
+    spent = statements.during(lambda: browser.get("/", {"get": ["cart", "user"]}))
+    assert spent == 1  # the session and its variables in one query
+    assert browser.cookies["sid"].split(".")[0] == sid
+    assert memcached.mg(f"{sid}-cart") is not None  # put back into memcached
+    assert statements.during(lambda: browser.get("/", {"get": ["cart", "user"]})) == 0
+    body = browser.get("/", {"get": ["cart", "user"], "flashes": "1"}).json
+    assert body == {"cart": [1, 2], "user": "ann", "flashes": [["hi", "info"]]}
+    memcached.raw(b"flush_all\r\n")
+    assert browser.get("/", {"flashes": "1"}).json == {"flashes": []}  # shown once
+
+
+def test_a_returning_visitor_who_only_reads_costs_no_sql(memcached, engine):
+    statements = Statements(engine)
+    browser = webtest.TestApp(build(memcached, engine))
+    browser.get("/", {"set": "user", "value": '"ann"'})
+    browser.get("/", {"get": "user"})  # the renewal of a read-only visitor, once
+    for _ in range(5):
+        assert statements.during(lambda: browser.get("/", {"get": "user"})) == 0
+
+
+def test_a_write_is_one_transaction_in_the_database_before_memcached(memcached, engine):
+    statements = Statements(engine)
+    browser = webtest.TestApp(build(memcached, engine))
+    browser.get("/", {"set": "a", "value": "1"})
+    sid = sid_of(browser)
+    spent = statements.during(lambda: browser.get("/", {"set": "b", "value": "2", "delete": "a"}))
+    assert spent <= 4  # renew the session row, delete, insert: one transaction
+    assert rows(engine, sid) == {"b": b"2"}
+    assert memcached.mg(f"{sid}-b")[0] == b"2" and memcached.mg(f"{sid}-a") is None
+
+
+def test_a_restarted_memcached_costs_nothing_but_a_refill(memcached, engine):
+    browser = webtest.TestApp(build(memcached, engine, timeout=5))
+    browser.get("/", {"set": "user", "value": '"ann"'})
+    memcached.restart()
+    assert browser.get("/", {"get": "user"}).json == {"user": "ann"}
+
+
+def test_a_stalled_node_serves_from_the_database_and_never_serves_older_values_after(
+    memcached, engine
+):
+    browser = webtest.TestApp(build(memcached, engine, timeout=0.5, dead_retry=0.5))
+    browser.get("/", {"set": "cart", "value": "[1]"})
+    memcached.pause()
+    try:
+        assert browser.get("/", {"get": "cart"}).json == {"cart": [1]}  # from the database
+        browser.get("/", {"set": "cart", "value": "[1, 2]"})  # kept by the database
+        assert browser.get("/", {"get": "cart"}).json == {"cart": [1, 2]}
+    finally:
+        memcached.resume()
+    time.sleep(0.6)
+    # The node still holds [1]; the write's keys are invalidated before it serves.
+    assert browser.get("/", {"get": "cart"}).json == {"cart": [1, 2]}
+    assert browser.get("/", {"get": "cart"}).json == {"cart": [1, 2]}
+
+
+def test_logout_deletes_the_rows_first_so_nothing_comes_back_after_a_flush(memcached, engine):
+    app = build(memcached, engine)
+    browser = webtest.TestApp(app)
+    browser.get("/", {"set": "secret", "value": '"s"'})
+    stolen, sid = browser.cookies["sid"], sid_of(browser)
+    browser.get("/", {"destroy": "1"})
+    assert session_row(engine, sid) is None and rows(engine, sid) == {}
+    memcached.raw(b"flush_all\r\n")
+    thief = webtest.TestApp(app)
+    thief.set_cookie("sid", stolen)
+    assert thief.get("/", {"get": "secret"}).json == {"secret": None}
+
+
+def test_counters_are_exact_in_both_tiers_under_concurrent_requests(memcached, engine):
+    app = build(memcached, engine, timeout=10)
+    browser = webtest.TestApp(app)
+    browser.get("/", {"set": "x", "value": "0"})
+    cookie = browser.cookies["sid"]
+    errors: list[BaseException] = []
+
+    def bump() -> None:
+        tab = webtest.TestApp(app)
+        tab.set_cookie("sid", cookie)
+        try:
+            for _ in range(25):
+                tab.get("/", {"incr": "n"})
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bump) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    sid = cookie.split(".")[0]
+    assert rows(engine, sid)["n"] == b"150"
+    assert memcached.mg(f"{sid}-n")[0] == b"150"
+    memcached.raw(b"flush_all\r\n")
+    assert browser.get("/", {"get": "n"}).json == {"n": 150}
+
+
+def test_update_session_var_runs_once_on_the_databases_value(memcached, engine):
+    calls: list[Any] = []
+
+    class Updates(SessionHandlerMixin, webapp2.RequestHandler):
+        def get(self) -> None:
+            new = self.update_session_var(
+                "items", lambda old: calls.append(old) or [*(old or []), len(calls)]
+            )
+            self.response.write(json.dumps(new))
+
+    config = {
+        "memcache_servers": [memcached.address],
+        "cookie_name": "sid",
+        "database": engine,
+    }
+    browser = webtest.TestApp(
+        webapp2.WSGIApplication([("/", Updates)], config={"webapp2_sessions": config})
+    )
+    assert json.loads(browser.get("/").text) == [1]
+    memcached.raw(b"flush_all\r\n")
+    assert json.loads(browser.get("/").text) == [1, 2]
+    assert calls == [None, [1]]
+
+
+def test_quick_variables_stay_in_memcached_only(memcached, engine):
+    browser = webtest.TestApp(build(memcached, engine))
+    browser.get("/quick", {"set": ["visits", "user"], "value": ["7", '"ann"']})
+    sid = sid_of(browser)
+    assert rows(engine, sid) == {"user": b'"ann"'}
+    memcached.raw(b"flush_all\r\n")
+    assert browser.get("/quick", {"get": ["visits", "user"]}).json == {
+        "visits": None,
+        "user": "ann",
+    }
+
+
+def test_a_read_only_visitor_is_renewed_in_the_database_at_most_once_per_half_window(
+    memcached, engine
+):
+    statements = Statements(engine)
+    browser = webtest.TestApp(build(memcached, engine, idle_timeout=2, ttl=2))
+    browser.get("/", {"set": "user", "value": '"ann"'})
+    sid = sid_of(browser)
+    first = session_row(engine, sid).expires
+    spent = 0
+    deadline = time.time() + 3.5  # longer than the idle window
+    while time.time() < deadline:
+        spent += statements.during(lambda: browser.get("/", {"get": "user"}))
+        time.sleep(0.25)
+    assert session_row(engine, sid).expires > first  # renewed while only read
+    assert 1 <= spent <= 4  # not once per request
+    assert browser.get("/", {"get": "user"}).json == {"user": "ann"}
+
+
+def test_a_writer_racing_a_logout_does_not_recreate_the_session(memcached, engine):
+    app = build(memcached, engine)
+    browser = webtest.TestApp(app)
+    browser.get("/", {"set": "a", "value": "1"})
+    cookie = browser.cookies["sid"]
+    sid = cookie.split(".")[0]
+
+    class LogoutThenWrite(Handler):
+        def get(self) -> None:
+            self.session.load("a")
+            other = webtest.TestApp(app)
+            other.set_cookie("sid", cookie)
+            other.get("/", {"destroy": "1"})  # another tab logs out meanwhile
+            self.set_session_var("b", 2)
+
+    app.router.add(webapp2.Route("/late", LogoutThenWrite))
+    browser.get("/late")
+    assert session_row(engine, sid) is None and rows(engine, sid) == {}
+    assert [k for k in memcached.keys() if sid in k] == []
+
+
+def test_purge_deletes_expired_sessions_from_the_command_line(memcached, engine, tmp_path):
+    import subprocess
+    import sys
+
+    browser = webtest.TestApp(build(memcached, engine, idle_timeout=1, ttl=1))
+    browser.get("/", {"set": "a", "value": "1"})
+    sid = sid_of(browser)
+    time.sleep(1.5)
+    url = str(engine.url)
+    done = subprocess.run(
+        [sys.executable, "-m", "webapp2_sessions", "purge", "--database", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1" in done.stdout
+    assert session_row(engine, sid) is None and rows(engine, sid) == {}
+
+
+@pytest.mark.parametrize("value", ["not a url", "postgresql+nodriver://", 42])
+def test_a_malformed_database_setting_names_the_setting(value):
+    with pytest.raises(ConfigurationError) as caught:
+        SessionConfig.from_mapping({"database": value})
+    assert caught.value.key == "database"
