@@ -11,7 +11,7 @@ LINTED  := webapp2_sessions tests examples benchmarks tools
 # Written after a successful install: deps re-runs only when packaging changes.
 DEPS    := $(VENV)/.deps
 
-.PHONY: run test test-all test-browser test-wheel dist lint bench load deps memcached chromium venv-module
+.PHONY: run test test-all test-browser test-wheel dist lint bench load deps memcached postgresql chromium venv-module
 
 $(BIN)/python: | venv-module
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ venv-module:
 memcached:
 	@command -v memcached >/dev/null || { $(APT) update -q && $(APT) install -y -q memcached; }
 
+# Debian's PostgreSQL binaries (not on PATH): tests/postgres.py runs a throwaway cluster of its own.
+# The package may start a system cluster on port 5432; the tests never use it.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(APT) update -q && $(APT) install -y -q postgresql; }
+
 # Debian's Chromium: the browser tests drive /usr/bin/chromium, never a downloaded build.
 chromium:
 	@test -x /usr/bin/chromium || { $(APT) update -q && $(APT) install -y -q chromium; }
@@ -46,11 +51,11 @@ lint: $(DEPS)
 	$(BIN)/mypy
 
 ## test: lint, type checks and every test (browser tests included) on $(PYTHON)
-test: memcached chromium lint
+test: memcached postgresql chromium lint
 	$(BIN)/python $(PYTEST)
 
 ## test-all: lint once, then every test on each CPython >= 3.11 found, in .venv-3.X
-test-all: memcached chromium lint
+test-all: memcached postgresql chromium lint
 	$(PYTHON) tools/test_all.py
 
 ## test-browser: only the headless-Chromium tests in tests/browser
@@ -66,7 +71,7 @@ dist: $(DEPS)
 	$(BIN)/check-manifest
 
 ## test-wheel: every test, from the unpacked sdist, against the built wheel in a fresh virtualenv
-test-wheel: memcached chromium venv-module dist
+test-wheel: memcached postgresql chromium venv-module dist
 	rm -rf $(WHEEL_VENV)
 	$(PYTHON) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/pip install -q --upgrade pip

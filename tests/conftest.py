@@ -172,3 +172,46 @@ def app_on(memcached: MemcachedServer) -> Any:
         return make_app(settings, routes)
 
     return build
+
+
+# The SQL tier's databases: a throwaway PostgreSQL cluster and SQLite files.
+# (Imported here, beside the fixtures that use them.)
+from pathlib import Path  # noqa: E402
+
+from postgres import PostgresServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL cluster for the whole run (initdb takes a second or more).
+
+    Fails (never skips) when PostgreSQL is not installed or will not start.
+    Tests get their own database through ``pg_url``.
+    """
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> Iterator[str]:
+    """A SQLAlchemy URL to a fresh, empty database of this test's own, dropped after it.
+
+    A server the test left paused is resumed, and one it killed is restarted,
+    so that the next test finds it serving.
+    """
+    postgres.ensure_running()
+    name = postgres.create_database()
+    try:
+        yield postgres.url_for(name)
+    finally:
+        postgres.ensure_running()
+        postgres.drop_database(name)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLAlchemy URL to a SQLite file (not yet created) in the test's own directory."""
+    return f"sqlite:///{tmp_path / 'sessions.db'}"
