@@ -182,14 +182,24 @@ class Store(abc.ABC):
         """
         return True
 
-    def defer(self, session_id: str, ops: Sequence[Op]) -> None:
+    def defer(
+        self,
+        session_id: str,
+        ops: Sequence[Op],
+        then: Callable[[Sequence[Result]], Sequence[Op]] | None = None,
+    ) -> None:
         """Run ``ops`` on ``session_id``'s node as soon as it answers again.
 
-        For deletions that must not be lost to an outage (a logout). A store
-        whose nodes cannot be unreachable runs them at once.
+        For deletions that must not be lost to an outage (a logout).
+        ``then(results)`` gives the operations of a second step, run right
+        after. A store whose nodes cannot be unreachable runs them at once.
         """
         try:
-            self.execute(session_id, ops)
+            results = self.execute(session_id, ops)
+            if then is not None:
+                more = then(results)
+                if more:
+                    self.execute(session_id, more)
         except SessionUnavailableError as exc:
             log.error("%s: deferred operations lost (%s)", self.describe(session_id), exc)
 

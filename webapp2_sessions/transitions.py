@@ -10,7 +10,7 @@ that raced it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .errors import SessionUnavailableError
@@ -50,26 +50,37 @@ def delete_everything(life: Lifecycle, sid: str, record: Record) -> None:
     if life.durable is not None and not _delete_durable(life, sid):
         return
     batch = mark_batch(life.keys, sid)
-    results = execute_or_defer(life, sid, batch.ops, record)
-    if results is not None:
+
+    def delete_listed(results: Sequence[Result]) -> list[Op]:
         latest = parse_or_none(batch.read(results).one("record"))
-        execute_or_defer(life, sid, deletion_ops(life.keys, sid, merged(record, latest)), record)
+        return deletion_ops(life.keys, sid, merged(record, latest))
+
+    results = execute_or_defer(life, sid, batch.ops, record, then=delete_listed)
+    if results is not None:
+        execute_or_defer(life, sid, delete_listed(results), record)
 
 
 def execute_or_defer(
-    life: Lifecycle, sid: str, ops: Sequence[Op], record: Record
+    life: Lifecycle,
+    sid: str,
+    ops: Sequence[Op],
+    record: Record,
+    then: Callable[[Sequence[Result]], Sequence[Op]] | None = None,
 ) -> list[Result] | None:
     """Run part of a deletion; if the store fails, leave the rest to it.
 
-    Without its record a session cannot be loaded again, so once the node
-    answers, deleting it (and the variables known here) completes the
-    logout; variables not known here expire with their TTL.
+    The store runs ``ops`` (and ``then``'s second step) once the node answers.
+    Without ``then``, the record and the variables known here are deleted,
+    which ends the session: without its record it cannot be loaded again.
     """
     try:
         return life.store.execute(sid, ops)
     except SessionUnavailableError:
         life.failed = True
-        life.store.defer(sid, deletion_ops(life.keys, sid, record))
+        if then is None:
+            life.store.defer(sid, deletion_ops(life.keys, sid, record))
+        else:
+            life.store.defer(sid, ops, then)
         log.error(
             "session %s: could not be deleted now (%s unavailable); "
             "deleting it when the node answers again",

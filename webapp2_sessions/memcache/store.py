@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from pymemcache.client.base import normalize_server_spec
 from pymemcache.client.rendezvous import RendezvousHash
@@ -35,6 +36,8 @@ log = logging.getLogger("webapp2_sessions")
 
 #: Deferred batches a store keeps for unreachable nodes, all nodes together.
 MAX_DEFERRED = 10_000
+#: The second step of a deferred batch: its results in, more operations out.
+FollowUp = Callable[[Sequence[Result]], Sequence[Op]]
 
 
 class _Connection:
@@ -178,7 +181,7 @@ class _Node:
         self.down = False
         self.dead_until = 0.0
         #: Batches to run here once the node answers (lost deletions).
-        self.deferred: list[list[Op]] = []
+        self.deferred: list[Deferred] = []
         self._lock = threading.Lock()
 
     def usable(self, now: float) -> bool:
@@ -356,17 +359,19 @@ class MemcacheStore(Store):
 
     # ------------------------------------------------------------------ deferred work
 
-    def defer(self, session_id: str, ops: Sequence[Op]) -> None:
+    def defer(self, session_id: str, ops: Sequence[Op], then: FollowUp | None = None) -> None:
         """Keep ``ops`` (a lost deletion) until ``session_id``'s node answers again.
 
         They are run in front of the next batch this process sends to that
         node, or by the first batch to any node once the node's
         ``dead_retry`` is over, at the cost of one extra round trip then.
+        ``then(results)`` gives the operations of a second step (the names a
+        logout read back, to delete), run right after, in one more round trip.
         """
         node = self._nodes[self.node_for(session_id)]
-        self._push_deferred(node, [list(ops)])
+        self._push_deferred(node, [Deferred(list(ops), then)])
 
-    def _push_deferred(self, node: _Node, batches: list[list[Op]]) -> None:
+    def _push_deferred(self, node: _Node, batches: list[Deferred]) -> None:
         with self._deferred_lock:
             node.deferred.extend(batches)
             self._deferred_count += len(batches)
@@ -384,7 +389,7 @@ class MemcacheStore(Store):
                 MAX_DEFERRED,
             )
 
-    def _take_deferred(self, node: _Node) -> list[list[Op]]:
+    def _take_deferred(self, node: _Node) -> list[Deferred]:
         with self._deferred_lock:
             batches, node.deferred = node.deferred, []
             self._deferred_count -= len(batches)
@@ -400,13 +405,13 @@ class MemcacheStore(Store):
         batches = self._take_deferred(node)
         if not batches:
             return self._run(node, encode(ops), ops, on_sent)
-        first = [op for batch in batches for op in batch]
+        first = [op for batch in batches for op in batch.ops]
         try:
             results = self._run(node, encode([*first, *ops]), [*first, *ops], on_sent)
         except BaseException:
             self._push_deferred(node, batches)
             raise
-        log.info("memcached %s: %d deferred deletion(s) completed", node.name, len(batches))
+        self._follow_up(node, batches, results)
         return results[len(first) :]
 
     def _flush(self, node: _Node) -> None:
@@ -414,13 +419,36 @@ class MemcacheStore(Store):
         batches = self._take_deferred(node)
         if not batches:
             return
-        ops = [op for batch in batches for op in batch]
+        ops = [op for batch in batches for op in batch.ops]
         try:
-            self._run(node, encode(ops), ops)
+            results = self._run(node, encode(ops), ops)
         except SessionUnavailableError:
             self._push_deferred(node, batches)
             return
         except BaseException:
             self._push_deferred(node, batches)
             raise
+        self._follow_up(node, batches, results)
+
+    def _follow_up(self, node: _Node, batches: list[Deferred], results: list[Result]) -> None:
+        """Run the second steps of deferred batches that have one (one round trip)."""
+        more: list[Op] = []
+        at = 0
+        for batch in batches:
+            if batch.then is not None:
+                more += batch.then(results[at : at + len(batch.ops)])
+            at += len(batch.ops)
+        if more:
+            try:
+                self._run(node, encode(more), more)
+            except SessionUnavailableError:
+                self._push_deferred(node, [Deferred(more, None)])
         log.info("memcached %s: %d deferred deletion(s) completed", node.name, len(batches))
+
+
+@dataclass(slots=True)
+class Deferred:
+    """A batch kept for a node that did not answer, with its optional second step."""
+
+    ops: list[Op]
+    then: FollowUp | None = None
