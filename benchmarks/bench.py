@@ -393,6 +393,11 @@ class Micro:
 _ABSOLUTE_IMPORT = re.compile(r"^(\s*(?:from|import)\s+)webapp2_sessions\b", re.MULTILINE)
 
 
+_COMPARE_PREFIX = "bench-compare-"
+#: The temporary folder of a materialised revision, in a profile's file names.
+_COMPARE_FOLDER = re.compile(rf".*/{_COMPARE_PREFIX}[^/]+/")
+
+
 @dataclass
 class Revision:
     """webapp2_sessions as it was at a git revision, importable under a name of its own."""
@@ -447,7 +452,7 @@ def materialise(rev: str) -> Revision:
     except subprocess.CalledProcessError as exc:
         raise RuntimeError(f"--compare-with {rev}: {exc.stderr or 'not a commit'}") from exc
     package = f"webapp2_sessions_at_{short}"
-    folder = tempfile.mkdtemp(prefix="bench-compare-")
+    folder = tempfile.mkdtemp(prefix=_COMPARE_PREFIX)
     revision = Revision(commit, short, subject, package, folder)
     try:
         subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
@@ -771,6 +776,8 @@ def profile_ours(
 
 
 def _short(path: str) -> str:
+    if _COMPARE_FOLDER.match(path):  # an earlier revision's copy: its package name says which
+        return _COMPARE_FOLDER.sub("", path, count=1)
     for marker in ("site-packages/", "lib/python3"):
         if marker in path:
             return path.split(marker, 1)[1]
