@@ -6,6 +6,7 @@ import os
 import sys
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
 from memcached import MemcachedServer
+from postgres import PostgresServer
 
 from webapp2_sessions import MemcacheStore, SessionHandlerMixin
 
@@ -175,10 +177,6 @@ def app_on(memcached: MemcachedServer) -> Any:
 
 
 # The SQL tier's databases: a throwaway PostgreSQL cluster and SQLite files.
-# (Imported here, beside the fixtures that use them.)
-from pathlib import Path  # noqa: E402
-
-from postgres import PostgresServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

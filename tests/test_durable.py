@@ -51,9 +51,11 @@ def build(memcached: Any, database: Any, **settings: Any) -> webapp2.WSGIApplica
     )
 
 
-@pytest.fixture
-def engine(tmp_path) -> Any:
-    engine = sa.create_engine(f"sqlite:///{tmp_path}/sessions.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, sqlite_url) -> Any:
+    """A SQLite file, or a fresh database on the run's throwaway PostgreSQL."""
+    url = sqlite_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    engine = sa.create_engine(url)
     yield engine
     engine.dispose()
 
@@ -283,3 +285,106 @@ def test_a_malformed_database_setting_names_the_setting(value):
     with pytest.raises(ConfigurationError) as caught:
         SessionConfig.from_mapping({"database": value})
     assert caught.value.key == "database"
+
+
+def test_a_refill_never_puts_an_older_value_over_a_newer_write(memcached, engine, monkeypatch):
+    from webapp2_sessions.sql import Database
+
+    app = build(memcached, engine)
+    browser = webtest.TestApp(app)
+    browser.get("/", {"set": "cart", "value": "[1]"})
+    cookie, sid = browser.cookies["sid"], sid_of(browser)
+    memcached.raw(b"flush_all\r\n")
+    real = Database.load
+    raced: list[bool] = []
+
+    def load_then_race(self: Database, *args: Any) -> Any:
+        stored = real(self, *args)  # the reader now holds [1]
+        if not raced:
+            raced.append(True)
+            writer = webtest.TestApp(app)
+            writer.set_cookie("sid", cookie)
+            writer.get("/", {"set": "cart", "value": "[1, 2]"})  # database, then memcached
+        return stored
+
+    monkeypatch.setattr(Database, "load", load_then_race)
+    assert browser.get("/", {"get": "cart"}).json == {"cart": [1]}  # read before the write
+    monkeypatch.setattr(Database, "load", real)
+    assert raced and memcached.mg(f"{sid}-cart")[0] == b"[1,2]"  # the refill used add
+    assert browser.get("/", {"get": "cart"}).json == {"cart": [1, 2]}
+
+
+def test_a_killed_node_costs_its_visitors_nothing_but_speed(memcached_cluster, engine):
+    from webapp2_sessions import MemcacheStore
+
+    config = {
+        "memcache_servers": [s.address for s in memcached_cluster],
+        "cookie_name": "sid",
+        "database": engine,
+        "timeout": 1,
+        "dead_retry": 30,
+    }
+    app = webapp2.WSGIApplication([("/", Handler)], config={"webapp2_sessions": config})
+    placement = MemcacheStore([s.address for s in memcached_cluster])
+    browsers = []
+    for i in range(20):
+        browser = webtest.TestApp(app)
+        browser.get("/", {"set": "n", "value": str(i)})
+        browsers.append(browser)
+    victim = memcached_cluster[0]
+    stranded = [b for b in browsers if placement.node_for(sid_of(b)) == victim.address]
+    assert stranded
+    victim.stop()
+    for browser in stranded:
+        cookie = browser.cookies["sid"]
+        expected = browser.get("/", {"get": "n"}).json["n"]  # served from the database
+        assert expected is not None
+        browser.get("/", {"set": "n", "value": str(expected + 100)})  # kept by the database
+        assert browser.get("/", {"get": "n"}).json == {"n": expected + 100}
+        assert browser.cookies["sid"] == cookie
+    placement.close()
+
+
+def test_a_database_that_stops_leaves_pages_up_and_reports_writes_not_saved(
+    memcached, pg_url, postgres, caplog
+):
+    engine = sa.create_engine(pg_url, connect_args={"connect_timeout": 2})
+    try:
+        app = build(memcached, engine, dead_retry=30)
+        browser = webtest.TestApp(app)
+        browser.get("/", {"set": "user", "value": '"ann"'})
+        postgres.kill()  # stopped; the fixture restarts it for the next test
+        try:
+            with caplog.at_level("DEBUG", logger="webapp2_sessions"):
+                # Reads stay on memcached: no SQL, nothing lost.
+                assert browser.get("/", {"get": "user"}).json == {"user": "ann"}
+                response = browser.get("/", {"set": "user", "value": '"bob"'}, status=200)
+            assert "not saved" in caplog.text
+            assert "sid=" not in response.headers.get("Set-Cookie", "")
+            # Neither tier took the write: memcached still agrees with the database.
+            assert browser.get("/", {"get": "user"}).json == {"user": "ann"}
+        finally:
+            postgres.ensure_running()
+    finally:
+        engine.dispose()
+
+
+def test_a_database_that_stops_raises_in_strict_mode(memcached, pg_url, postgres):
+    from conftest import capture_errors
+
+    from webapp2_sessions import SessionUnavailableError
+
+    engine = sa.create_engine(pg_url, connect_args={"connect_timeout": 2})
+    try:
+        app = build(memcached, engine, strict=True, dead_retry=30)
+        seen = capture_errors(app, 503)
+        browser = webtest.TestApp(app)
+        browser.get("/", {"set": "user", "value": '"ann"'})
+        postgres.kill()
+        try:
+            browser.get("/", {"set": "user", "value": '"bob"'}, status=503)
+        finally:
+            postgres.ensure_running()
+        assert seen and isinstance(seen[-1], SessionUnavailableError)
+    finally:
+        engine.dispose()
