@@ -388,3 +388,18 @@ def test_a_database_that_stops_raises_in_strict_mode(memcached, pg_url, postgres
         assert seen and isinstance(seen[-1], SessionUnavailableError)
     finally:
         engine.dispose()
+
+
+def test_a_sqlite_file_in_wal_mode_serves_sessions_too(memcached, tmp_path):
+    from webapp2_sessions.sql import sqlite_engine
+
+    engine = sqlite_engine(str(tmp_path / "wal.db"), wal=True)
+    try:
+        browser = webtest.TestApp(build(memcached, engine))
+        browser.get("/", {"set": "user", "value": '"ann"'})
+        memcached.raw(b"flush_all\r\n")
+        assert browser.get("/", {"get": "user"}).json == {"user": "ann"}
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        engine.dispose()
