@@ -8,11 +8,11 @@ from webapp2_sessions.keys import KeyScheme, new_session_id
 from webapp2_sessions.record import (
     DEAD_LINE,
     FLAGS_RECORD,
+    LoadPlan,
     Record,
     WritePlan,
     deletion_ops,
     index_lines,
-    load_batch,
     mark_batch,
     merged,
     parse_or_none,
@@ -57,19 +57,16 @@ def test_anything_else_is_not_a_record(value):
 
 
 def test_the_load_batch_reads_the_record_the_names_and_the_flashes_renewing_them():
-    batch = load_batch(KEYS, SID, ["a", "b"], True, record_ttl=60, ttl=90)
-    assert batch.ops == [
+    plan = LoadPlan(KEYS, SID, ["a", "b"], True, record_ttl=60, ttl=90)
+    assert plan.ops == [
         Get(RECORD_KEY, 60),
         Get(f"{RECORD_KEY}-a", 90),
         Get(f"{RECORD_KEY}-b", 90),
         Get(f"{RECORD_KEY}-!flashes", 90),
     ]
-    got = batch.read(["r", "a", "b", "f"])
-    assert (got.one("record"), list(got.many("values")), got.one("flashes")) == (
-        "r",
-        ["a", "b"],
-        "f",
-    )
+    got = ["r", "a", "b", "f"]
+    assert (got[LoadPlan.RECORD], got[plan.values], got[plan.flashes]) == ("r", ["a", "b"], "f")
+    assert LoadPlan(KEYS, SID, [], False, 60, 90).flashes == -1
 
 
 def plan(record: Record, written=frozenset(), deleted=frozenset(), cas: int = 5) -> WritePlan:
@@ -81,7 +78,7 @@ def plan(record: Record, written=frozenset(), deleted=frozenset(), cas: int = 5)
 def test_a_guarded_write_lists_new_names_and_reads_the_record_back_last():
     record = Record(created=1.0, names=frozenset({"a"}), listed_ever=frozenset({"a"}))
     write = plan(record, frozenset({"b"}), frozenset({"a"}))
-    ops = write.batch.ops
+    ops = write.ops
     assert ops[0] == Set(RECORD_KEY, index_lines({"b"}, {"a"}), mode="append")
     assert ops[-1] == Get(RECORD_KEY)
     after = stored(record, index_lines({"b"}, {"a"}))
@@ -94,7 +91,7 @@ def test_a_guarded_write_lists_new_names_and_reads_the_record_back_last():
 def test_a_write_that_adds_no_name_appends_nothing():
     record = Record(created=1.0, names=frozenset({"a"}))
     write = plan(record, frozenset({"a"}))
-    assert [type(op) for op in write.batch.ops] == [Set, Get]
+    assert [type(op) for op in write.ops] == [Set, Get]
     assert write.lines == b""
 
 
@@ -126,11 +123,11 @@ def test_a_long_index_is_compacted_only_if_nobody_appended_since_it_was_read():
     names = frozenset({"a"})
     record = Record(created=1.0, names=names, listed_ever=names, lines=100)
     write = plan(record, frozenset({"a"}), cas=41)
-    compact = write.batch.ops[0]
+    compact = write.ops[write.compact]
     assert isinstance(compact, Set) and compact.cas == 41 and compact.value == record.encode()
     assert write.outcome([True, True, stored(record)]).record.lines == 1
     assert write.outcome([False, True, stored(record)]).record.lines == 100
-    assert "compact" not in plan(record, cas=0).batch  # no token: never compacted
+    assert plan(record, cas=0).compact == -1  # no token: never compacted
 
 
 def test_undo_takes_back_every_write_but_the_record():

@@ -153,9 +153,15 @@ def read_cookie(environ: Mapping[str, Any], name: str) -> str | None:
     if not header or name not in header:
         return None
     found: str | None = None
-    for key, value in _cookie_pairs(header) if '"' in header else _plain_pairs(header):
-        if key == name:
-            found = value
+    if '"' in header:
+        for key, value in _quoted_pairs(header):
+            if key == name:
+                found = value
+    else:  # the usual header: a loop, not a generator, on every returning visit
+        for part in header.split(";"):
+            key, sep, value = part.partition("=")
+            if sep and key.strip() == name:
+                found = value
     if found is None:
         return None
     found = found.strip()
@@ -164,15 +170,8 @@ def read_cookie(environ: Mapping[str, Any], name: str) -> str | None:
     return found
 
 
-def _plain_pairs(header: str) -> Iterator[tuple[str, str]]:
-    for part in header.split(";"):
-        key, sep, value = part.partition("=")
-        if sep:
-            yield key.strip(), value
-
-
-def _cookie_pairs(header: str) -> Iterator[tuple[str, str]]:
-    """``_plain_pairs`` for a header with quotes: a ``;`` inside one is text."""
+def _quoted_pairs(header: str) -> Iterator[tuple[str, str]]:
+    """The cookie-pairs of a header with quotes: a ``;`` inside one is text."""
     pos, size = 0, len(header)
     while pos < size:
         end = header.find(";", pos)

@@ -23,9 +23,9 @@ from .changes import DurableChanges
 from .config import SessionConfig
 from .errors import SessionUnavailableError
 from .keys import KeyScheme
-from .record import FLAGS_FLASHES, FLAGS_RECORD, Record, WritePlan, undo_ops
+from .record import FLAGS_FLASHES, FLAGS_RECORD, LoadPlan, Record, WritePlan, undo_ops
 from .sql import FLASHES, Database, SessionGone, StoredSession, Writer
-from .stores import Batch, BatchResults, Delete, Item, Op, Result, Set
+from .stores import Delete, Item, Op, Result, Set
 
 if TYPE_CHECKING:
     from .lifecycle import Lifecycle
@@ -150,26 +150,24 @@ class DurableTier:
     # ------------------------------------------------------------------ a request's part
 
     def load(
-        self, life: Lifecycle, batch: Batch, names: Sequence[str], flashes: bool
-    ) -> BatchResults | None:
+        self, life: Lifecycle, plan: LoadPlan, names: Sequence[str]
+    ) -> tuple[LoadPlan, Sequence[Result]] | None:
         """``Lifecycle.load`` with the database behind memcached."""
         tier = self
         assert life.sid is not None
         sid = life.sid
-        results = life.cache(batch.ops)
+        results = life.cache(plan.ops)
         if results is not None:
-            got = batch.read(results)
-            item = got.one("record")
+            item = results[LoadPlan.RECORD]
             if isinstance(item, Item):
                 if not life.adopt(sid, item):
                     return None
                 tier.touch_if_due(sid, life.record.created)
-                values = list(got.many("values"))
+                values = results[plan.values]
                 if None in values:
                     self.fill(life, names, values)
-                    flash = [got.one("flashes")] if flashes else []
-                    got = batch.read([item, *values, *flash])
-                return got
+                    results[plan.values] = values
+                return plan, results
         try:
             stored = tier.database.load(sid, time.time())
         except SessionUnavailableError:
@@ -186,7 +184,7 @@ class DurableTier:
         life.adopted(record, 0)
         if not life.cache_down:
             life.cache(tier.refill_ops(life.keys, sid, record, stored.variables))
-        return batch.read(results_from(record, names, stored.variables, flashes))
+        return plan, results_from(record, names, stored.variables, plan.flashes >= 0)
 
     def fill(self, life: Lifecycle, names: Sequence[str], values: list[Result]) -> None:
         """Read listed variables memcached no longer has back from the database."""
@@ -303,18 +301,18 @@ class DurableTier:
                 # delete the record); the database keeps the write regardless.
                 too_long = len(plan.lines) > config.item_size_max - 300
                 if not too_long:
-                    results = life.cache(plan.batch.ops, on_sent)
+                    results = life.cache(plan.ops, on_sent)
                     if results is not None and plan.outcome(results).dead:
                         raise _LoggingOut(sid)
         except (SessionGone, _LoggingOut):
             if plan is not None and results is not None:
-                life.cache(undo_ops(life.keys, sid, plan.batch.ops))
+                life.cache(undo_ops(life.keys, sid, plan.ops))
             log.info("session %s ended during the request; its writes undone", life.log_id())
             life.start_fresh()
             return None
         except SessionUnavailableError:
             if plan is not None and results is not None:
-                life.cache(undo_ops(life.keys, sid, plan.batch.ops))
+                life.cache(undo_ops(life.keys, sid, plan.ops))
             life.failed = True
             log.debug(
                 "session %s: changes not saved, %s unavailable",
@@ -331,15 +329,15 @@ class DurableTier:
         assert plan is not None
         if results is None:
             if too_long:
-                life.cache(invalidation(life.keys, sid, plan.batch.ops))
+                life.cache(invalidation(life.keys, sid, plan.ops))
             else:
-                life.store.defer(sid, invalidation(life.keys, sid, plan.batch.ops))
+                life.store.defer(sid, invalidation(life.keys, sid, plan.ops))
             return [True] * len(body)
         outcome = plan.outcome(results)
         if outcome.gone or outcome.refused is not None:
             # memcached lost the record, or it could not list the new names: the
             # database is right, and the next read rebuilds the record from it.
-            life.cache(invalidation(life.keys, sid, plan.batch.ops))
+            life.cache(invalidation(life.keys, sid, plan.ops))
             return outcome.body
         life.record = outcome.record
         if outcome.relist:

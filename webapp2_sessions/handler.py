@@ -113,7 +113,8 @@ class SessionHandlerMixin:
             durable=runtime.durable,
             quick=self.session_quick,
         )
-        self._session_response = SessionResponse(runtime, session, request.scheme == "https")
+        https = request.environ.get("wsgi.url_scheme") == "https"
+        self._session_response = SessionResponse(runtime, session, https)
         return session
 
     def init_session(self) -> Session:

@@ -20,14 +20,14 @@ from .config import SessionConfig
 from .errors import SessionUnavailableError
 from .keys import KeyScheme, key_scheme, log_token, new_session_id
 from .record import (
+    LoadPlan,
     Record,
     WritePlan,
     client_hash,
-    load_batch,
     new_record_op,
     undo_ops,
 )
-from .stores import BatchResults, Failed, Get, Item, Op, Result, Set, Store
+from .stores import Failed, Get, Item, Op, Result, Set, Store
 from .transitions import delete_everything
 
 if TYPE_CHECKING:
@@ -173,26 +173,28 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ loading
 
-    def load(self, names: Sequence[str], flashes: bool) -> BatchResults | None:
+    def load(
+        self, names: Sequence[str], flashes: bool
+    ) -> tuple[LoadPlan, Sequence[Result]] | None:
         """Read the record with ``names`` (and the flashes) in one batch.
 
-        Returns the results once the session is adopted (state ``STORED``);
-        otherwise the state says why not (a fresh start, or ``UNAVAILABLE``).
+        Returns the plan and its results once the session is adopted (state
+        ``STORED``); otherwise the state says why not (a fresh start, or
+        ``UNAVAILABLE``).
         """
         sid = self.sid
         assert sid is not None
         config = self.config
-        batch = load_batch(self.keys, sid, names, flashes, config.record_ttl, config.ttl)
+        plan = LoadPlan(self.keys, sid, names, flashes, config.record_ttl, config.ttl)
         if self.durable is not None:
-            return self.durable.load(self, batch, names, flashes)
-        results = self.execute(batch.ops)
+            return self.durable.load(self, plan, names)
+        results = self.execute(plan.ops)
         if results is None:
             self.state = State.UNAVAILABLE
             return None
-        got = batch.read(results)
-        if not self.adopt(sid, got.one("record")):
+        if not self.adopt(sid, results[LoadPlan.RECORD]):
             return None
-        return got
+        return plan, results
 
     def adopt(self, sid: str, item: Result) -> bool:
         """Accept the record of ``sid``, or end it and start afresh; say which."""
@@ -380,12 +382,12 @@ class Lifecycle:
             # would delete the record, ending the session.
             self.report([Get(self.keys.record(sid))], [Failed("index over item_size_max")])
             return None
-        results = self.execute(plan.batch.ops, on_sent)
+        results = self.execute(plan.ops, on_sent)
         if results is None:
             return None
         outcome = plan.outcome(results)
         if outcome.ended or outcome.refused is not None:
-            self.execute(undo_ops(self.keys, sid, plan.batch.ops))
+            self.execute(undo_ops(self.keys, sid, plan.ops))
             if outcome.refused is not None:
                 self.report([Get(self.keys.record(sid))], [outcome.refused])
                 return None

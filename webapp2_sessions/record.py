@@ -215,24 +215,34 @@ def parse_or_none(item: Result) -> Record | None:
 # --------------------------------------------------------------------------- the protocol
 
 
-def load_batch(
-    keys: KeyScheme,
-    session_id: str,
-    names: Sequence[str],
-    flashes: bool,
-    record_ttl: int,
-    ttl: int,
-) -> Batch:
+class LoadPlan:
     """Read the record and ``names`` (and the flashes), renewing their TTLs.
 
-    Parts: ``record``, ``values`` (one per name, in order), ``flashes``.
+    Its results are found by name: ``RECORD``, the slice ``values`` (one per
+    name, in order) and ``flashes`` (-1: not asked for).
     """
-    batch = Batch()
-    batch.add("record", Get(keys.record(session_id), record_ttl))
-    batch.extend("values", [Get(key, ttl) for key in keys.variables(session_id, names)])
-    if flashes:
-        batch.add("flashes", Get(keys.internal(session_id, "flashes"), ttl))
-    return batch
+
+    __slots__ = ("flashes", "ops", "values")
+
+    RECORD = 0
+
+    def __init__(
+        self,
+        keys: KeyScheme,
+        session_id: str,
+        names: Sequence[str],
+        flashes: bool,
+        record_ttl: int,
+        ttl: int,
+    ) -> None:
+        ops: list[Op] = [Get(keys.record(session_id), record_ttl)]
+        ops += [Get(key, ttl) for key in keys.variables(session_id, names)]
+        self.values = slice(1, len(ops))
+        self.flashes = -1
+        if flashes:
+            self.flashes = len(ops)
+            ops.append(Get(keys.internal(session_id, "flashes"), ttl))
+        self.ops = ops
 
 
 def new_record_op(keys: KeyScheme, session_id: str, record: Record, record_ttl: int) -> Set:
@@ -268,8 +278,25 @@ class WritePlan:
     It appends index lines for new and deleted names, compacts the index when
     deletions have made it long (a compare-and-set, skipped by the server if
     anyone appended since it was read), and reads the record back last: a
-    session that ended while the batch ran shows it there.
+    session that ended while the batch ran shows it there. Its results are
+    found by name: ``compact`` and ``index`` (-1: not in this batch), the
+    slice ``body`` and ``readback``.
     """
+
+    __slots__ = (
+        "added",
+        "body",
+        "compact",
+        "deleted",
+        "index",
+        "lines",
+        "new_flashes",
+        "ops",
+        "readback",
+        "record",
+        "removed",
+        "written",
+    )
 
     def __init__(
         self,
@@ -287,40 +314,45 @@ class WritePlan:
         self.record = record
         self.written = written
         self.deleted = deleted
-        self.added = frozenset(written - record.names)
-        self.removed = frozenset(deleted & record.names)
+        names = record.names
+        self.added = added = written - names if written else written
+        self.removed = removed = deleted & names if deleted else deleted
         self.new_flashes = new_flashes
-        batch = self.batch = Batch()
-        if record.needs_compaction() and record_cas:
-            batch.add(
-                "compact",
-                Set(record_key, record.encode(), FLAGS_RECORD, record_ttl, cas=record_cas),
-            )
+        ops: list[Op] = []
+        self.compact = -1
+        if record_cas and record.needs_compaction():
+            self.compact = 0
+            ops.append(Set(record_key, record.encode(), FLAGS_RECORD, record_ttl, cas=record_cas))
         #: The index lines this write appends (empty: none).
         self.lines = b""
-        if self.added or self.removed or new_flashes:
-            self.lines = index_lines(self.added, self.removed, new_flashes)
-            batch.add("index", Set(record_key, self.lines, mode="append"))
-        batch.extend("body", body)
-        batch.add("readback", Get(record_key))
+        self.index = -1
+        if added or removed or new_flashes:
+            self.lines = index_lines(added, removed, new_flashes)
+            self.index = len(ops)
+            ops.append(Set(record_key, self.lines, mode="append"))
+        self.body = slice(len(ops), len(ops) + len(body))
+        ops += body
+        self.readback = len(ops)
+        ops.append(Get(record_key))
+        self.ops = ops
 
     def outcome(self, results: Sequence[Result]) -> WriteOutcome:
-        got = self.batch.read(results)
-        body = got.many("body")
-        readback = got.one("readback")
+        body = results[self.body]
+        readback = results[self.readback]
         record = self.record
         if not is_live(readback):
             gone = not isinstance(readback, Item)
             return WriteOutcome(True, gone, not gone, None, record, body, b"")
-        if "index" in self.batch and got.one("index") is not True:
+        index = self.index
+        if index >= 0 and results[index] is not True:
             # The record is there and live, so the append was refused for
             # its size (memcached answers NOT_STORED or an error).
-            index = got.one("index")
-            refused = index if isinstance(index, Failed) else Failed("index append refused")
+            refusal = results[index]
+            refused = refusal if isinstance(refusal, Failed) else Failed("index append refused")
             return WriteOutcome(False, False, False, refused, record, body, b"")
-        if got.get("compact") is True:
+        if self.compact >= 0 and results[self.compact] is True:
             record = record.compacted()
-        if "index" in self.batch:
+        if index >= 0:
             record = record.changed(self.added, self.removed, self.new_flashes)
         relist = b""
         latest = parse_or_none(readback)

@@ -171,13 +171,14 @@ class Session(MutableMapping[str, Any]):
         values = self._values
         if values:  # written before the first read: nothing to fetch for those
             wanted = [n for n in wanted if n not in values]
-        got = server.load(wanted, ahead.flashes)
-        if got is None:
+        loaded = server.load(wanted, ahead.flashes)
+        if loaded is None:
             return
-        if ahead.flashes:
-            flash_item = got.one("flashes")
+        plan, results = loaded
+        if plan.flashes >= 0:
+            flash_item = results[plan.flashes]
             self._flash_item = flash_item if isinstance(flash_item, Item) else None
-        self._cache.take(wanted, got.many("values"), server.record.names, server.log_id())
+        self._cache.take(wanted, results[plan.values], server.record.names, server.log_id)
         missing = self.required & self._cache.lost if self.required else None
         if missing:
             server.end(
@@ -197,7 +198,7 @@ class Session(MutableMapping[str, Any]):
         if results is None:
             self._cache.unreadable(names)
         else:
-            self._cache.take(names, results, self._listed(), self._server.log_id())
+            self._cache.take(names, results, self._listed(), self._server.log_id)
 
     def _listed(self) -> AbstractSet[str]:
         """Names whose value should be there: listed, and not just written here."""
@@ -490,7 +491,7 @@ class Session(MutableMapping[str, Any]):
             if not answered:
                 return None
             self._values.pop(name, None)
-            self._cache.remember(name, item, name in self._listed(), server.log_id())
+            self._cache.remember(name, item, name in self._listed(), server.log_id)
             current = self._values.get(name, _MISSING)
             new = fn(None if current is _MISSING else current)
             stored = atomic.replace(server, name, item, self._serialize(name, new))

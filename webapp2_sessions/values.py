@@ -37,7 +37,11 @@ class Values:
         self.lost: frozenset[str] = frozenset()
 
     def take(
-        self, names: Sequence[str], results: Sequence[Result], listed: AbstractSet[str], tag: str
+        self,
+        names: Sequence[str],
+        results: Sequence[Result],
+        listed: AbstractSet[str],
+        tag: Callable[[], str],
     ) -> None:
         """Remember a batch's results for ``names`` (``listed``: the record's names)."""
         flags, loads = self._serializer.flags, self._serializer.loads
@@ -54,17 +58,18 @@ class Values:
                     pass
             self.remember(name, result, name in listed, tag)
 
-    def remember(self, name: str, result: Result, listed: bool, tag: str) -> None:
+    def remember(self, name: str, result: Result, listed: bool, tag: Callable[[], str]) -> None:
+        """``tag()`` names the session in a log line; only called to log one."""
         if not isinstance(result, Item):
             self.decoded[name] = MISSING
             if listed:
                 self.lost = self.lost | {name}
-                log.info("session %s: a listed variable was evicted", tag)
+                log.info("session %s: a listed variable was evicted", tag())
             return
         try:
             self.decoded[name] = decode_item(self._serializer, result)
         except ValueError as exc:
-            log.warning("session %s: value of a variable is not ours (%s), ignored", tag, exc)
+            log.warning("session %s: value of a variable is not ours (%s), ignored", tag(), exc)
             self.decoded[name] = MISSING
             return
         self.items[name] = result

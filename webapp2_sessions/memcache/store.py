@@ -105,7 +105,11 @@ class _Pool:
         self._wait = wait
         self._idle: collections.deque[_Connection] = collections.deque()
         self._open = 0
-        self._cond = threading.Condition(threading.Lock())
+        # A plain lock on the common path; the condition, on the same lock,
+        # only for batches waiting at the cap.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._waiting = 0
         self._generation = 0
 
     @property
@@ -115,17 +119,23 @@ class _Pool:
 
     def take(self) -> tuple[_Connection, bool]:
         """A connection, and whether it was just opened."""
-        with self._cond:
+        with self._lock:
             if self._idle:
                 return self._idle.pop(), False
-            if self._open >= self._size and not self._cond.wait_for(
-                lambda: self._idle or self._open < self._size, self._wait
-            ):
-                raise SessionUnavailableError(
-                    f"all {self._size} connections busy for {self._wait:g}s (max_connections)"
-                )
-            if self._idle:
-                return self._idle.pop(), False
+            if self._open >= self._size:
+                self._waiting += 1
+                try:
+                    freed = self._cond.wait_for(
+                        lambda: self._idle or self._open < self._size, self._wait
+                    )
+                finally:
+                    self._waiting -= 1
+                if not freed:
+                    raise SessionUnavailableError(
+                        f"all {self._size} connections busy for {self._wait:g}s (max_connections)"
+                    )
+                if self._idle:
+                    return self._idle.pop(), False
             self._open += 1
             generation = self._generation
         try:
@@ -138,10 +148,11 @@ class _Pool:
 
     def give_back(self, conn: _Connection) -> None:
         """Return a connection whose replies have all been read."""
-        with self._cond:
+        with self._lock:
             if conn.generation == self._generation:
                 self._idle.append(conn)
-                self._cond.notify()
+                if self._waiting:
+                    self._cond.notify()
                 return
         self.discard(conn)  # opened before a close(): retire it
 
@@ -153,9 +164,10 @@ class _Pool:
             self._forget()
 
     def _forget(self) -> None:
-        with self._cond:
+        with self._lock:
             self._open -= 1
-            self._cond.notify()
+            if self._waiting:
+                self._cond.notify()
 
     def close(self) -> None:
         """Close every connection: idle ones now, those in use when handed back.
@@ -163,7 +175,7 @@ class _Pool:
         Also what follows a sign that the server restarted or failed: the
         idle connections all predate it.
         """
-        with self._cond:
+        with self._lock:
             self._generation += 1
             idle, self._idle = list(self._idle), collections.deque()
             self._open -= len(idle)
