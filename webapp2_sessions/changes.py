@@ -74,6 +74,11 @@ class Changes:
         return ops
 
 
+#: The changes of a request that made none: shared, and never changed itself
+#: (``Session`` swaps in its own ``Changes`` before the first write).
+NO_CHANGES = Changes()
+
+
 class DurableChanges:
     """The part of a request's changes the database keeps (quick names aside)."""
 

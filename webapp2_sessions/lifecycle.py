@@ -213,11 +213,15 @@ class Lifecycle:
             self.ending = sid
             self.start_fresh()
             return False
-        reason = self.end_reason(record)
-        if reason is not None:
-            self.end(reason, record)
-            return False
-        self.adopted(record, item.cas)
+        config = self.config
+        if config.absolute_timeout or config.bind_user_agent or config.bind_ip:
+            reason = self.end_reason(record)
+            if reason is not None:
+                self.end(reason, record)
+                return False
+        self.record = record
+        self.record_cas = item.cas
+        self.state = State.STORED
         return True
 
     def end_reason(self, record: Record) -> str | None:

@@ -17,12 +17,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
-from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 from . import atomic, transitions
 from . import flashes as flash_list
-from .changes import Changes, DurableChanges
+from .changes import NO_CHANGES, Changes, DurableChanges
 from .config import SessionConfig
 from .errors import UpdateConflictError
 from .keys import check_name
@@ -92,7 +91,9 @@ class Session(MutableMapping[str, Any]):
         # The cache's own dicts, named here: the hot paths read them directly.
         self._values = self._cache.decoded
         self._items = self._cache.items
-        self._changes = Changes()
+        # Most requests only read: their changes stay the shared empty
+        # NO_CHANGES until the first write makes them their own (_edit).
+        self._changes = NO_CHANGES
         if cookie_present and not cookie_sid:
             self._server.cookie_action = "delete"  # a cookie we cannot use: clear it
 
@@ -156,7 +157,7 @@ class Session(MutableMapping[str, Any]):
         """Load the session, and store it now if it is new (no variable needed)."""
         self._ensure_loaded()
         if self._server.state is State.NEW:
-            self._changes.force = True
+            self._edit().force = True
             self.save()
 
     def _ensure_loaded(self, extra: Iterable[str] = ()) -> None:
@@ -198,11 +199,9 @@ class Session(MutableMapping[str, Any]):
         if results is None:
             self._cache.unreadable(names)
         else:
-            self._cache.take(names, results, self._listed(), self._server.log_id)
-
-    def _listed(self) -> AbstractSet[str]:
-        """Names whose value should be there: listed, and not just written here."""
-        return self._server.record.names - self._changes.written.keys()
+            # Names this request wrote are cached, so never fetched: any name
+            # here that the record lists should have had a value.
+            self._cache.take(names, results, self._server.record.names, self._server.log_id)
 
     # ------------------------------------------------------------------ reading
 
@@ -264,6 +263,13 @@ class Session(MutableMapping[str, Any]):
             )
         return data
 
+    def _edit(self) -> Changes:
+        """This request's own changes, to add to."""
+        changes = self._changes
+        if changes is NO_CHANGES:
+            changes = self._changes = Changes()
+        return changes
+
     @property
     def _room(self) -> int:
         """Largest value a write may send: the item limit less key and overhead."""
@@ -274,8 +280,9 @@ class Session(MutableMapping[str, Any]):
         data = self._serialize(name, value)
         self.accessed = True
         self._values[name] = value
-        self._changes.written[name] = data
-        self._changes.deleted.discard(name)
+        changes = self._edit()
+        changes.written[name] = data
+        changes.deleted.discard(name)
 
     def __delitem__(self, name: str) -> None:
         if self._get(name) is _MISSING:
@@ -287,8 +294,9 @@ class Session(MutableMapping[str, Any]):
         check_name(name)
         self.accessed = True
         self._values[name] = _MISSING
-        self._changes.written.pop(name, None)
-        self._changes.deleted.add(name)
+        changes = self._edit()
+        changes.written.pop(name, None)
+        changes.deleted.add(name)
 
     @property
     def modified(self) -> bool:
@@ -298,7 +306,8 @@ class Session(MutableMapping[str, Any]):
 
     def add_flash(self, value: Any, level: str | None = None) -> None:
         """Queue a message for a later request; written with the other changes."""
-        self._changes.flashes.append(flash_list.encode(self._serialize("flash", [value, level])))
+        line = flash_list.encode(self._serialize("flash", [value, level]))
+        self._edit().flashes.append(line)
         self.accessed = True
 
     def get_flashes(self) -> list[tuple[Any, str | None]]:
@@ -308,9 +317,10 @@ class Session(MutableMapping[str, Any]):
         server = self._server
         if self._flash_item is _MISSING:
             self._flash_item = server.fetch_flashes()
+        changes = self._edit()
         if self._flash_item is not None:
-            self._changes.flashes_read = True
-        pending, self._changes.flashes = self._changes.flashes, []
+            changes.flashes_read = True
+        pending, changes.flashes = changes.flashes, []
         return flash_list.decode(
             self._flash_item, pending, self.config.serializer, server.sid or ""
         )
@@ -427,7 +437,7 @@ class Session(MutableMapping[str, Any]):
         self._fetch(sorted(n for n in claimed.names if n not in self._values))
         if claimed.flashes and self._flash_item is _MISSING:
             self._flash_item = server.fetch_flashes(listed=True)
-        changes = self._changes
+        changes = self._edit()
         for name in sorted(claimed.names - changes.written.keys() - changes.deleted):
             data = self._cache.stored_form(name, self._serialize)
             if data is not None:
@@ -491,7 +501,7 @@ class Session(MutableMapping[str, Any]):
             if not answered:
                 return None
             self._values.pop(name, None)
-            self._cache.remember(name, item, name in self._listed(), server.log_id)
+            self._cache.remember(name, item, name in server.record.names, server.log_id)
             current = self._values.get(name, _MISSING)
             new = fn(None if current is _MISSING else current)
             stored = atomic.replace(server, name, item, self._serialize(name, new))
@@ -541,7 +551,7 @@ class Session(MutableMapping[str, Any]):
             )
             return False
         if server.state is State.NEW:
-            self._changes.force = True
+            self._edit().force = True
         if self._changes:
             self.save()  # pending sets and deletes first, as the handler wrote them
         return server.state is State.STORED and server.sid is not None
