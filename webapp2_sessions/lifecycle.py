@@ -407,6 +407,8 @@ class Lifecycle:
 
     def report(self, ops: Sequence[Op], results: Sequence[Result]) -> None:
         """Log the writes the server refused; in strict mode, raise."""
+        if results.count(True) == len(results):
+            return  # the usual answer: every write stored
         failed = [
             result.reason if isinstance(result, Failed) else "append refused (item too large)"
             for op, result in zip(ops, results, strict=True)

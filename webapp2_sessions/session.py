@@ -384,11 +384,12 @@ class Session(MutableMapping[str, Any]):
             frozenset(changes.deleted),
             bool(changes.flashes) and not server.record.flashes,
             notify,
-            self._durable_changes(),
+            None if server.durable is None else self._durable_changes(),
         )
         if results is not None:
             server.report(body, results)
-            self._done_with_flashes()
+            if changes.flashes_read:
+                self._flash_item = None  # read and deleted
         elif server.failed:
             self._not_saved()
         changes.clear()
