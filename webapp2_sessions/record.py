@@ -356,7 +356,9 @@ class WritePlan:
             record = record.changed(self.added, self.removed, self.new_flashes)
         relist = b""
         latest = parse_or_none(readback)
-        if latest is not None:
+        # Unchanged bytes parse to the very record loaded (the parse cache):
+        # then nobody changed the index meanwhile.
+        if latest is not None and latest is not self.record:
             # The last line for a name wins: if another request changed the
             # index meanwhile (deleting a name this one just wrote, or listing
             # one it deleted), one more append puts it right.
