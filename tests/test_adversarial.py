@@ -711,6 +711,65 @@ def test_a_planted_pickle_under_a_session_key_reads_as_missing_and_is_never_unpi
     assert memcached.stats()["cmd_flush"] == 0
 
 
+#: Names planted under flags the pickle serializer must not decode, by flags.
+FOREIGN = {
+    "under_json_flags": FLAGS_JSON,
+    "under_no_flags": 0,
+    "under_python_memcached_pickle_flags": 1,
+    "under_record_flags": FLAGS_RECORD,
+    "under_flash_flags": FLAGS_FLASHES,
+    "under_all_bits": 0xFFFFFFFF,
+}
+
+
+class PrefetchesEverything(SessionHandlerMixin, webapp2.RequestHandler):
+    """Reads every planted name, each fetched in the batch that loads the record."""
+
+    session_prefetch = (*FOREIGN, "ours", "counter")
+
+    def get(self) -> None:
+        names = self.session_prefetch
+        self.response.content_type = "application/json"
+        self.response.write(
+            json.dumps({n: repr(self.get_session_var(n, "missing")) for n in names})
+        )
+
+
+def test_values_under_foreign_flags_are_never_decoded_in_the_batch_that_loads_the_session(
+    memcached,
+):
+    from rtproxy import RoundTripProxy
+
+    proxy = RoundTripProxy(memcached.port)
+    try:
+        app = make_app(
+            {"memcache_servers": [proxy.address], "cookie_name": "sid", "serializer": "pickle"},
+            [("/", Handler), ("/read", PrefetchesEverything)],
+        )
+        names = [*FOREIGN, "ours", "counter"]
+        app.get("/", {"set": names, "value": ['"stored"'] * len(names)}, status=200)
+        sid = app.cookies["sid"]
+        keys = KeyScheme()
+        armed = pickle.dumps(_Tripwire())
+        for name, flags in FOREIGN.items():
+            memcached.set(keys.variable(sid, name), armed, flags)
+        memcached.set(keys.variable(sid, "ours"), pickle.dumps(["a", "list"]), FLAGS_PICKLE)
+        memcached.set(keys.variable(sid, "counter"), b"42", FLAGS_JSON)  # a counter, decimal text
+        TRIPPED.clear()
+        proxy.reset()
+        body = app.get("/read", status=200).json
+        # One round trip: every value came with the record, on the inline path.
+        assert proxy.round_trips == 1
+    finally:
+        proxy.close()
+    assert body == {
+        **dict.fromkeys(FOREIGN, "'missing'"),
+        "ours": "['a', 'list']",
+        "counter": "42",
+    }
+    assert TRIPPED == []
+
+
 @pytest.mark.parametrize(
     "payload",
     [
@@ -963,6 +1022,35 @@ def test_idle_timeout_ends_the_session_and_issues_a_new_id(app_on, memcached):
     body = app.get("/", {"get": "secret", "set": "b", "value": "1", "sid": "1"}).json
     assert body["secret"] is None and body["sid"] != old
     assert app.cookies["sid"] == body["sid"]
+
+
+def test_an_active_visitor_outlives_a_short_idle_timeout_and_an_idle_one_does_not(
+    app_on, memcached
+):
+    # Every load renews the record's TTL to idle_timeout. memcached counts
+    # whole seconds, so a 2 s TTL may end as soon as 1 s after it was set:
+    # the visitor comes back every half second, 5 s in all.
+    app = app_on(idle_timeout=2)
+    app.get("/", {"set": "user", "value": '"ann"'}, status=200)
+    sid = app.cookies["sid"]
+    start = time.monotonic()
+    visits = 0
+    while time.monotonic() - start < 5:
+        visits += 1
+        time.sleep(max(0.0, start + visits * 0.5 - time.monotonic()))
+        body = app.get("/", {"get": "user", "sid": "1"}, status=200).json
+        assert body == {"user": "ann", "sid": sid}, f"ended after {time.monotonic() - start:.1f}s"
+        record = memcached.mg(sid)
+        assert record is not None
+        assert 0 < record[1] <= 2  # TTL left: renewed to idle_timeout, not the 1-day ttl
+    # Left alone, the record expires on the server within 2 s (polled, with
+    # 10 s to spare), and the next request starts a new session.
+    deadline = time.monotonic() + 12
+    while memcached.mg(sid) is not None:
+        assert time.monotonic() < deadline, "the record outlived idle_timeout by 10 s"
+        time.sleep(0.05)
+    body = app.get("/", {"get": "user", "sid": "1"}, status=200).json
+    assert body["user"] is None and body["sid"] != sid
 
 
 def test_absolute_timeout_ends_a_busy_session_even_across_regeneration(app_on, memcached):

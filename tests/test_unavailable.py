@@ -9,6 +9,7 @@ import time
 
 import pytest
 import webapp2
+import webtest
 from conftest import Handler, capture_errors, make_app
 
 from webapp2_sessions import SessionUnavailableError
@@ -100,6 +101,46 @@ def test_server_that_never_answers_costs_at_most_the_timeout():
     # down: it does not even connect. A second timeout would take 2 * 3 s.
     assert attempts == 1
     assert elapsed < 2 * timeout - 0.5
+
+
+def test_a_node_marked_down_is_not_contacted_again_within_dead_retry(memcached):
+    timeout = 20.0
+    app = make_app(
+        {
+            "memcache_servers": [memcached.address],
+            "cookie_name": "sid",
+            "timeout": timeout,
+            "connect_timeout": timeout,
+            "dead_retry": 30,
+        },
+        [("/", Handler)],
+    )
+    app.get("/", {"set": "a", "value": "1"}, status=200)
+    memcached.stop()
+    # The failure that marks it down: a stopped server refuses at once.
+    started = time.monotonic()
+    assert app.get("/", {"get": "a"}, status=200).json == {"a": None}
+    assert time.monotonic() - started < timeout / 2
+    # An impostor takes the port and answers nothing: a request that
+    # connected to it would wait the whole 20 s timeout.
+    with socket.socket() as impostor:
+        impostor.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        impostor.bind(("127.0.0.1", memcached.port))
+        impostor.listen(16)
+        newcomer = webtest.TestApp(app.app)
+        for browser, params in (
+            (app, {"get": "a"}),
+            (app, {"set": "b", "value": "2"}),
+            (app, {"incr": "n"}),
+            (newcomer, {"set": "c", "value": "3"}),
+            (app, {"destroy": "1"}),
+        ):
+            started = time.monotonic()
+            browser.get("/", params, status=200)
+            assert time.monotonic() - started < timeout / 2, params
+        impostor.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            impostor.accept()  # nobody connected
 
 
 def test_embedded_store_is_used_without_servers():
