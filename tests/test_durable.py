@@ -403,3 +403,21 @@ def test_a_sqlite_file_in_wal_mode_serves_sessions_too(memcached, tmp_path):
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     finally:
         engine.dispose()
+
+
+def test_writes_sweep_a_bounded_number_of_expired_sessions_now_and_then(memcached, engine):
+    old = webtest.TestApp(build(memcached, engine, idle_timeout=1, ttl=1))
+    stale = []
+    for _ in range(3):
+        browser = webtest.TestApp(old.app)
+        browser.get("/", {"set": "a", "value": "1"})
+        stale.append(sid_of(browser))
+    time.sleep(1.5)
+    sweeping = webtest.TestApp(build(memcached, engine, sweep_percent=100, sweep_limit=2))
+    sweeping.get("/", {"set": "b", "value": "1"})  # stores a session: no sweep yet
+    sweeping.get("/", {"set": "b", "value": "2"})  # a write: sweeps at most 2
+    left = [sid for sid in stale if session_row(engine, sid) is not None]
+    assert len(left) == 1
+    sweeping.get("/", {"set": "b", "value": "3"})
+    assert all(session_row(engine, sid) is None for sid in stale)
+    assert session_row(engine, sid_of(sweeping)) is not None  # the live one stays
