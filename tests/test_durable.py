@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 import webapp2
 import webtest
-from conftest import SECRET, Handler
+from conftest import PATIENT, SECRET, Handler
 
 from webapp2_sessions import ConfigurationError, SessionConfig, SessionHandlerMixin
 from webapp2_sessions.sql import sessions_table, variables_table
@@ -44,6 +44,7 @@ def build(memcached: Any, database: Any, **settings: Any) -> webapp2.WSGIApplica
         "secret_key": SECRET,
         "database": database,
         "sweep_percent": 0,
+        **PATIENT,
         **settings,
     }
     return webapp2.WSGIApplication(
@@ -127,7 +128,8 @@ def test_a_restarted_memcached_costs_nothing_but_a_refill(memcached, engine):
 def test_a_stalled_node_serves_from_the_database_and_never_serves_older_values_after(
     memcached, engine
 ):
-    browser = webtest.TestApp(build(memcached, engine, timeout=0.5, dead_retry=0.5))
+    # The stall costs one 2 s timeout; the requests after the resume have as long.
+    browser = webtest.TestApp(build(memcached, engine, timeout=2, dead_retry=0.5))
     browser.get("/", {"set": "cart", "value": "[1]"})
     memcached.pause()
     try:
