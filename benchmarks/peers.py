@@ -87,12 +87,26 @@ class Impl:
     #: Waits until memcached has processed everything the app sent (needed for noreply).
     sync: Callable[[], None] | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
+    #: The workloads the row runs (a database's bare commit runs only the writing ones).
+    workloads: tuple[str, ...] = tuple(PATHS)
+    #: The database the row keeps sessions in (its label), if any (bench.py --database).
+    database: str | None = None
+    #: A database's own cost, no session: its pages run one empty write transaction.
+    db_floor: bool = False
+    #: SQL statements run so far (counting instances of database rows only).
+    statements: Callable[[], int] | None = None
+    #: The database's round trips, counted on the wire (counting instances, PostgreSQL).
+    db_proxy: Proxy | None = None
+    #: The durability settings the row's own database connection reports.
+    durability: Callable[[], str] | None = None
 
     def close(self) -> None:
         for close in self.closers:
             close()
         if self.proxy is not None:
             self.proxy.close()
+        if self.db_proxy is not None:
+            self.db_proxy.close()
 
 
 # ---------------------------------------------------------------------- the pages
@@ -303,9 +317,24 @@ def build_extras() -> Impl:
 
 def build_beaker(make_proxy: ProxyFactory) -> Impl:
     """Beaker's SessionMiddleware on memcached (python-memcached client), wrapping webapp2."""
-    from beaker.middleware import SessionMiddleware
-
     proxy = make_proxy()
+    config = {
+        "session.type": "ext:memcached",
+        "session.url": proxy.address,
+        "session.key": COOKIE_NAME,
+        "session.secret": SECRET,
+    }
+    app = beaker_app(config, "Beaker")
+    note = (
+        "beaker SessionMiddleware, type ext:memcached (python-memcached), signed cookie, "
+        "defaults otherwise"
+    )
+    return Impl("beaker ext:memcached", note, app, proxy)
+
+
+def beaker_app(config: dict[str, Any], prefix: str) -> Any:
+    """The pages behind Beaker's SessionMiddleware with ``config``; saved when written."""
+    from beaker.middleware import SessionMiddleware
 
     class BeakerAPI(Workloads):
         _dirty = False
@@ -324,19 +353,8 @@ def build_beaker(make_proxy: ProxyFactory) -> Impl:
             self.request.environ["beaker.session"][name] = value
             self._dirty = True
 
-    inner = webapp2.WSGIApplication(routes(BeakerAPI, "Beaker"))
-    config = {
-        "session.type": "ext:memcached",
-        "session.url": proxy.address,
-        "session.key": COOKIE_NAME,
-        "session.secret": SECRET,
-    }
-    app = SessionMiddleware(inner, config)
-    note = (
-        "beaker SessionMiddleware, type ext:memcached (python-memcached), signed cookie, "
-        "defaults otherwise"
-    )
-    return Impl("beaker ext:memcached", note, app, proxy)
+    inner = webapp2.WSGIApplication(routes(BeakerAPI, prefix))
+    return SessionMiddleware(inner, config)
 
 
 def build_django(make_proxy: ProxyFactory) -> Impl:
@@ -384,13 +402,24 @@ def build_django(make_proxy: ProxyFactory) -> Impl:
         proxy.close()
         return Impl("django cache sessions", "", unavailable=f"{type(exc).__name__}: {exc}")
 
+    app = webapp2.WSGIApplication(django_routes(SessionStore, "Django"))
+    note = (
+        f"django {django.get_version()} SessionStore (backends.cache) on PyMemcacheCache, "
+        "Django's default options"
+    )
+    return Impl("django cache sessions", note, app, proxy)
+
+
+def django_routes(store: Callable[[str | None], Any], prefix: str) -> list[Any]:
+    """The pages, with a Django ``SessionStore`` class as SessionMiddleware would use it."""
+
     class DjangoAPI(Workloads):
         """What django.contrib.sessions' SessionMiddleware does, around a webapp2 handler."""
 
         _session: Any = None
 
         def dispatch(self) -> Any:
-            self._session = SessionStore(self.request.cookies.get(COOKIE_NAME))
+            self._session = store(self.request.cookies.get(COOKIE_NAME))
             result = super().dispatch()
             session = self._session
             if session.modified and not session.is_empty():
@@ -406,12 +435,7 @@ def build_django(make_proxy: ProxyFactory) -> Impl:
         def write_var(self, name: str, value: Any) -> None:
             self._session[name] = value
 
-    app = webapp2.WSGIApplication(routes(DjangoAPI, "Django"))
-    note = (
-        f"django {django.get_version()} SessionStore (backends.cache) on PyMemcacheCache, "
-        "Django's default options"
-    )
-    return Impl("django cache sessions", note, app, proxy)
+    return routes(DjangoAPI, prefix)
 
 
 # ---------------------------------------------------------------------- ours
@@ -425,6 +449,7 @@ def build_ours(
     name: str = "ours",
     package: str = "webapp2_sessions",
     source: str = "webapp2_sessions",
+    database: Any = None,
 ) -> Impl:
     """webapp2_sessions with its defaults, pointed at the factory's address.
 
@@ -433,6 +458,7 @@ def build_ours(
     ``--compare-with``), described in the row's note by ``source``. Whatever the
     package is called, its settings are read from ``app.config['webapp2_sessions']``
     and the cookie name is always passed (the default changed between revisions).
+    ``database`` (a SQLAlchemy Engine) is passed as the ``database`` setting.
     """
     mixin: Any = importlib.import_module(package).SessionHandlerMixin
 
@@ -448,12 +474,16 @@ def build_ours(
     settings: dict[str, Any] = {"memcache_servers": [proxy.address], "cookie_name": COOKIE_NAME}
     if signed:
         settings["secret_key"] = SECRET
+    if database is not None:
+        settings["database"] = database
     attrs = {"session_prefetch": NAMES} if prefetch else None
     app = webapp2.WSGIApplication(
         routes(OursAPI, "Ours" if package == "webapp2_sessions" else f"Ours_{package}", attrs),
         config={"webapp2_sessions": settings},
     )
     note = f"{source} defaults + memcache_servers, cookie_name"
+    if database is not None:
+        note += ", database (a SQLAlchemy Engine)"
     note += ", secret_key (signed cookie)" if signed else ", no secret_key (bare id cookie)"
     note += (
         ", session_prefetch=('a', 'b', 'c') declared"
