@@ -2,7 +2,10 @@
 
 Run ``.venv/bin/python benchmarks/bench.py`` (``--quick`` for a ~10 s smoke run,
 ``--profile`` to see where our read-3-write-1 request spends its time,
-``--compare-with REV`` to add a row for the package as it was at git revision REV).
+``--compare-with REV`` to add a row for the package as it was at git revision REV,
+``--database sqlite,postgresql`` (``make bench-db``) for the durable tier against
+Django's cached_db and Beaker's ext:database, each database's bare commit beside
+them: see dbpeers.py).
 
 Why it is built this way:
 
@@ -63,6 +66,7 @@ sys.path.insert(
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import peers
+from dbpeers import WRITING, Databases
 from memcached import MemcachedServer
 from peers import COOKIE_NAME, INITIAL, PATHS, Impl, Proxy, ProxyFactory
 from proxyhost import ProxyHost
@@ -92,6 +96,8 @@ OP_STATS = (
 )
 #: Stands in for a session cookie in the baseline's requests, so every row parses alike.
 BARE_COOKIE = "0" * 32
+#: What ``--database`` accepts, in table order.
+DATABASES = ("sqlite", "postgresql")
 
 
 # ---------------------------------------------------------------------- driving WSGI apps
@@ -171,6 +177,10 @@ class Cell:
     counted: int = 0
     round_trips: int = 0
     ops: int = 0
+    #: SQL statements and database round trips of the counting pass (None: not counted;
+    #: a row without a database, or round trips of an in-process SQLite).
+    statements: int | None = None
+    db_round_trips: int | None = None
     cookie_in: int | None = None
     cookie_out: int | None = None
 
@@ -211,9 +221,13 @@ class Runner:
     def is_bare(self) -> bool:
         return self.impl.baseline
 
+    @property
+    def workloads(self) -> tuple[str, ...]:
+        return self.impl.workloads
+
     def prepare(self) -> None:
         """Create the returning visitor's session, then build each workload's environ."""
-        if self.is_bare:
+        if self.is_bare or self.impl.db_floor:
             self.cookie = BARE_COOKIE
         else:
             reply = call(self.impl.app, make_environ(PATHS["new"], None))
@@ -221,14 +235,14 @@ class Runner:
             self.cookie = reply.set_cookie()
             if not self.cookie:
                 raise RuntimeError(f"{self.impl.name}: the warm-up request set no cookie")
-        for workload, path in PATHS.items():
+        for workload in self.workloads:
             cookie = self.cookie if SENDS_COOKIE[workload] else None
-            self.templates[workload] = make_environ(path, cookie)
+            self.templates[workload] = make_environ(PATHS[workload], cookie)
             self.cells[workload] = Cell(cookie_in=len(cookie) if cookie else None)
 
     def warm(self, count: int) -> None:
         """Untimed requests: connections opened, code paths and learned reads settled."""
-        for workload in PATHS:
+        for workload in self.workloads:
             for _ in range(count):
                 reply = call(self.impl.app, self.templates[workload])
                 check(self.impl, workload, reply)
@@ -263,13 +277,20 @@ class Runner:
         template = self.templates[workload]
         cell = self.cells[workload]
         proxy = self.impl.proxy
+        db_proxy, statements = self.impl.db_proxy, self.impl.statements
         if proxy is not None and self.impl.sync is not None:
             self.impl.sync()  # earlier noreply writes are processed before the count starts
         before_ops = op_count(memcached) if proxy else 0
         before_rt = proxy.round_trips if proxy else 0
+        before_sql = statements() if statements else 0
+        before_db_rt = db_proxy.round_trips if db_proxy else 0
         for _ in range(count):
             check(self.impl, workload, call(app, template))
         cell.counted += count
+        if statements:
+            cell.statements = (cell.statements or 0) + statements() - before_sql
+        if db_proxy:
+            cell.db_round_trips = (cell.db_round_trips or 0) + db_proxy.round_trips - before_db_rt
         if proxy:
             cell.round_trips += proxy.round_trips - before_rt
             if self.impl.sync is not None:
@@ -287,7 +308,7 @@ class Runner:
 
     def verify(self) -> None:
         """The reads must see what the new-visitor request stored (catches silent misses)."""
-        if self.is_bare:
+        if self.is_bare or self.impl.db_floor:
             return
         a, b, c = self.read_back()
         counter_ok = isinstance(a, int) and a >= INITIAL["a"]
@@ -577,18 +598,25 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def workload_table(runners: list[Runner], workload: str) -> list[str]:
+def workload_table(runners: list[Runner], workload: str, sql: bool = False) -> list[str]:
+    """One workload's rows; with ``sql``, the SQL/req and db RT/req columns too."""
     bare = next((r for r in runners if r.is_bare), None)
     base = bare.cells[workload].median_us() if bare else None
+    width = max([29] + [len(r.impl.name) + 2 for r in runners])
     head = (
-        f"{'implementation':<29}{'median µs':>10}{'p90 µs':>9}{'x bare':>8}"
-        f"{'RT/req':>8}{'ops/req':>9}{'cookie in/out B':>17}"
+        f"{'implementation':<{width}}{'median µs':>10}{'p90 µs':>9}{'x bare':>8}"
+        f"{'RT/req':>8}{'ops/req':>9}"
     )
+    if sql:
+        head += f"{'SQL/req':>9}{'db RT/req':>11}"
+    head += f"{'cookie in/out B':>17}"
     lines = [WORKLOADS[workload], head, "-" * len(head)]
     for runner in runners:
         name = runner.impl.name
         if runner.impl.unavailable:
-            lines.append(f"{name:<29}n/a: {runner.impl.unavailable}"[:120])
+            lines.append(f"{name:<{width}}n/a: {runner.impl.unavailable}"[:160])
+            continue
+        if workload not in runner.workloads:
             continue
         cell = runner.cells[workload]
         median = cell.median_us()
@@ -600,14 +628,32 @@ def workload_table(runners: list[Runner], workload: str) -> list[str]:
             ops_text = f"{cell.ops / cell.counted:.2f}"
         else:
             rt_text = ops_text = "-"  # its counting instance could not be built
-        cookie_in = "-" if runner.is_bare or cell.cookie_in is None else str(cell.cookie_in)
+        cookie_in = (
+            "-"
+            if runner.is_bare or runner.impl.db_floor or cell.cookie_in is None
+            else str(cell.cookie_in)
+        )
         cookie_out = "-" if cell.cookie_out is None else str(cell.cookie_out)
         ratio = median / base if base else None
-        lines.append(
-            f"{name:<29}{median:>10.1f}{cell.p90_us():>9.1f}{fmt(ratio, '.2f'):>8}"
-            f"{rt_text:>8}{ops_text:>9}{cookie_in + '/' + cookie_out:>17}"
+        line = (
+            f"{name:<{width}}{median:>10.1f}{cell.p90_us():>9.1f}{fmt(ratio, '.2f'):>8}"
+            f"{rt_text:>8}{ops_text:>9}"
         )
+        if sql:
+            line += f"{sql_text(runner, cell, 'statements'):>9}"
+            line += f"{sql_text(runner, cell, 'db_round_trips'):>11}"
+        lines.append(line + f"{cookie_in + '/' + cookie_out:>17}")
     return lines
+
+
+def sql_text(runner: Runner, cell: Cell, what: str) -> str:
+    """Statements or database round trips per request ("-": nothing to count)."""
+    if runner.impl.database is None:
+        return "0"  # no database at all
+    value = getattr(cell, what)
+    if not cell.counted or value is None:
+        return "-"  # SQLite's round trips (in-process), or no counting instance
+    return f"{value / cell.counted:.2f}"
 
 
 def median_ratio_interval(
@@ -620,20 +666,33 @@ def median_ratio_interval(
     replacement, the same rounds for both rows: a slow spell of the machine
     stays paired, as it was in the run.
     """
-    rounds = min(len(mine), len(theirs)) // block
+    return paired_interval([mine, theirs], block, lambda m: m[0] / m[1], resamples, seed)
+
+
+def paired_interval(
+    series: list[list[int]],
+    block: int,
+    statistic: Callable[[list[float]], float],
+    resamples: int = 1000,
+    seed: int = 1,
+) -> tuple[float, float]:
+    """A 95% interval for ``statistic(medians of series)``, bootstrapped over rounds.
+
+    As in ``median_ratio_interval``: every series ran one block per round, so the
+    same whole rounds are redrawn for all of them.
+    """
+    rounds = min(len(times) for times in series) // block
     if rounds < 2:
         return float("nan"), float("nan")
-    mine_blocks = [mine[i * block : (i + 1) * block] for i in range(rounds)]
-    their_blocks = [theirs[i * block : (i + 1) * block] for i in range(rounds)]
+    blocks = [[times[i * block : (i + 1) * block] for i in range(rounds)] for times in series]
     rng = random.Random(seed)
-    ratios = []
+    values = []
     for _ in range(resamples):
         picks = rng.choices(range(rounds), k=rounds)
-        a = [t for i in picks for t in mine_blocks[i]]
-        b = [t for i in picks for t in their_blocks[i]]
-        ratios.append(percentile(a, 0.5) / percentile(b, 0.5))
-    ratios.sort()
-    return ratios[int(0.025 * resamples)], ratios[int(0.975 * resamples) - 1]
+        medians = [percentile([t for i in picks for t in chunks[i]], 0.5) for chunks in blocks]
+        values.append(statistic(medians))
+    values.sort()
+    return values[int(0.025 * resamples)], values[int(0.975 * resamples) - 1]
 
 
 def comparison_lines(runners: list[Runner], revision: Revision, block: int) -> list[str]:
@@ -673,6 +732,135 @@ def comparison_lines(runners: list[Runner], revision: Revision, block: int) -> l
     return lines
 
 
+def durability_lines(runners: list[Runner]) -> list[str]:
+    """What each database row's own connection reports, grouped by database."""
+    by_db: dict[str, dict[str, list[str]]] = {}
+    for runner in runners:
+        impl = runner.impl
+        if impl.durability is None or impl.database is None:
+            continue
+        try:
+            value = impl.durability()
+        except Exception as exc:
+            value = f"could not be read ({type(exc).__name__}: {exc})"
+        by_db.setdefault(impl.database, {}).setdefault(value, []).append(impl.name)
+    lines = ["  durability as each row's own connection reports it (after its warm-up):"]
+    for label, values in by_db.items():
+        if len(values) == 1:
+            ((value, names),) = values.items()
+            lines.append(f"    {label}: {value} (the same on all {len(names)} rows)")
+            continue
+        lines.append(f"    {label}: the rows DIFFER:")
+        lines += [f"      {value}: {', '.join(names)}" for value, names in values.items()]
+    return lines
+
+
+#: "Costs the same": the read-only request with a database within this of ours without.
+SAME_COST = 0.05
+#: Most that what ours adds above the bare commit may be, in ours-without-database requests.
+ADDED_LIMIT = 1.5
+
+
+def database_targets(runners: list[Runner], dbs: Databases, block: int) -> list[str]:
+    """The durable tier's three targets, evaluated on this run's medians."""
+    by_name = {r.impl.name: r for r in runners if not r.impl.unavailable}
+    ours = by_name.get("ours")
+    interval_note = "95% interval: bootstrap over the interleaved rounds (paired)"
+    lines = [f"targets (--database); {interval_note}"]
+    if ours is None:
+        return [*lines, "  ours (memcached only) did not run: nothing to evaluate"]
+
+    def interval(series: list[Runner], workload: str, stat: Callable[[list[float]], float]) -> str:
+        low, high = paired_interval([r.cells[workload].times_ns for r in series], block, stat)
+        return f"{low:.2f}..{high:.2f}"
+
+    # 1. Faster than Django's cached_db on every workload.
+    lines.append(
+        "1. faster than django cached_db on every workload: median of ours + db / django's"
+    )
+    lines.append(f"   {'database':<12}" + "".join(f"{w:>20}" for w in PATHS))
+    verdicts = []
+    for db in dbs.items:
+        if not db.peers:
+            continue
+        mine = by_name.get(f"ours + {db.label}")
+        theirs = by_name.get(f"django cached_db + {db.label}")
+        if mine is None or theirs is None:
+            lines.append(f"   {db.label:<12}a row did not run: not evaluated")
+            verdicts.append(False)
+            continue
+        cells = []
+        holds = True
+        for workload in PATHS:
+            ratio = mine.cells[workload].median_us() / theirs.cells[workload].median_us()
+            holds = holds and ratio < 1
+            span = interval([mine, theirs], workload, lambda m: m[0] / m[1])
+            cells.append(f"{f'{ratio:.2f} ({span})':>20}")
+        verdicts.append(holds)
+        lines.append(f"   {db.label:<12}" + "".join(cells) + f"  {'holds' if holds else 'FAILS'}")
+    lines.append(f"   -> {'holds' if verdicts and all(verdicts) else 'does NOT hold'}")
+
+    # 2. A read-only returning visitor costs the same as without a database, no SQL.
+    lines.append(
+        f"2. read 3 costs the same as without a database (ratio within 1 ± {SAME_COST:g}) "
+        "and runs 0 statements"
+    )
+    lines.append(f"   {'database':<12}{'ours + db / ours':>18}{'95% interval':>15}{'SQL/req':>9}")
+    verdicts = []
+    for db in dbs.items:
+        mine = by_name.get(f"ours + {db.label}")
+        if mine is None:
+            lines.append(f"   {db.label:<12}did not run: not evaluated")
+            verdicts.append(False)
+            continue
+        cell = mine.cells["read"]
+        ratio = cell.median_us() / ours.cells["read"].median_us()
+        statements = cell.statements
+        sql = statements / cell.counted if cell.counted and statements is not None else None
+        holds = abs(ratio - 1) <= SAME_COST and sql == 0
+        verdicts.append(holds)
+        span = interval([mine, ours], "read", lambda m: m[0] / m[1])
+        lines.append(
+            f"   {db.label:<12}{ratio:>18.3f}{span:>15}{fmt(sql, '.2f'):>9}"
+            f"  {'holds' if holds else 'FAILS'}"
+        )
+    lines.append(f"   -> {'holds' if verdicts and all(verdicts) else 'does NOT hold'}")
+
+    # 3. What ours adds above the bare commit, against ours without a database.
+    lines.append(
+        f"3. (ours + db - bare commit) / ours <= {ADDED_LIMIT:g} on the writing workloads "
+        "(medians, µs)"
+    )
+    lines.append(
+        f"   {'database':<12}{'workload':<10}{'ours + db':>11}{'bare commit':>13}{'ours':>9}"
+        f"{'added / ours':>14}{'95% interval':>15}"
+    )
+    verdicts = []
+    for db in dbs.items:
+        mine = by_name.get(f"ours + {db.label}")
+        floor = by_name.get(f"{db.label}: bare commit")
+        for workload in WRITING:
+            if mine is None or floor is None:
+                lines.append(f"   {db.label:<12}{workload:<10}a row did not run: not evaluated")
+                verdicts.append(False)
+                continue
+            with_db = mine.cells[workload].median_us()
+            commit = floor.cells[workload].median_us()
+            alone = ours.cells[workload].median_us()
+            added = (with_db - commit) / alone
+            holds = added <= ADDED_LIMIT
+            if db.peers:  # the WAL variant is shown, not judged: its durability is weaker
+                verdicts.append(holds)
+            span = interval([mine, floor, ours], workload, lambda m: (m[0] - m[1]) / m[2])
+            lines.append(
+                f"   {db.label:<12}{workload:<10}{with_db:>11.1f}{commit:>13.1f}{alone:>9.1f}"
+                f"{added:>14.2f}{span:>15}  {'holds' if holds else 'FAILS'}"
+                + ("" if db.peers else " (weaker durability: shown, not judged)")
+            )
+    lines.append(f"   -> {'holds' if verdicts and all(verdicts) else 'does NOT hold'}")
+    return lines
+
+
 @dataclass
 class WriteCheck:
     """Every increment of the read-3-write-1 workload must have reached memcached."""
@@ -702,7 +890,7 @@ class WriteCheck:
         return lines
 
 
-def legend(runners: list[Runner]) -> list[str]:
+def legend(runners: list[Runner], sql: bool = False) -> list[str]:
     lines = ["implementations:"]
     for runner in runners:
         if runner.impl.note:
@@ -720,6 +908,15 @@ def legend(runners: list[Runner]) -> list[str]:
         "          taken in the same counting pass",
         "  cookie in/out B: bytes of the session cookie value sent / set in the response",
     ]
+    if sql:
+        lines += [
+            "  SQL/req: SQL statements sent through a cursor (SQLAlchemy before_cursor_execute,",
+            "          Django execute_wrapper; the bare commit's 1 by construction), counted in",
+            "          the same pass; transaction control (BEGIN, COMMIT) is not counted, whether",
+            "          the driver sends it or the library (Django's SQLite backend sends BEGIN)",
+            "  db RT/req: PostgreSQL round trips (BEGIN and COMMIT included), counted on the wire",
+            "          by a proxy in the same pass; - for SQLite (in-process, no round trips)",
+        ]
     return lines
 
 
@@ -845,25 +1042,41 @@ def _pyinstrument_rows(work: Callable[[], None]) -> list[tuple[float, float, int
 
 
 def build_all(
-    make_proxy: ProxyFactory, with_prefetch_row: bool, revision: Revision | None = None
+    make_proxy: ProxyFactory,
+    with_prefetch_row: bool,
+    revision: Revision | None = None,
+    dbs: Databases | None = None,
+    counting: bool = False,
 ) -> list[Impl]:
     """Every row, in table order; a row that cannot be built says why instead.
 
     With a ``revision``, its "ours @<rev>" row follows the current "ours" rows.
+    With ``dbs`` (``--database``), the rows are bare webapp2, ours and Django's cache
+    sessions on memcached alone, then each database's rows (dbpeers.py); ``counting``
+    says whether the instances are the counting pass's.
     """
-    builders: list[tuple[str, Callable[[], Impl]]] = [
-        ("bare webapp2", peers.build_bare),
-        ("naive (noreply sets)", lambda: peers.build_naive(make_proxy)),
-        ("floor (hand-written)", lambda: peers.build_floor(make_proxy)),
-        ("webapp2_extras securecookie", peers.build_extras),
-        ("beaker ext:memcached", lambda: peers.build_beaker(make_proxy)),
-        ("django cache sessions", lambda: peers.build_django(make_proxy)),
-        ("ours", lambda: peers.build_ours(make_proxy)),
-        (
-            "ours, unsigned",
-            lambda: peers.build_ours(make_proxy, signed=False, name="ours, unsigned"),
-        ),
-    ]
+    if dbs is not None:
+        builders: list[tuple[str, Callable[[], Impl]]] = [
+            ("bare webapp2", peers.build_bare),
+            ("ours", lambda: peers.build_ours(make_proxy)),
+            ("django cache sessions", lambda: peers.build_django(make_proxy)),
+            *dbs.builders(make_proxy, counting),
+        ]
+        with_prefetch_row = False
+    else:
+        builders = [
+            ("bare webapp2", peers.build_bare),
+            ("naive (noreply sets)", lambda: peers.build_naive(make_proxy)),
+            ("floor (hand-written)", lambda: peers.build_floor(make_proxy)),
+            ("webapp2_extras securecookie", peers.build_extras),
+            ("beaker ext:memcached", lambda: peers.build_beaker(make_proxy)),
+            ("django cache sessions", lambda: peers.build_django(make_proxy)),
+            ("ours", lambda: peers.build_ours(make_proxy)),
+            (
+                "ours, unsigned",
+                lambda: peers.build_ours(make_proxy, signed=False, name="ours, unsigned"),
+            ),
+        ]
     if with_prefetch_row:
         builders.append(
             (
@@ -935,6 +1148,15 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
         "row, in the same run and interleaving; with --profile, profile it too",
     )
     parser.add_argument(
+        "--database",
+        metavar="DBS",
+        type=database_list,
+        help="instead of the usual rows, the durable tier against its peers on these "
+        "databases (comma-separated: sqlite, postgresql): each database's bare commit, ours, "
+        "Django's cached_db and Beaker's ext:database, with ours and Django's cache sessions "
+        "on memcached alone; sqlite also brings its WAL variant (ours and its bare commit)",
+    )
+    parser.add_argument(
         "--profile",
         nargs="?",
         const="auto",
@@ -949,12 +1171,25 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
         help="the workload --profile runs (default: rw, read 3 + write 1)",
     )
     args = parser.parse_args(list(argv) if argv is not None else None)
+    if args.profile and args.database:
+        parser.error("--profile profiles ours on memcached alone: drop --database")
     if args.quick:
         args.requests, args.block, args.warmup, args.count = 600, 20, 20, 100
     if args.requests < 1 or args.block < 1 or args.count < 1:
         parser.error("--requests, --block and --count must be positive")
     args.block = min(args.block, args.requests)
     return args
+
+
+def database_list(text: str) -> list[str]:
+    """``--database``'s value: known names, each once, in the table's order."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(DATABASES))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(DATABASES)}, not {text!r}"
+        )
+    return [name for name in DATABASES if name in names]
 
 
 def place(placement: str) -> tuple[str | None, str]:
@@ -992,6 +1227,7 @@ def count_pass(
     progress: Callable[[str], None],
     writes: WriteCheck,
     revision: Revision | None,
+    dbs: Databases | None = None,
 ) -> None:
     """Build every row again through its own proxy and count what its requests cost.
 
@@ -1000,7 +1236,7 @@ def count_pass(
     The counts land in the matching timed runner's cells; the instances' writes
     are checked into ``writes`` before they are closed.
     """
-    impls = build_all(make_proxy, not args.no_prefetch_row, revision)
+    impls = build_all(make_proxy, not args.no_prefetch_row, revision, dbs, counting=True)
     runners = [Runner(impl) for impl in impls]
     try:
         for number, (counter, runner) in enumerate(zip(runners, timed, strict=True)):
@@ -1009,7 +1245,7 @@ def count_pass(
             counter.prepare()
             counter.warm(args.warmup)
             counter.verify()
-            for workload in PATHS:
+            for workload in counter.workloads:
                 counter.count_block(workload, args.count, memcached)
                 cell, counted = runner.cells[workload], counter.cells[workload]
                 cell.counted, cell.round_trips, cell.ops = (
@@ -1017,6 +1253,7 @@ def count_pass(
                     counted.round_trips,
                     counted.ops,
                 )
+                cell.statements, cell.db_round_trips = counted.statements, counted.db_round_trips
             progress(f"counting pass {number + 1}/{len(runners)}")
         writes.run("counting", [r for r in runners if r.cells])
     finally:
@@ -1041,6 +1278,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     impls: list[Impl] = []
     micro: Micro | None = None
     host: ProxyHost | None = None
+    dbs: Databases | None = None
     try:
         memcached.start()
         make_direct: ProxyFactory = functools.partial(peers.Direct, memcached.address)
@@ -1063,18 +1301,24 @@ def main(argv: Iterable[str] | None = None) -> int:
         def progress(text: str) -> None:
             print(f"\r{text} ({time.monotonic() - started:.0f}s)", end="", file=sys.stderr)
 
+        if args.database:
+            dbs = Databases(args.database, server_cpus, args.proxy)
+            progress(f"setting up {', '.join(args.database)}")
+            dbs.start()
+
         # The timed instances: connected to memcached directly.
-        impls = build_all(make_direct, not args.no_prefetch_row, revision)
+        impls = build_all(make_direct, not args.no_prefetch_row, revision, dbs)
         runners = [Runner(impl) for impl in impls]
         live = [r for r in runners if not r.impl.unavailable]
         for runner in live:
             runner.prepare()
             runner.warm(args.warmup)
             runner.verify()
+        durability = durability_lines(live) if dbs is not None else []
 
         # The counting instances: through the proxies, untimed, closed before the timing.
         writes = WriteCheck()
-        count_pass(memcached, make_proxy, runners, args, progress, writes, revision)
+        count_pass(memcached, make_proxy, runners, args, progress, writes, revision, dbs)
         print(file=sys.stderr)
 
         micro = Micro(memcached, make_proxy)
@@ -1082,7 +1326,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         blocks: list[Callable[[], None]] = [
             functools.partial(runner.run_block, workload, args.block)
             for runner in live
-            for workload in PATHS
+            for workload in runner.workloads
         ]
         blocks += [
             functools.partial(micro.run_block, op, route, args.block)
@@ -1105,14 +1349,22 @@ def main(argv: Iterable[str] | None = None) -> int:
             f"counting:  a second instance per implementation through its own RoundTripProxy "
             f"in {where}, untimed, {args.warmup} warm-up + {args.count} counted per cell"
         )
+        cells = sum(len(r.workloads) for r in live)
+        shape = f"{len(live)} implementations x {len(PATHS)} workloads"
+        if cells != len(live) * len(PATHS):  # the bare commits run only the writing ones
+            shape = f"{len(live)} implementations, {cells} (implementation, workload) cells"
         lines.append(
             f"requests:  {rounds * args.block} timed per cell ({rounds} interleaved rounds of "
-            f"{args.block}), {args.warmup} warm-up per cell, {len(live)} implementations x "
-            f"{len(PATHS)} workloads"
+            f"{args.block}), {args.warmup} warm-up per cell, {shape}"
         )
+        if dbs is not None:
+            lines += dbs.header_lines()
+            lines += durability
+            if dbs.unavailable:
+                lines += [f"  unavailable: {k}: {why}" for k, why in dbs.unavailable.items()]
         lines.append("")
         for workload in PATHS:
-            lines += workload_table(runners, workload)
+            lines += workload_table(runners, workload, sql=dbs is not None)
             lines.append("")
         lines.append(
             "floor micro-rows: pymemcache Client(no_delay=True, default_noreply=False), "
@@ -1126,15 +1378,18 @@ def main(argv: Iterable[str] | None = None) -> int:
         if revision is not None:
             lines += comparison_lines(runners, revision, args.block)
             lines.append("")
+        if dbs is not None:
+            lines += database_targets(runners, dbs, args.block)
+            lines.append("")
         writes.run("timed", live)
         lines += writes.lines()
         lines.append("")
-        lines += legend(runners)
+        lines += legend(runners, sql=dbs is not None)
         lines.append(f"total run time: {time.monotonic() - started:.0f}s")
         print("\n".join(lines))
         return 0
     except KeyboardInterrupt:
-        print("\ninterrupted; stopping memcached and proxies", file=sys.stderr)
+        print("\ninterrupted; stopping memcached, databases and proxies", file=sys.stderr)
         return 130
     finally:
         for impl in impls:
@@ -1143,6 +1398,8 @@ def main(argv: Iterable[str] | None = None) -> int:
             micro.close()
         if host is not None:
             host.close()
+        if dbs is not None:
+            dbs.close()
         memcached.stop()
         if revision is not None:
             revision.close()
