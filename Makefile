@@ -96,6 +96,12 @@ bench: memcached $(DEPS)
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/bench.py
 
+## bench-db: the durable tier on SQLite and a throwaway PostgreSQL, against Django's cached_db and Beaker
+.PHONY: bench-db
+bench-db: memcached postgresql $(DEPS)
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/bench.py --database sqlite,postgresql
+
 ## load: sustained load on a three-node cluster (gunicorn + wrk)
 load: memcached $(DEPS)
 	@command -v wrk >/dev/null || { $(APT) update -q && $(APT) install -y -q wrk; }
