@@ -614,7 +614,7 @@ def workload_table(runners: list[Runner], workload: str, sql: bool = False) -> l
     for runner in runners:
         name = runner.impl.name
         if runner.impl.unavailable:
-            lines.append(f"{name:<{width}}n/a: {runner.impl.unavailable}"[:160])
+            lines.append(f"{name:<{width}}n/a: {runner.impl.unavailable}"[: 160 if sql else 120])
             continue
         if workload not in runner.workloads:
             continue
