@@ -54,6 +54,16 @@ class State(enum.Enum):
     UNAVAILABLE = "unavailable"
 
 
+# The states as plain names: reading an Enum member off its class costs five
+# times a plain attribute, and the hot paths compare states often.
+UNLOADED, NEW, STORED, UNAVAILABLE = (
+    State.UNLOADED,
+    State.NEW,
+    State.STORED,
+    State.UNAVAILABLE,
+)
+
+
 @dataclass
 class ClientInfo:
     """What the session may be bound to."""
@@ -78,6 +88,10 @@ class Lifecycle:
     ending: str | None = None
     #: memcached could not be reached this request; the database serves.
     cache_down = False
+    #: The database behind memcached, when the ``database`` setting is on.
+    durable: DurableTier | None = None
+    #: Variables kept in memcached only (``session_quick``).
+    quick: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -91,10 +105,12 @@ class Lifecycle:
         quick: frozenset[str] = frozenset(),
     ) -> None:
         self.config = config
-        #: The database behind memcached, when the ``database`` setting is on.
-        self.durable = durable
-        #: Variables kept in memcached only (``session_quick``).
-        self.quick = quick
+        # Class-level defaults stand until a request needs its own: a
+        # Lifecycle is built for every request that uses its session.
+        if durable is not None:
+            self.durable = durable
+        if quick:
+            self.quick = quick
         self.store = store
         self.keys: KeyScheme = key_scheme(config.key_prefix)
         self.client = client
@@ -103,7 +119,7 @@ class Lifecycle:
         #: old session's values.
         self._on_fresh = on_fresh
         self.sid = cookie_sid
-        self.state = State.UNLOADED if cookie_sid else State.NEW
+        self.state = UNLOADED if cookie_sid else NEW
         # A returning visitor's record comes from the server: until then a
         # shared empty one stands in (it is never written to).
         self.record = _UNLOADED if cookie_sid else self.blank_record()
@@ -164,12 +180,12 @@ class Lifecycle:
         self.failed = True
         if self.config.strict:
             raise SessionUnavailableError("session unavailable", self.where())
-        self.state = State.UNAVAILABLE
+        self.state = UNAVAILABLE
 
     def adopted(self, record: Record, cas: int) -> None:
         self.record = record
         self.record_cas = cas
-        self.state = State.STORED
+        self.state = STORED
 
     # ------------------------------------------------------------------ loading
 
@@ -190,7 +206,7 @@ class Lifecycle:
             return self.durable.load(self, plan, names)
         results = self.execute(plan.ops)
         if results is None:
-            self.state = State.UNAVAILABLE
+            self.state = UNAVAILABLE
             return None
         if not self.adopt(sid, results[LoadPlan.RECORD]):
             return None
@@ -221,7 +237,7 @@ class Lifecycle:
                 return False
         self.record = record
         self.record_cas = item.cas
-        self.state = State.STORED
+        self.state = STORED
         return True
 
     def end_reason(self, record: Record) -> str | None:
@@ -243,22 +259,22 @@ class Lifecycle:
 
     @property
     def stored(self) -> bool:
-        return self.state is State.STORED
+        return self.state is STORED
 
     def may_exist(self) -> bool:
         """The id may have a record on the server: stored, or not known
         because the store failed."""
-        return self.sid is not None and self.state in (State.STORED, State.UNAVAILABLE)
+        return self.sid is not None and self.state in (STORED, UNAVAILABLE)
 
     def move_to_new_id(self, created: float) -> None:
         """Become a new, unsaved session that keeps the creation time."""
         self.record = dataclasses.replace(self.blank_record(), created=created)
         self.record_cas = 0
         self.sid = None
-        self.state = State.NEW
+        self.state = NEW
 
     def start_fresh(self) -> None:
-        self.state = State.NEW
+        self.state = NEW
         self.sid = None
         self.record = self.blank_record()
         self.record_cas = 0
@@ -319,7 +335,7 @@ class Lifecycle:
                     continue
                 if outcome == "failed":
                     return False
-                self.state = State.STORED
+                self.state = STORED
                 self.cookie_action = "set"
                 return True
             results = self.execute(ops, notify)
@@ -330,7 +346,7 @@ class Lifecycle:
                     continue
                 return False
             if results[0] is True:
-                self.state = State.STORED
+                self.state = STORED
                 self.cookie_action = "set"
                 self.report(ops[1:], results[1:])
                 return True

@@ -21,15 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 from . import atomic, transitions
 from . import flashes as flash_list
+from . import values as decoding
 from .changes import NO_CHANGES, Changes, DurableChanges
 from .config import SessionConfig
 from .errors import UpdateConflictError
 from .keys import check_name
-from .lifecycle import NO_CLIENT, ClientInfo, Lifecycle, State
+from .lifecycle import NEW, NO_CLIENT, STORED, UNAVAILABLE, UNLOADED, ClientInfo, Lifecycle
 from .prefetch import NO_PREFETCH, Prefetch
 from .serializers import decode_item
 from .stores import Item, Op, Store
-from .values import MISSING, Values
+from .values import MISSING
 
 if TYPE_CHECKING:
     from .durable import DurableTier
@@ -54,6 +55,7 @@ class Session(MutableMapping[str, Any]):
 
     #: The request depended on the session (for Vary: Cookie).
     accessed = False
+    _lost: frozenset[str] = frozenset()
     # The stored flash list as read (None: there is none; _MISSING: not read).
     _flash_item: Item | None = _MISSING
 
@@ -87,10 +89,10 @@ class Session(MutableMapping[str, Any]):
             durable,
             frozenset(quick) if quick else _NOTHING,
         )
-        self._cache = Values(config.serializer)
-        # The cache's own dicts, named here: the hot paths read them directly.
-        self._values = self._cache.decoded
-        self._items = self._cache.items
+        #: Name -> decoded value (or MISSING), read or written this request.
+        self._values: dict[str, Any] = {}
+        #: Name -> the stored item a value was decoded from.
+        self._items: dict[str, Item] = {}
         # Most requests only read: their changes stay the shared empty
         # NO_CHANGES until the first write makes them their own (_edit).
         self._changes = NO_CHANGES
@@ -112,12 +114,12 @@ class Session(MutableMapping[str, Any]):
     def is_new(self) -> bool:
         """True until something of this session is stored on the server."""
         self._ensure_loaded()
-        return self._server.state is not State.STORED
+        return self._server.state is not STORED
 
     @property
     def stored(self) -> bool:
         """True once the session is known to exist on the server (never loads)."""
-        return self._server.state is State.STORED
+        return self._server.state is STORED
 
     @property
     def available(self) -> bool:
@@ -128,7 +130,7 @@ class Session(MutableMapping[str, Any]):
     @property
     def lost(self) -> frozenset[str]:
         """Names the record lists whose value was gone (evicted or expired)."""
-        return self._cache.lost
+        return self._lost
 
     @property
     def cookie_action(self) -> str | None:
@@ -149,21 +151,21 @@ class Session(MutableMapping[str, Any]):
         for name in names:
             check_name(name)
         self._ensure_loaded(names)
-        if self._server.state is State.STORED:
+        if self._server.state is STORED:
             listed = self._server.record.names
             self._fetch([n for n in names if n not in self._values and n in listed])
 
     def start(self) -> None:
         """Load the session, and store it now if it is new (no variable needed)."""
         self._ensure_loaded()
-        if self._server.state is State.NEW:
+        if self._server.state is NEW:
             self._edit().force = True
             self.save()
 
     def _ensure_loaded(self, extra: Iterable[str] = ()) -> None:
         self.accessed = True
         server = self._server
-        if server.state is not State.UNLOADED:
+        if server.state is not UNLOADED:
             return
         ahead = self.prefetch.current
         wanted: Sequence[str] = ahead.ordered
@@ -179,8 +181,18 @@ class Session(MutableMapping[str, Any]):
         if plan.flashes >= 0:
             flash_item = results[plan.flashes]
             self._flash_item = flash_item if isinstance(flash_item, Item) else None
-        self._cache.take(wanted, results[plan.values], server.record.names, server.log_id)
-        missing = self.required & self._cache.lost if self.required else None
+        lost = decoding.take(
+            self._values,
+            self._items,
+            self.config.serializer,
+            wanted,
+            results[plan.values],
+            server.record.names,
+            server.log_id,
+        )
+        if lost:
+            self._lost = self._lost | lost
+        missing = self.required & self._lost if self.required else None
         if missing:
             server.end(
                 "required variable(s) evicted or expired: "
@@ -189,7 +201,11 @@ class Session(MutableMapping[str, Any]):
 
     def _forget_old(self) -> None:
         """After a fresh start: keep only what this request wrote (still pending)."""
-        self._cache.keep_only(self._changes.written.keys() | self._changes.deleted)
+        pending = self._changes.written.keys() | self._changes.deleted
+        kept = {n: v for n, v in self._values.items() if n in pending}
+        self._values.clear()
+        self._values.update(kept)
+        self._items.clear()
         self._flash_item = _MISSING
 
     def _fetch(self, names: list[str]) -> None:
@@ -197,11 +213,23 @@ class Session(MutableMapping[str, Any]):
             return
         results = self._server.fetch(names)
         if results is None:
-            self._cache.unreadable(names)
+            for name in names:
+                self._values[name] = MISSING  # unreadable now, not lost
         else:
             # Names this request wrote are cached, so never fetched: any name
             # here that the record lists should have had a value.
-            self._cache.take(names, results, self._server.record.names, self._server.log_id)
+            server = self._server
+            lost = decoding.take(
+                self._values,
+                self._items,
+                self.config.serializer,
+                names,
+                results,
+                server.record.names,
+                server.log_id,
+            )
+            if lost:
+                self._lost = self._lost | lost
 
     # ------------------------------------------------------------------ reading
 
@@ -219,7 +247,7 @@ class Session(MutableMapping[str, Any]):
         self._ensure_loaded((name,))
         if name not in self._values:
             server = self._server
-            if server.state is State.STORED and name in server.record.names:
+            if server.state is STORED and name in server.record.names:
                 self._fetch([name])
             else:
                 self._values[name] = _MISSING  # the record says it was never stored
@@ -238,7 +266,7 @@ class Session(MutableMapping[str, Any]):
         self._ensure_loaded()
         names = set(self._server.record.names)
         names.update(n for n, v in self._values.items() if v is not _MISSING)
-        if self._server.state is State.STORED:
+        if self._server.state is STORED:
             self._fetch(sorted(n for n in names if n not in self._values))
         return sorted(n for n in names if self._values.get(n, _MISSING) is not _MISSING)
 
@@ -339,13 +367,13 @@ class Session(MutableMapping[str, Any]):
             return
         self._ensure_loaded()
         server = self._server
-        if server.state is State.UNAVAILABLE:
+        if server.state is UNAVAILABLE:
             # The session's node is down. Its session is still there, and is
             # served again once the node answers: keep the id and the cookie
             # and give up this request's writes, rather than start a new
             # session elsewhere and log the visitor out.
             self._not_saved()
-        elif server.state is State.NEW:
+        elif server.state is NEW:
             changes = self._changes
             names = frozenset(changes.written)
             durable = self._durable_changes()
@@ -421,12 +449,12 @@ class Session(MutableMapping[str, Any]):
         """
         self._ensure_loaded()
         server = self._server
-        if server.state is State.UNAVAILABLE:
+        if server.state is UNAVAILABLE:
             log.error(
                 "session %s: id not regenerated, %s unavailable", server.log_id(), server.where()
             )
             return
-        if server.state is not State.STORED:
+        if server.state is not STORED:
             server.sid = server.fresh_id()
             return
         old = server.sid
@@ -440,7 +468,7 @@ class Session(MutableMapping[str, Any]):
             self._flash_item = server.fetch_flashes(listed=True)
         changes = self._edit()
         for name in sorted(claimed.names - changes.written.keys() - changes.deleted):
-            data = self._cache.stored_form(name, self._serialize)
+            data = decoding.stored_form(self._values, self._items, name, self._serialize)
             if data is not None:
                 changes.written[name] = data
         if isinstance(self._flash_item, Item) and not changes.flashes_read:
@@ -502,7 +530,9 @@ class Session(MutableMapping[str, Any]):
             if not answered:
                 return None
             self._values.pop(name, None)
-            self._cache.remember(name, item, name in server.record.names, server.log_id)
+            decoding.remember(
+                self._values, self._items, self.config.serializer, name, item, server.log_id
+            )
             current = self._values.get(name, _MISSING)
             new = fn(None if current is _MISSING else current)
             stored = atomic.replace(server, name, item, self._serialize(name, new))
@@ -542,7 +572,7 @@ class Session(MutableMapping[str, Any]):
         """Atomic operations need the session stored: store it now if it is new."""
         self._ensure_loaded()
         server = self._server
-        if server.state is State.UNAVAILABLE:
+        if server.state is UNAVAILABLE:
             # Its node is down: the update is not saved, and the session (still
             # there) is neither replaced nor adopted unverified.
             log.debug(
@@ -551,8 +581,8 @@ class Session(MutableMapping[str, Any]):
                 server.where(),
             )
             return False
-        if server.state is State.NEW:
+        if server.state is NEW:
             self._edit().force = True
         if self._changes:
             self.save()  # pending sets and deletes first, as the handler wrote them
-        return server.state is State.STORED and server.sid is not None
+        return server.state is STORED and server.sid is not None

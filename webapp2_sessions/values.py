@@ -1,4 +1,4 @@
-"""A request's cache of session values: each decoded once, then read freely.
+"""Decoding session values, each once per request, into the request's cache.
 
 Only items that carry our serializer's flags (or a counter's) are decoded;
 anything else reads as missing and is logged, never decoded (see
@@ -8,7 +8,7 @@ anything else reads as missing and is logged, never decoded (see
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -20,76 +20,73 @@ log = logging.getLogger("webapp2_sessions")
 #: The value of a name known to have none (never stored, deleted, evicted or
 #: not ours).
 MISSING: Any = object()
+_NONE: frozenset[str] = frozenset()
 
 
-class Values:
-    """Decoded values by name, with the stored items they came from."""
+def take(
+    decoded: dict[str, Any],
+    items: dict[str, Item],
+    serializer: Serializer,
+    names: Sequence[str],
+    results: Sequence[Result],
+    listed: AbstractSet[str],
+    tag: Callable[[], str],
+) -> frozenset[str]:
+    """Decode a batch's ``results`` for ``names`` into ``decoded`` (and ``items``).
 
-    __slots__ = ("_serializer", "decoded", "items", "lost")
+    Returns the names ``listed`` (by the record) whose value was gone:
+    evicted or expired. ``tag()`` names the session in a log line, and is
+    only called to log one.
+    """
+    flags, loads = serializer.flags, serializer.loads
+    lost = _NONE
+    for name, result in zip(names, results, strict=True):
+        # The common case inline; anything else (missing, a counter,
+        # foreign or unreadable) is sorted out by remember().
+        if result.__class__ is Item and result.flags == flags:
+            try:
+                decoded[name] = loads(result.value)
+                items[name] = result
+                continue
+            except ValueError:
+                pass
+        if not remember(decoded, items, serializer, name, result, tag) and name in listed:
+            lost = lost | {name}
+            log.info("session %s: a listed variable was evicted", tag())
+    return lost
 
-    def __init__(self, serializer: Serializer) -> None:
-        self._serializer = serializer
-        #: Name -> value, or ``MISSING``; also what this request wrote.
-        self.decoded: dict[str, Any] = {}
-        #: Name -> the stored item its value was decoded from.
-        self.items: dict[str, Item] = {}
-        #: Names the record lists whose value was gone (evicted or expired).
-        self.lost: frozenset[str] = frozenset()
 
-    def take(
-        self,
-        names: Sequence[str],
-        results: Sequence[Result],
-        listed: AbstractSet[str],
-        tag: Callable[[], str],
-    ) -> None:
-        """Remember a batch's results for ``names`` (``listed``: the record's names)."""
-        flags, loads = self._serializer.flags, self._serializer.loads
-        decoded, items = self.decoded, self.items
-        for name, result in zip(names, results, strict=True):
-            # The common case inline; anything else (missing, a counter,
-            # foreign or unreadable) is sorted out by remember().
-            if result.__class__ is Item and result.flags == flags:
-                try:
-                    decoded[name] = loads(result.value)
-                    items[name] = result
-                    continue
-                except ValueError:
-                    pass
-            self.remember(name, result, name in listed, tag)
+def remember(
+    decoded: dict[str, Any],
+    items: dict[str, Item],
+    serializer: Serializer,
+    name: str,
+    result: Result,
+    tag: Callable[[], str],
+) -> bool:
+    """Decode one result into ``decoded``; False if the store had no value."""
+    if not isinstance(result, Item):
+        decoded[name] = MISSING
+        return False
+    try:
+        decoded[name] = decode_item(serializer, result)
+    except ValueError as exc:
+        log.warning("session %s: value of a variable is not ours (%s), ignored", tag(), exc)
+        decoded[name] = MISSING
+        return True
+    items[name] = result
+    return True
 
-    def remember(self, name: str, result: Result, listed: bool, tag: Callable[[], str]) -> None:
-        """``tag()`` names the session in a log line; only called to log one."""
-        if not isinstance(result, Item):
-            self.decoded[name] = MISSING
-            if listed:
-                self.lost = self.lost | {name}
-                log.info("session %s: a listed variable was evicted", tag())
-            return
-        try:
-            self.decoded[name] = decode_item(self._serializer, result)
-        except ValueError as exc:
-            log.warning("session %s: value of a variable is not ours (%s), ignored", tag(), exc)
-            self.decoded[name] = MISSING
-            return
-        self.items[name] = result
 
-    def unreadable(self, names: Iterable[str]) -> None:
-        """The store failed to answer for ``names``: missing now, not lost."""
-        for name in names:
-            self.decoded[name] = MISSING
-
-    def keep_only(self, names: AbstractSet[str]) -> None:
-        """Forget every value but those of ``names`` (after a fresh start)."""
-        kept = {n: v for n, v in self.decoded.items() if n in names}
-        self.decoded.clear()
-        self.decoded.update(kept)
-        self.items.clear()
-
-    def stored_form(self, name: str, serialize: Callable[[str, Any], bytes]) -> bytes | None:
-        """What to write to store ``name``'s value again (None: it has none)."""
-        value = self.decoded.get(name, MISSING)
-        if value is MISSING:
-            return None
-        item = self.items.get(name)
-        return item.value if item is not None else serialize(name, value)
+def stored_form(
+    decoded: dict[str, Any],
+    items: dict[str, Item],
+    name: str,
+    serialize: Callable[[str, Any], bytes],
+) -> bytes | None:
+    """What to write to store ``name``'s value again (None: it has none)."""
+    value = decoded.get(name, MISSING)
+    if value is MISSING:
+        return None
+    item = items.get(name)
+    return item.value if item is not None else serialize(name, value)
