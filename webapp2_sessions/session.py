@@ -415,7 +415,8 @@ class Session(MutableMapping[str, Any]):
             None if server.durable is None else self._durable_changes(),
         )
         if results is not None:
-            server.report(body, results)
+            if results.count(True) != len(results):  # not the usual all-stored
+                server.report(body, results)
             if changes.flashes_read:
                 self._flash_item = None  # read and deleted
         elif server.failed:
