@@ -197,7 +197,23 @@ class MemcachedServer:
         """Every live key, through the LRU crawler (small test servers only)."""
         from urllib.parse import unquote
 
-        out = self.raw(b"lru_crawler metadump all\r\n", b"END\r\n")
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+                sock.sendall(b"lru_crawler metadump all\r\n")
+                out = b""
+                while not (out.endswith(b"END\r\n") or out.startswith((b"BUSY", b"ERROR"))):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    out += chunk
+            if out.endswith(b"END\r\n"):
+                break
+            # The crawler is still busy with an earlier scan: an empty list
+            # here would let a "nothing left behind" check pass unlooked.
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"memcached would not list its keys: {out[:80]!r}")
+            time.sleep(0.05)
         keys = []
         for line in out.splitlines():  # metadump ends its lines with a bare newline
             if line.startswith(b"key="):
