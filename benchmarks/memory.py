@@ -98,6 +98,8 @@ def loaded_modules() -> list[ModuleType]:
 def package_modules() -> list[ModuleType]:
     """Every module of the package, imported if it can be (optional extras may be missing)."""
     for info in pkgutil.walk_packages(webapp2_sessions.__path__, PACKAGE + "."):
+        if info.name.endswith(".__main__"):
+            continue  # the command line: importing it runs it
         with contextlib.suppress(ImportError):
             importlib.import_module(info.name)
     return loaded_modules()
@@ -775,9 +777,11 @@ def capture_logout(servers: list[str], dead: MemcachedServer) -> tuple[str, list
     for store in stores_of(app):
         original = store.defer
 
-        def defer(route: str, ops: Sequence[Any], original: Any = original) -> None:
+        def defer(
+            route: str, ops: Sequence[Any], then: Any = None, original: Any = original
+        ) -> None:
             captured.append((route, list(ops)))
-            original(route, ops)
+            original(route, ops, then)
 
         store.defer = defer
     get(app, "/logout", cookie)
