@@ -16,10 +16,8 @@ from webob.exc import HTTPException
 
 from . import csrf
 from .config import CONFIG_KEY
-from .cookies import read_cookie
-from .lifecycle import ClientInfo
 from .prefetch import Prefetch
-from .response import SessionResponse
+from .response import SessionResponse, open_session
 from .runtime import Runtime, runtime_for, setup_lock
 from .session import Session
 
@@ -32,8 +30,6 @@ class _HandlerSetup:
 
     runtime: Runtime
     prefetch: Prefetch
-    #: The session is bound to the user agent or address.
-    binds: bool
 
 
 class SessionHandlerMixin:
@@ -89,32 +85,19 @@ class SessionHandlerMixin:
                     setup = registry[key] = _HandlerSetup(
                         runtime,
                         Prefetch(self.session_prefetch, learn=config.learn_prefetch),
-                        config.bind_user_agent or config.bind_ip,
                     )
         return setup
 
     def _make_session(self) -> Session:
         setup = self._session_setup()
-        runtime = setup.runtime
-        request = self.request
-        raw = read_cookie(request.environ, runtime.config.cookie_name)
-        client = None
-        if setup.binds:
-            client = ClientInfo(request.user_agent, request.remote_addr)
-        session = Session(
-            runtime.config,
-            runtime.store,
-            runtime.codec.decode(raw),
-            cookie_present=raw is not None,
-            client=client,
-            prefetch=setup.prefetch,
+        session, self._session_response = open_session(
+            setup.runtime,
+            self.request.environ,
+            setup.prefetch,
             # Read per request: a handler may vary it (by path, say).
             required=self.session_required,
-            durable=runtime.durable,
             quick=self.session_quick,
         )
-        https = request.environ.get("wsgi.url_scheme") == "https"
-        self._session_response = SessionResponse(runtime, session, https)
         return session
 
     def init_session(self) -> Session:

@@ -14,10 +14,8 @@ import contextvars
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from .cookies import read_cookie
-from .lifecycle import ClientInfo
 from .prefetch import Prefetch
-from .response import SessionResponse
+from .response import open_session
 from .runtime import runtime_for
 from .session import Session
 
@@ -66,7 +64,6 @@ class SessionMiddleware:
         self.runtime = runtime_for(self._registry, config, {})
         settings = self.runtime.config
         self._prefetch = Prefetch(prefetch, learn=settings.learn_prefetch)
-        self._binds = settings.bind_user_agent or settings.bind_ip
         self._quick = frozenset(quick)
 
     def close(self) -> None:
@@ -77,22 +74,7 @@ class SessionMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         runtime = self.runtime
-        config = runtime.config
-        raw = read_cookie(environ, config.cookie_name)
-        client = None
-        if self._binds:
-            client = ClientInfo(environ.get("HTTP_USER_AGENT"), environ.get("REMOTE_ADDR"))
-        session = Session(
-            config,
-            runtime.store,
-            runtime.codec.decode(raw),
-            cookie_present=raw is not None,
-            client=client,
-            prefetch=self._prefetch,
-            durable=runtime.durable,
-            quick=self._quick,
-        )
-        response = SessionResponse(runtime, session, environ.get("wsgi.url_scheme") == "https")
+        session, response = open_session(runtime, environ, self._prefetch, quick=self._quick)
         environ[ENVIRON_KEY] = session
         token = _current.set(session)
 

@@ -6,7 +6,12 @@ handler mixin and plain WSGI code share it.
 
 from __future__ import annotations
 
-from .cookies import cookie_header, mark_private, put_cookie
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .cookies import cookie_header, mark_private, put_cookie, read_cookie
+from .lifecycle import ClientInfo
+from .prefetch import Prefetch
 from .runtime import Runtime
 from .session import Session
 
@@ -81,3 +86,35 @@ class SessionResponse:
             return cookie_header(args, config.cookie_name, None, self._https, 0)
         value = self.runtime.codec.encode(session_id)
         return cookie_header(args, config.cookie_name, value, self._https, args.max_age)
+
+
+def open_session(
+    runtime: Runtime,
+    environ: Mapping[str, Any],
+    prefetch: Prefetch,
+    *,
+    required: Iterable[str] = (),
+    quick: Iterable[str] = (),
+) -> tuple[Session, SessionResponse]:
+    """The request's session, from its cookie, and the writer of its headers.
+
+    Nothing is read from the store yet: the session loads on first use.
+    """
+    config = runtime.config
+    raw = read_cookie(environ, config.cookie_name)
+    client = None
+    if config.bind_user_agent or config.bind_ip:
+        client = ClientInfo(environ.get("HTTP_USER_AGENT"), environ.get("REMOTE_ADDR"))
+    session = Session(
+        config,
+        runtime.store,
+        runtime.codec.decode(raw),
+        cookie_present=raw is not None,
+        client=client,
+        prefetch=prefetch,
+        required=required,
+        durable=runtime.durable,
+        quick=quick,
+    )
+    https = environ.get("wsgi.url_scheme") == "https"
+    return session, SessionResponse(runtime, session, https)
