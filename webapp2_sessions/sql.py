@@ -59,6 +59,35 @@ variables_table = sa.Table(
 )
 
 
+# The statements of the hot paths, built once: building a SQLAlchemy statement
+# costs more than running a small one.
+_s, _v = sessions_table, variables_table
+_LOAD = (
+    sa.select(
+        _s.c.created,
+        _s.c.expires,
+        _s.c.user_agent,
+        _s.c.remote_addr,
+        _v.c.name,
+        _v.c.value,
+        _v.c.flags,
+    )
+    .select_from(_s.outerjoin(_v, _v.c.session_id == _s.c.id))
+    .where(_s.c.id == sa.bindparam("sid"))
+)
+_RENEW = (
+    sa.update(_s).where(_s.c.id == sa.bindparam("sid")).values(expires=sa.bindparam("expires"))
+)
+_INSERT_SESSION = sa.insert(_s)
+_INSERT_VARIABLE = sa.insert(_v)
+_DELETE_VARIABLE = sa.delete(_v).where(
+    _v.c.session_id == sa.bindparam("sid"), _v.c.name == sa.bindparam("var")
+)
+_READ_VARIABLE = sa.select(_v.c.value, _v.c.flags).where(
+    _v.c.session_id == sa.bindparam("sid"), _v.c.name == sa.bindparam("var")
+)
+
+
 @dataclass
 class StoredSession:
     """A session as the database holds it."""
@@ -144,22 +173,8 @@ class Database:
 
     def load(self, session_id: str, now: float) -> StoredSession | None:
         """The session and every variable, in one query; None if gone or expired."""
-        s, v = sessions_table, variables_table
-        query = (
-            sa.select(
-                s.c.created,
-                s.c.expires,
-                s.c.user_agent,
-                s.c.remote_addr,
-                v.c.name,
-                v.c.value,
-                v.c.flags,
-            )
-            .select_from(s.outerjoin(v, v.c.session_id == s.c.id))
-            .where(s.c.id == session_id)
-        )
         with self._connect(write=False) as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(_LOAD, {"sid": session_id}).all()
         if not rows or rows[0].expires < now:
             return None
         first = rows[0]
@@ -187,15 +202,16 @@ class Database:
         """A transaction that inserts a new session; committed on a clean exit."""
         with self._connect(write=True) as conn:
             conn.execute(
-                sa.insert(sessions_table).values(
-                    id=session_id,
-                    created=stored.created,
-                    expires=stored.expires,
-                    user_agent=stored.user_agent,
-                    remote_addr=stored.remote_addr,
-                )
+                _INSERT_SESSION,
+                {
+                    "id": session_id,
+                    "created": stored.created,
+                    "expires": stored.expires,
+                    "user_agent": stored.user_agent,
+                    "remote_addr": stored.remote_addr,
+                },
             )
-            yield Writer(conn, session_id)
+            yield Writer(conn, session_id, fresh=True)
 
     @contextmanager
     def update(self, session_id: str, expires: float) -> Iterator[Writer]:
@@ -205,11 +221,7 @@ class Database:
         writes to one session are serialized and a logout cannot slip in.
         """
         with self._connect(write=True) as conn:
-            renewed = conn.execute(
-                sa.update(sessions_table)
-                .where(sessions_table.c.id == session_id)
-                .values(expires=expires)
-            )
+            renewed = conn.execute(_RENEW, {"sid": session_id, "expires": expires})
             if renewed.rowcount == 0:
                 raise SessionGone(session_id)
             yield Writer(conn, session_id)
@@ -272,13 +284,13 @@ def sqlite_engine(path: str, *, wal: bool = False) -> Engine:
 class Writer:
     """The statements of one write transaction on one session."""
 
-    def __init__(self, conn: Connection, session_id: str) -> None:
+    def __init__(self, conn: Connection, session_id: str, fresh: bool = False) -> None:
         self._conn = conn
         self._sid = session_id
-
-    def _where(self, name: str) -> Any:
-        v = variables_table
-        return sa.and_(v.c.session_id == self._sid, v.c.name == name)
+        #: A session inserted by this transaction: only what it wrote itself
+        #: can need replacing.
+        self._fresh = fresh
+        self._inserted: set[str] = set()
 
     def set(self, values: Mapping[str, bytes], flags: int) -> None:
         # Delete then insert: the same statements in every dialect, and the
@@ -286,29 +298,28 @@ class Writer:
         """Store ``values`` (name -> serialized value), replacing old ones."""
         if not values:
             return
-        names = list(values)
-        v = variables_table
-        self._conn.execute(sa.delete(v).where(v.c.session_id == self._sid, v.c.name.in_(names)))
+        sid = self._sid
+        replaced = [n for n in values if not self._fresh or n in self._inserted]
+        if replaced:
+            self._conn.execute(_DELETE_VARIABLE, [{"sid": sid, "var": n} for n in replaced])
+        if self._fresh:
+            self._inserted.update(values)
         self._conn.execute(
-            sa.insert(v),
+            _INSERT_VARIABLE,
             [
-                {"session_id": self._sid, "name": n, "value": d, "flags": flags}
+                {"session_id": sid, "name": n, "value": d, "flags": flags}
                 for n, d in values.items()
             ],
         )
 
     def delete(self, names: Iterable[str]) -> None:
-        names = list(names)
-        if names:
-            v = variables_table
-            self._conn.execute(
-                sa.delete(v).where(v.c.session_id == self._sid, v.c.name.in_(names))
-            )
+        params = [{"sid": self._sid, "var": n} for n in names]
+        if params:
+            self._conn.execute(_DELETE_VARIABLE, params)
 
     def read(self, name: str) -> tuple[bytes, int] | None:
         """The variable's value as this transaction sees it (its row is ours)."""
-        v = variables_table
-        row = self._conn.execute(sa.select(v.c.value, v.c.flags).where(self._where(name))).first()
+        row = self._conn.execute(_READ_VARIABLE, {"sid": self._sid, "var": name}).first()
         return None if row is None else _value(row)
 
     def increment(self, name: str, delta: int, flags: int) -> int | None:
