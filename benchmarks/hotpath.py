@@ -45,7 +45,7 @@ def rows() -> list[tuple[str, float]]:
     codec = CookieCodec([SECRET])
     sid = new_session_id()
     cookie = codec.encode(sid)
-    uncached = codec._decode  # the verification itself, without the per-process cache
+    uncached = codec._check  # the verification itself, without the per-process cache
     keys = KeyScheme("")
     json = JSONSerializer()
     listed = b'{"v":1,"c":1700000000.000,"b":1700000000.000}\n"a"\n"b"\n"c"\n'
