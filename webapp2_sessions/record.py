@@ -254,8 +254,6 @@ def new_record_op(keys: KeyScheme, session_id: str, record: Record, record_ttl: 
 class WriteOutcome:
     """What a guarded write did, read from its results."""
 
-    #: The session ended while the batch ran (logout, expiry): undo the body.
-    ended: bool
     #: The record was gone at the end (ended, or evicted: the durable tier
     #: tells them apart).
     gone: bool
@@ -270,6 +268,11 @@ class WriteOutcome:
     #: Index lines to append because another request changed the index under
     #: this one (empty when none are needed).
     relist: bytes
+
+    @property
+    def ended(self) -> bool:
+        """The session ended while the batch ran (logout, expiry): undo the body."""
+        return self.gone or self.dead
 
 
 class WritePlan:
@@ -342,14 +345,14 @@ class WritePlan:
         record = self.record
         if not is_live(readback):
             gone = not isinstance(readback, Item)
-            return WriteOutcome(True, gone, not gone, None, record, body, b"")
+            return WriteOutcome(gone, not gone, None, record, body, b"")
         index = self.index
         if index >= 0 and results[index] is not True:
             # The record is there and live, so the append was refused for
             # its size (memcached answers NOT_STORED or an error).
             refusal = results[index]
             refused = refusal if isinstance(refusal, Failed) else Failed("index append refused")
-            return WriteOutcome(False, False, False, refused, record, body, b"")
+            return WriteOutcome(False, False, refused, record, body, b"")
         if self.compact >= 0 and results[self.compact] is True:
             record = record.compacted()
         if index >= 0:
@@ -367,7 +370,7 @@ class WritePlan:
             if hidden or stale:
                 relist = index_lines(hidden, stale)
                 record = dataclasses.replace(record, names=(record.names | hidden) - stale)
-        return WriteOutcome(False, False, False, None, record, body, relist)
+        return WriteOutcome(False, False, None, record, body, relist)
 
 
 def undo_ops(keys: KeyScheme, session_id: str, ops: Sequence[Op]) -> list[Op]:

@@ -111,14 +111,6 @@ class Batch:
         self.ops.extend(ops)
         self._parts[part] = (start, len(self.ops))
 
-    def extend(self, part: str, ops: Sequence[Op]) -> None:
-        start = len(self.ops)
-        self.ops.extend(ops)
-        self._parts[part] = (start, len(self.ops))
-
-    def __contains__(self, part: str) -> bool:
-        return part in self._parts
-
     def read(self, results: Sequence[Result]) -> BatchResults:
         return BatchResults(results, self._parts)
 
@@ -135,15 +127,6 @@ class BatchResults:
     def one(self, part: str) -> Result:
         """The result of the single operation of ``part``."""
         return self._results[self._parts[part][0]]
-
-    def many(self, part: str) -> Sequence[Result]:
-        start, end = self._parts[part]
-        return self._results[start:end]
-
-    def get(self, part: str) -> Result:
-        """``one(part)``, or None if the batch has no such part."""
-        where = self._parts.get(part)
-        return None if where is None else self._results[where[0]]
 
 
 class Store(abc.ABC):
