@@ -80,14 +80,24 @@ def _close_every_store_at_the_end_of_the_test() -> Iterator[None]:
     _close_stores()
 
 
-@pytest.fixture
-def memcached() -> Iterator[MemcachedServer]:
-    """A fresh memcached on a free loopback port; fails (never skips) if it cannot start."""
+def _serving() -> Iterator[MemcachedServer]:
     server = MemcachedServer().start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def memcached() -> Iterator[MemcachedServer]:
+    """A fresh memcached on a free loopback port; fails (never skips) if it cannot start."""
+    yield from _serving()
+
+
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[MemcachedServer]:
+    """One memcached for all the tests of a module, for property tests with many examples."""
+    yield from _serving()
 
 
 @pytest.fixture
