@@ -119,14 +119,31 @@ class _Pool:
 
     def take(self) -> tuple[_Connection, bool]:
         """A connection, and whether it was just opened."""
+        # The common case without the lock: deque.pop() and append() are
+        # atomic, and every path that counts or drains connections pops
+        # them one by one too, so each connection has exactly one owner.
+        try:
+            return self._idle.pop(), False
+        except IndexError:
+            pass
+        deadline = None
         with self._lock:
-            if self._idle:
-                return self._idle.pop(), False
-            if self._open >= self._size:
+            # A connection seen idle here may still be popped by a lock-free
+            # take() first: hence the loop, within one overall wait.
+            while True:
+                try:
+                    return self._idle.pop(), False
+                except IndexError:
+                    pass
+                if self._open < self._size:
+                    break
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self._wait
                 self._waiting += 1
                 try:
-                    freed = self._cond.wait_for(
-                        lambda: self._idle or self._open < self._size, self._wait
+                    freed = now < deadline and self._cond.wait_for(
+                        lambda: self._idle or self._open < self._size, deadline - now
                     )
                 finally:
                     self._waiting -= 1
@@ -134,8 +151,6 @@ class _Pool:
                     raise SessionUnavailableError(
                         f"all {self._size} connections busy for {self._wait:g}s (max_connections)"
                     )
-                if self._idle:
-                    return self._idle.pop(), False
             self._open += 1
             generation = self._generation
         try:
@@ -148,13 +163,19 @@ class _Pool:
 
     def give_back(self, conn: _Connection) -> None:
         """Return a connection whose replies have all been read."""
-        with self._lock:
-            if conn.generation == self._generation:
-                self._idle.append(conn)
-                if self._waiting:
-                    self._cond.notify()
-                return
-        self.discard(conn)  # opened before a close(): retire it
+        if conn.generation != self._generation:
+            self.discard(conn)  # opened before a close(): retire it
+            return
+        self._idle.append(conn)
+        # A waiter counts itself under the lock before it looks for an idle
+        # connection, so one of the two always sees the other.
+        if self._waiting:
+            with self._lock:
+                self._cond.notify()
+        if conn.generation != self._generation:
+            # A close() ran between the check and the append: it may have
+            # missed this connection, so drain again.
+            self.close()
 
     def discard(self, conn: _Connection) -> None:
         """Close a connection that may be out of step; never reuse it."""
@@ -175,9 +196,14 @@ class _Pool:
         Also what follows a sign that the server restarted or failed: the
         idle connections all predate it.
         """
+        idle: list[_Connection] = []
         with self._lock:
             self._generation += 1
-            idle, self._idle = list(self._idle), collections.deque()
+            while True:  # one pop at a time: take() pops without the lock
+                try:
+                    idle.append(self._idle.pop())
+                except IndexError:
+                    break
             self._open -= len(idle)
             self._cond.notify_all()
         for conn in idle:
@@ -262,6 +288,8 @@ class MemcacheStore(Store):
         self._nodes = nodes
         self._names = list(nodes)
         self._ring = RendezvousHash(nodes=self._names)
+        #: The node, when there is only one (no hashing needed).
+        self._single = nodes[self._names[0]] if len(nodes) == 1 else None
         self._deferred_lock = threading.Lock()
         #: Deferred batches waiting on any node (checked on every batch).
         self._deferred_count = 0
@@ -301,7 +329,7 @@ class MemcacheStore(Store):
             if on_sent is not None:
                 on_sent()
             return []
-        node = self._nodes[self.node_for(session_id)]
+        node = self._single or self._nodes[self._ring.get_node(session_id)]
         if node.down and node.dead_until > time.monotonic():
             raise SessionUnavailableError("marked down after a failure", node.name)
         if self._deferred_count:
