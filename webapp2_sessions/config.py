@@ -78,6 +78,14 @@ class SessionConfig:
     sweep_percent: float = 1.0
     #: Most sessions one sweep purges.
     sweep_limit: int = 100
+    #: Lifetime of the session record; a request that uses it renews it.
+    #: Derived, not a setting: kept as a field because requests read it on
+    #: every load and write, where a property would cost a call each time.
+    record_ttl: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ttl = self.idle_timeout if self.idle_timeout is not None else self.ttl
+        object.__setattr__(self, "record_ttl", ttl)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> SessionConfig:
@@ -90,7 +98,7 @@ class SessionConfig:
             values = {}
         if not isinstance(values, Mapping):
             raise ConfigurationError(CONFIG_KEY, "must be a dict of settings")
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
         for key in values:
             if key == "client":
                 raise ConfigurationError(
@@ -139,11 +147,6 @@ class SessionConfig:
         # the separator it must still fit memcached's 250-byte key limit.
         if len(self.key_prefix) > 120:
             raise ConfigurationError("key_prefix", "must be at most 120 characters")
-
-    @property
-    def record_ttl(self) -> int:
-        """Lifetime of the session record; a request that uses it renews it."""
-        return self.idle_timeout if self.idle_timeout is not None else self.ttl
 
 
 def _str(key: str, value: Any) -> str:

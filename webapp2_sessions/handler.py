@@ -217,7 +217,9 @@ class SessionHandlerMixin:
             return result  # the session was never used: nothing to save or send
         response = self.response
         returned = result is not None and result is not response and hasattr(result, "headers")
-        failed = _is_error(response) or (returned and _is_error(result))
+        # The status line ("500 Internal Server Error"): WebOb's status_int
+        # parses it anew on every read.
+        failed = response.status[:1] == "5" or (returned and _is_error(result))
         if failed or self._session_discard:
             # A handler that answered 500 itself (its own handle_exception, say)
             # failed as surely as one that raised: its changes are not kept.
@@ -239,7 +241,5 @@ class SessionHandlerMixin:
 
 def _is_error(response: Any) -> bool:
     """True for a response with a 5xx status: its request's changes are dropped."""
-    # The status line ("500 Internal Server Error"): WebOb's status_int parses
-    # it anew on every read, which costs more than this whole check.
     status = getattr(response, "status", None)
     return isinstance(status, str) and status[:1] == "5"

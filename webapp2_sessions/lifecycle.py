@@ -204,8 +204,12 @@ class Lifecycle:
         plan = LoadPlan(self.keys, sid, names, flashes, config.record_ttl, config.ttl)
         if self.durable is not None:
             return self.durable.load(self, plan, names)
-        results = self.execute(plan.ops)
-        if results is None:
+        try:  # execute(), inline: every returning visitor's request runs this
+            results = self.store.execute(sid, plan.ops)
+        except SessionUnavailableError:
+            self.failed = True
+            if config.strict:
+                raise
             self.state = UNAVAILABLE
             return None
         if not self.adopt(sid, results[LoadPlan.RECORD]):

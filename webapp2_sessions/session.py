@@ -14,6 +14,7 @@ mapping the application sees and the changes it makes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
@@ -283,7 +284,7 @@ class Session(MutableMapping[str, Any]):
             data = self.config.serializer.dumps(value)
         except TypeError as exc:
             raise TypeError(f"session variable {name!r} cannot be stored: {exc}") from None
-        room = self._room
+        room = self.config.item_size_max - 300  # the key and the command's own bytes
         if len(data) > room:
             raise ValueError(
                 f"session variable {name!r} is {len(data)} bytes serialized; "
@@ -298,17 +299,15 @@ class Session(MutableMapping[str, Any]):
             changes = self._changes = Changes()
         return changes
 
-    @property
-    def _room(self) -> int:
-        """Largest value a write may send: the item limit less key and overhead."""
-        return self.config.item_size_max - 300
-
     def __setitem__(self, name: str, value: Any) -> None:
-        check_name(name)
+        if name.__class__ is not str or not name:
+            check_name(name)
         data = self._serialize(name, value)
         self.accessed = True
         self._values[name] = value
-        changes = self._edit()
+        changes = self._changes
+        if changes is NO_CHANGES:
+            changes = self._changes = Changes()
         changes.written[name] = data
         changes.deleted.discard(name)
 
@@ -363,7 +362,8 @@ class Session(MutableMapping[str, Any]):
         response will set the cookie if the batch succeeds. The handler mixin
         prepares the response's headers then.
         """
-        if not self._changes:
+        changes = self._changes
+        if changes is NO_CHANGES or not changes:
             return
         self._ensure_loaded()
         server = self._server
@@ -402,10 +402,10 @@ class Session(MutableMapping[str, Any]):
         assert sid is not None
         notify = None
         if on_sent is not None:
-            renews = self.config.cookie_args.max_age is not None
-            notify = lambda: on_sent(sid, renews)  # noqa: E731
+            notify = functools.partial(on_sent, sid, self.config.cookie_args.max_age is not None)
         changes = self._changes
-        body = self._body(sid)
+        read = self._flash_item if isinstance(self._flash_item, Item) else None
+        body = changes.ops(server.keys, sid, self.config, read)
         results = server.write(
             body,
             frozenset(changes.written),
@@ -421,7 +421,7 @@ class Session(MutableMapping[str, Any]):
                 self._flash_item = None  # read and deleted
         elif server.failed:
             self._not_saved()
-        changes.clear()
+        self._changes = NO_CHANGES
 
     def _done_with_flashes(self) -> None:
         if self._changes.flashes_read:

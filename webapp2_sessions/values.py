@@ -50,6 +50,9 @@ def take(
                 continue
             except ValueError:
                 pass
+        elif result is None and name not in listed:
+            decoded[name] = MISSING  # never stored: read before it was set
+            continue
         if not remember(decoded, items, serializer, name, result, tag) and name in listed:
             lost = lost | {name}
             log.info("session %s: a listed variable was evicted", tag())
