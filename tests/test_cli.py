@@ -277,6 +277,18 @@ def test_show_reads_the_database_when_memcached_has_nothing(memcached, sqlite_ur
     assert memcached.mg(sid) is None  # only read: nothing put back
 
 
+def test_show_reads_the_database_when_memcached_does_not_answer(memcached, sqlite_url, capsys):
+    visitor = browser(memcached, database=sqlite_url)
+    visitor.get("/", {"set": "cart", "value": "[1]"})
+    sid = sid_of(visitor)
+    memcached.stop()
+
+    code, out, err = run(capsys, "show", sid, *on(memcached, "--database", sqlite_url, "--json"))
+
+    assert code == 0, err
+    assert json.loads(out)["variables"] == {"cart": [1]}
+
+
 def test_show_of_an_id_neither_tier_knows_names_both(memcached, sqlite_url, capsys):
     browser(memcached, database=sqlite_url).get("/", {"set": "a", "value": "1"})
     sid = new_session_id()

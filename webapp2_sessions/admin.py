@@ -23,7 +23,7 @@ from .errors import ConfigurationError, SessionUnavailableError
 from .keys import is_session_id, key_scheme
 from .lifecycle import NO_CLIENT, Lifecycle
 from .memcache import MemcacheStore
-from .record import Record
+from .record import Record, parse_or_none
 from .runtime import build_store
 from .stores import Get, Item
 
@@ -161,32 +161,24 @@ def look_up(target: Target, session_id: str, *, details: bool = True) -> Found |
         if target.tier is None:
             raise
         item = None
-    record = _record(item)
-    if record is None:
-        return _from_database(target, session_id, now) if target.tier is not None else None
-    found = Found(session_id, record, where, absolute_left=_absolute_left(target, record, now))
-    if record.dead:
-        found.ended = "a logout is under way"
-    elif found.absolute_left is not None and found.absolute_left < 0:
-        found.ended = "its absolute timeout has passed"
-    if details and found.ended is None:
-        found.values = _read_values(target, session_id, sorted(record.names))
+    record = parse_or_none(item)  # not a record of ours: ignored, as a request does
+    found: Found | None
+    if record is not None:
+        found = Found(session_id, record, where)
+        found.ended = "a logout is under way" if record.dead else None
+    else:
+        found = _from_database(target, session_id, now) if target.tier is not None else None
+    if found is None:
+        return None
+    timeout = target.config.absolute_timeout
+    if timeout is not None:
+        found.absolute_left = found.record.created + timeout - now
+        if found.absolute_left < 0 and found.ended is None:
+            found.ended = "its absolute timeout has passed"
+    if details and found.ended is None and not found.from_database:
+        found.values = _read_values(target, session_id, sorted(found.record.names))
         found.idle_left = key_ttl(where, keys.record(session_id), target.config.timeout)
     return found
-
-
-def _record(item: object) -> Record | None:
-    if not isinstance(item, Item):
-        return None
-    try:
-        return Record.parse(item)
-    except ValueError:
-        return None  # not a record of ours: the library ignores it too
-
-
-def _absolute_left(target: Target, record: Record, now: float) -> float | None:
-    timeout = target.config.absolute_timeout
-    return None if timeout is None else record.created + timeout - now
 
 
 def _read_values(
@@ -216,12 +208,9 @@ def _from_database(target: Target, session_id: str, now: float) -> Found | None:
         record,
         tier.database.describe(),
         from_database=True,
-        absolute_left=_absolute_left(target, record, now),
         expires_left=stored.expires - now,
     )
     found.values = {name: stored.variables.get(name) for name in sorted(record.names)}
-    if found.absolute_left is not None and found.absolute_left < 0:
-        found.ended = "its absolute timeout has passed"
     return found
 
 
