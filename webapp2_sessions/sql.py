@@ -244,6 +244,17 @@ class Database:
             gone = conn.execute(sa.delete(sessions_table).where(sessions_table.c.id == session_id))
             return gone.rowcount > 0
 
+    def counts(self, now: float) -> dict[str, int]:
+        """Live ``sessions``, ``expired`` ones not yet purged, and ``variables``
+        (flash lists not counted), in one transaction."""
+        s, v = sessions_table, variables_table
+        count = sa.func.count()
+        with self._connect(write=False) as conn:
+            live = conn.execute(sa.select(count).where(s.c.expires >= now)).scalar_one()
+            expired = conn.execute(sa.select(count).where(s.c.expires < now)).scalar_one()
+            names = conn.execute(sa.select(count).where(v.c.name != FLASHES)).scalar_one()
+        return {"sessions": live, "expired": expired, "variables": names}
+
     def purge(self, now: float, limit: int | None = None) -> int:
         """Delete sessions expired before ``now`` (at most ``limit``); how many."""
         s, v = sessions_table, variables_table
