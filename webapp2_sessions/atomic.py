@@ -3,21 +3,118 @@
 Both run as guarded writes (``Lifecycle.write``), so neither outlives a logout
 that races it. Counters are memcached's own: decimal text under the JSON
 flags, whatever the serializer, unsigned 64-bit, stopping at 0 going down.
+
+``incr`` and ``update`` are ``Session.incr`` and ``Session.update_var``: they
+keep the session's cache in step, as part of the Session split out by
+concern. The functions below them run the batches on the ``Lifecycle``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .serializers import FLAGS_JSON
+from .errors import UpdateConflictError
+from .keys import check_name
+from .serializers import FLAGS_JSON, decode_item
 from .stores import Failed, Get, Incr, Item, Op, Set
+from .values import MISSING, remember
 
 if TYPE_CHECKING:
     from .lifecycle import Lifecycle
+    from .session import Session
     from .sql import Writer
 
+log = logging.getLogger("webapp2_sessions")
+
 _NONE: frozenset[str] = frozenset()
+
+
+def incr(session: Session, name: str, delta: int) -> int:
+    """``Session.incr``: the counter's new value, or the cached one if unsaved."""
+    if isinstance(delta, bool) or not isinstance(delta, int):
+        raise TypeError("delta must be an int")
+    check_name(name)
+    if abs(delta) >= 1 << 64:
+        raise ValueError("delta must be smaller than 2**64 in size")
+    value = increment(session._server, name, delta) if _ready(session) else None
+    if value is None:
+        cached = session._values.get(name, MISSING)
+        return cached if isinstance(cached, int) else 0
+    session._values[name] = value
+    session._items.pop(name, None)
+    return value
+
+
+def update(session: Session, name: str, fn: Callable[[Any], Any], attempts: int) -> Any:
+    """``Session.update_var``: compare-and-set until it holds, ``attempts`` at most."""
+    check_name(name)
+    server = session._server
+    if server.durable is not None and name not in server.quick:
+        return _update_durable(session, name, fn)
+    values, items = session._values, session._items
+    for _ in range(attempts):
+        if not _ready(session):
+            return None
+        answered, item = read(server, name)
+        if not answered:
+            return None
+        values.pop(name, None)
+        remember(values, items, session.config.serializer, name, item, server.log_id)
+        current = values.get(name, MISSING)
+        new = fn(None if current is MISSING else current)
+        stored = replace(server, name, item, session._serialize(name, new))
+        if stored is None:
+            return None
+        if stored:
+            values[name] = new
+            items.pop(name, None)
+            return new
+    raise UpdateConflictError(name, attempts)
+
+
+def _update_durable(session: Session, name: str, fn: Callable[[Any], Any]) -> Any:
+    """``update`` with the database: ``fn`` runs once, on the value the
+    database holds, while the session's row is held."""
+    if not _ready(session):
+        return None
+    serializer = session.config.serializer
+    new: list[Any] = []
+
+    def compute(current: Item | None) -> bytes:
+        value = None
+        if current is not None:
+            try:
+                value = decode_item(serializer, current)
+            except ValueError:
+                value = None
+        new.append(fn(value))
+        return session._serialize(name, new[-1])
+
+    if not update_durable(session._server, name, compute):
+        return None
+    session._values[name] = new[-1]
+    session._items.pop(name, None)
+    return new[-1]
+
+
+def _ready(session: Session) -> bool:
+    """Atomic operations need the session stored: store it now if it is new."""
+    session._ensure_loaded()
+    server = session._server
+    if server.unreachable:
+        # Its node is down: the update is not saved, and the session (still
+        # there) is neither replaced nor adopted unverified.
+        log.debug(
+            "session %s: atomic update not saved, %s unavailable", server.log_id(), server.where()
+        )
+        return False
+    if server.is_new:
+        session._edit().force = True
+    if session._changes:
+        session.save()  # pending sets and deletes first, as the handler wrote them
+    return server.stored and server.sid is not None
 
 
 def increment(life: Lifecycle, name: str, delta: int) -> int | None:

@@ -265,6 +265,15 @@ class Lifecycle:
     def stored(self) -> bool:
         return self.state is STORED
 
+    @property
+    def is_new(self) -> bool:
+        return self.state is NEW
+
+    @property
+    def unreachable(self) -> bool:
+        """The store failed this request: nothing is read or saved."""
+        return self.state is UNAVAILABLE
+
     def may_exist(self) -> bool:
         """The id may have a record on the server: stored, or not known
         because the store failed."""

@@ -10,27 +10,28 @@ The server adopts only ids whose record (see ``record.py``) exists: a cookie
 naming any other id starts a fresh session with a new id. What happens on the
 server is ``Lifecycle``'s business (``lifecycle.py``); this module is the
 mapping the application sees and the changes it makes.
+
+Four of its parts live in modules of their own, as functions over a
+``Session`` that use its underscore attributes: reading the server
+(``loading.py``), writing to it (``saving.py``), atomic updates
+(``atomic.py``) and moving to a new id (``transitions.regenerate``).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from . import atomic, transitions
+from . import atomic, loading, saving, transitions
 from . import flashes as flash_list
-from . import values as decoding
-from .changes import NO_CHANGES, Changes, DurableChanges
+from .changes import NO_CHANGES, Changes
 from .config import SessionConfig
-from .errors import UpdateConflictError
 from .keys import check_name
-from .lifecycle import NEW, NO_CLIENT, STORED, UNAVAILABLE, UNLOADED, ClientInfo, Lifecycle
+from .lifecycle import NEW, NO_CLIENT, STORED, UNLOADED, ClientInfo, Lifecycle
 from .prefetch import NO_PREFETCH, Prefetch
-from .serializers import decode_item
-from .stores import Item, Op, Store
+from .stores import Item, Store
 from .values import MISSING
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ class Session(MutableMapping[str, Any]):
         self._ensure_loaded(names)
         if self._server.state is STORED:
             listed = self._server.record.names
-            self._fetch([n for n in names if n not in self._values and n in listed])
+            loading.fetch(self, [n for n in names if n not in self._values and n in listed])
 
     def start(self) -> None:
         """Load the session, and store it now if it is new (no variable needed)."""
@@ -168,37 +169,7 @@ class Session(MutableMapping[str, Any]):
         server = self._server
         if server.state is not UNLOADED:
             return
-        ahead = self.prefetch.current
-        wanted: Sequence[str] = ahead.ordered
-        if self.required or not ahead.names.issuperset(extra):
-            wanted = sorted(ahead.names.union(extra, self.required))
-        values = self._values
-        if values:  # written before the first read: nothing to fetch for those
-            wanted = [n for n in wanted if n not in values]
-        loaded = server.load(wanted, ahead.flashes)
-        if loaded is None:
-            return
-        plan, results = loaded
-        if plan.flashes >= 0:
-            flash_item = results[plan.flashes]
-            self._flash_item = flash_item if isinstance(flash_item, Item) else None
-        lost = decoding.take(
-            self._values,
-            self._items,
-            self.config.serializer,
-            wanted,
-            results[plan.values],
-            server.record.names,
-            server.log_id,
-        )
-        if lost:
-            self._lost = self._lost | lost
-        missing = self.required & self._lost if self.required else None
-        if missing:
-            server.end(
-                "required variable(s) evicted or expired: "
-                + ", ".join(repr(n)[:40] for n in sorted(missing))
-            )
+        loading.load(self, extra)
 
     def _forget_old(self) -> None:
         """After a fresh start: keep only what this request wrote (still pending)."""
@@ -208,29 +179,6 @@ class Session(MutableMapping[str, Any]):
         self._values.update(kept)
         self._items.clear()
         self._flash_item = _MISSING
-
-    def _fetch(self, names: list[str]) -> None:
-        if not names or self._server.sid is None:
-            return
-        results = self._server.fetch(names)
-        if results is None:
-            for name in names:
-                self._values[name] = MISSING  # unreadable now, not lost
-        else:
-            # Names this request wrote are cached, so never fetched: any name
-            # here that the record lists should have had a value.
-            server = self._server
-            lost = decoding.take(
-                self._values,
-                self._items,
-                self.config.serializer,
-                names,
-                results,
-                server.record.names,
-                server.log_id,
-            )
-            if lost:
-                self._lost = self._lost | lost
 
     # ------------------------------------------------------------------ reading
 
@@ -249,7 +197,7 @@ class Session(MutableMapping[str, Any]):
         if name not in self._values:
             server = self._server
             if server.state is STORED and name in server.record.names:
-                self._fetch([name])
+                loading.fetch(self, [name])
             else:
                 self._values[name] = _MISSING  # the record says it was never stored
         return self._values[name]
@@ -268,7 +216,7 @@ class Session(MutableMapping[str, Any]):
         names = set(self._server.record.names)
         names.update(n for n, v in self._values.items() if v is not _MISSING)
         if self._server.state is STORED:
-            self._fetch(sorted(n for n in names if n not in self._values))
+            loading.fetch(self, sorted(n for n in names if n not in self._values))
         return sorted(n for n in names if self._values.get(n, _MISSING) is not _MISSING)
 
     def __iter__(self) -> Iterator[str]:
@@ -365,124 +313,17 @@ class Session(MutableMapping[str, Any]):
         changes = self._changes
         if changes is NO_CHANGES or not changes:
             return
-        self._ensure_loaded()
-        server = self._server
-        if server.state is UNAVAILABLE:
-            # The session's node is down. Its session is still there, and is
-            # served again once the node answers: keep the id and the cookie
-            # and give up this request's writes, rather than start a new
-            # session elsewhere and log the visitor out.
-            self._not_saved()
-        elif server.state is NEW:
-            changes = self._changes
-            names = frozenset(changes.written)
-            durable = self._durable_changes()
-            if server.store_new(self._body, names, bool(changes.flashes), on_sent, durable):
-                self._done_with_flashes()
-            changes.clear()
-        else:
-            self._save_stored(on_sent)
-
-    def _body(self, sid: str) -> list[Op]:
-        """The batch body writing this request's changes to session ``sid``."""
-        read = self._flash_item if isinstance(self._flash_item, Item) else None
-        return self._changes.ops(self._server.keys, sid, self.config, read)
-
-    def _durable_changes(self) -> DurableChanges | None:
-        """What the database must keep of this request's changes (None: no database)."""
-        server = self._server
-        if server.durable is None:
-            return None
-        read = self._flash_item if isinstance(self._flash_item, Item) else None
-        return DurableChanges(self._changes, server.quick, read)
-
-    def _save_stored(self, on_sent: Callable[[str, bool], object] | None) -> None:
-        server = self._server
-        sid = server.sid
-        assert sid is not None
-        notify = None
-        if on_sent is not None:
-            notify = functools.partial(on_sent, sid, self.config.cookie_args.max_age is not None)
-        changes = self._changes
-        read = self._flash_item if isinstance(self._flash_item, Item) else None
-        body = changes.ops(server.keys, sid, self.config, read)
-        results = server.write(
-            body,
-            frozenset(changes.written),
-            frozenset(changes.deleted),
-            bool(changes.flashes) and not server.record.flashes,
-            notify,
-            None if server.durable is None else self._durable_changes(),
-        )
-        if results is not None:
-            if results.count(True) != len(results):  # not the usual all-stored
-                server.report(body, results)
-            if changes.flashes_read:
-                self._flash_item = None  # read and deleted
-        elif server.failed:
-            self._not_saved()
-        self._changes = NO_CHANGES
-
-    def _done_with_flashes(self) -> None:
-        if self._changes.flashes_read:
-            self._flash_item = None  # read and deleted
-
-    def _not_saved(self) -> None:
-        # The outage itself is logged once, by the store, with the node's
-        # address; a line per request would flood the log while it lasts.
-        log.debug(
-            "session %s: %d change(s) not saved, %s unavailable",
-            self._server.log_id(),
-            len(self._changes),
-            self._server.where(),
-        )
-        self._changes.clear()
+        saving.save(self, on_sent)
 
     # ------------------------------------------------------------------ lifecycle
 
     def regenerate_id(self) -> None:
         """Move every variable to a new id; the old id is dead from now on.
 
-        A logout of the old id in a concurrent request wins: if one began
-        before this regeneration claimed the session, or completed while it
-        copied the variables, the copy is undone and the session starts
-        afresh. Two regenerations racing end the same way.
+        A logout of the old id in a concurrent request wins (see
+        ``transitions.regenerate``).
         """
-        self._ensure_loaded()
-        server = self._server
-        if server.state is UNAVAILABLE:
-            log.error(
-                "session %s: id not regenerated, %s unavailable", server.log_id(), server.where()
-            )
-            return
-        if server.state is not STORED:
-            server.sid = server.fresh_id()
-            return
-        old = server.sid
-        assert old is not None
-        claimed = transitions.claim(server)
-        if claimed is None:
-            self._changes.clear()
-            return
-        self._fetch(sorted(n for n in claimed.names if n not in self._values))
-        if claimed.flashes and self._flash_item is _MISSING:
-            self._flash_item = server.fetch_flashes(listed=True)
-        changes = self._edit()
-        for name in sorted(claimed.names - changes.written.keys() - changes.deleted):
-            data = decoding.stored_form(self._values, self._items, name, self._serialize)
-            if data is not None:
-                changes.written[name] = data
-        if isinstance(self._flash_item, Item) and not changes.flashes_read:
-            changes.flashes.insert(0, self._flash_item.value)
-        changes.deleted.clear()
-        changes.flashes_read = False
-        changes.force = True
-        self._flash_item = _MISSING
-        self._items.clear()
-        # The absolute timeout still counts from the session's creation.
-        server.move_to_new_id(claimed.created)
-        self.save()
-        transitions.finish_move(server, old, claimed)
+        transitions.regenerate(self)
 
     def destroy(self) -> None:
         """Delete every key of the session on the server and expire the cookie."""
@@ -500,18 +341,7 @@ class Session(MutableMapping[str, Any]):
         variable holds anything but a non-negative int. Runs at once (one round
         trip, after storing a new session) rather than at the end of dispatch.
         """
-        if isinstance(delta, bool) or not isinstance(delta, int):
-            raise TypeError("delta must be an int")
-        check_name(name)
-        if abs(delta) >= 1 << 64:
-            raise ValueError("delta must be smaller than 2**64 in size")
-        value = atomic.increment(self._server, name, delta) if self._ready_for_atomic() else None
-        if value is None:
-            cached = self._values.get(name, _MISSING)
-            return cached if isinstance(cached, int) else 0
-        self._values[name] = value
-        self._items.pop(name, None)
-        return value
+        return atomic.incr(self, name, delta)
 
     def update_var(self, name: str, fn: Callable[[Any], Any], attempts: int = 10) -> Any:
         """Replace the value with ``fn(current)`` by compare-and-set.
@@ -520,70 +350,4 @@ class Session(MutableMapping[str, Any]):
         once. Raises ``UpdateConflictError`` after ``attempts`` lost races.
         Returns the stored value (``None`` if the store is unavailable).
         """
-        check_name(name)
-        server = self._server
-        if server.durable is not None and name not in server.quick:
-            return self._update_durable(name, fn)
-        for _ in range(attempts):
-            if not self._ready_for_atomic():
-                return None
-            answered, item = atomic.read(server, name)
-            if not answered:
-                return None
-            self._values.pop(name, None)
-            decoding.remember(
-                self._values, self._items, self.config.serializer, name, item, server.log_id
-            )
-            current = self._values.get(name, _MISSING)
-            new = fn(None if current is _MISSING else current)
-            stored = atomic.replace(server, name, item, self._serialize(name, new))
-            if stored is None:
-                return None
-            if stored:
-                self._values[name] = new
-                self._items.pop(name, None)
-                return new
-        raise UpdateConflictError(name, attempts)
-
-    def _update_durable(self, name: str, fn: Callable[[Any], Any]) -> Any:
-        """``update_var`` with the database: ``fn`` runs once, on the value
-        the database holds, while the session's row is held."""
-        if not self._ready_for_atomic():
-            return None
-        serializer = self.config.serializer
-        new: list[Any] = []
-
-        def compute(current: Item | None) -> bytes:
-            value = None
-            if current is not None:
-                try:
-                    value = decode_item(serializer, current)
-                except ValueError:
-                    value = None
-            new.append(fn(value))
-            return self._serialize(name, new[-1])
-
-        if not atomic.update_durable(self._server, name, compute):
-            return None
-        self._values[name] = new[-1]
-        self._items.pop(name, None)
-        return new[-1]
-
-    def _ready_for_atomic(self) -> bool:
-        """Atomic operations need the session stored: store it now if it is new."""
-        self._ensure_loaded()
-        server = self._server
-        if server.state is UNAVAILABLE:
-            # Its node is down: the update is not saved, and the session (still
-            # there) is neither replaced nor adopted unverified.
-            log.debug(
-                "session %s: atomic update not saved, %s unavailable",
-                server.log_id(),
-                server.where(),
-            )
-            return False
-        if server.state is NEW:
-            self._edit().force = True
-        if self._changes:
-            self.save()  # pending sets and deletes first, as the handler wrote them
-        return server.state is STORED and server.sid is not None
+        return atomic.update(self, name, fn, attempts)

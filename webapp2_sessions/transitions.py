@@ -1,6 +1,7 @@
 """How a session ends, or moves to a new id: logout, and regeneration.
 
-Functions over a request's ``Lifecycle``. A logout marks the record dead and
+Functions over a request's ``Lifecycle`` (and, for ``regenerate``, over the
+``Session`` whose cache it carries to the new id). A logout marks the record dead and
 then deletes everything it ever listed; if the node cannot be reached, the
 store keeps the deletion (``Store.defer``). A regeneration claims the old
 session with the same mark, copies it under a new id, and yields to a logout
@@ -15,11 +16,14 @@ from typing import TYPE_CHECKING
 
 from .errors import SessionUnavailableError
 from .keys import log_token
+from .loading import fetch
 from .record import Record, deletion_ops, mark_batch, merged, parse_or_none
-from .stores import Get, Op, Result
+from .stores import Get, Item, Op, Result
+from .values import MISSING, stored_form
 
 if TYPE_CHECKING:
     from .lifecycle import Lifecycle
+    from .session import Session
 
 log = logging.getLogger("webapp2_sessions")
 
@@ -176,3 +180,49 @@ def ended_by_another(life: Lifecycle, sid: str) -> None:
     log.info("session %s: ended by another request; not regenerated", log_token(sid))
     life.cookie_action = "delete"
     life.start_fresh()
+
+
+def regenerate(session: Session) -> None:
+    """Move every variable of ``session`` to a new id; the old id is dead after.
+
+    A logout of the old id in a concurrent request wins: if one began
+    before this regeneration claimed the session, or completed while it
+    copied the variables, the copy is undone and the session starts
+    afresh. Two regenerations racing end the same way.
+    """
+    session._ensure_loaded()
+    server = session._server
+    if server.unreachable:
+        log.error(
+            "session %s: id not regenerated, %s unavailable", server.log_id(), server.where()
+        )
+        return
+    if not server.stored:
+        server.sid = server.fresh_id()
+        return
+    old = server.sid
+    assert old is not None
+    claimed = claim(server)
+    if claimed is None:
+        session._changes.clear()
+        return
+    values, items = session._values, session._items
+    fetch(session, sorted(n for n in claimed.names if n not in values))
+    if claimed.flashes and session._flash_item is MISSING:
+        session._flash_item = server.fetch_flashes(listed=True)
+    changes = session._edit()
+    for name in sorted(claimed.names - changes.written.keys() - changes.deleted):
+        data = stored_form(values, items, name, session._serialize)
+        if data is not None:
+            changes.written[name] = data
+    if isinstance(session._flash_item, Item) and not changes.flashes_read:
+        changes.flashes.insert(0, session._flash_item.value)
+    changes.deleted.clear()
+    changes.flashes_read = False
+    changes.force = True
+    session._flash_item = MISSING
+    items.clear()
+    # The absolute timeout still counts from the session's creation.
+    server.move_to_new_id(claimed.created)
+    session.save()
+    finish_move(server, old, claimed)
