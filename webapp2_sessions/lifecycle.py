@@ -335,10 +335,7 @@ class Lifecycle:
         for _ in range(3):
             sid = self.sid or self.fresh_id()
             self.sid = sid
-            blank = self.record
-            record = self.record = dataclasses.replace(
-                blank, names=names, listed_ever=names, flashes=flashes, lines=len(names) + flashes
-            )
+            record = self.record = self.record.listing(names, flashes)
             ops = [new_record_op(self.keys, sid, record, self.config.record_ttl), *body(sid)]
             notify = None if on_sent is None else lambda sid=sid: on_sent(sid, True)
             if self.durable is not None:

@@ -122,14 +122,33 @@ class Record:
         """True once deletions have made the index much longer than needed."""
         return self.lines > 2 * len(self.names) + 32
 
+    # The copies below are built field by field: dataclasses.replace() costs
+    # as much as the rest of a new visitor's record handling together.
+
+    def listing(self, names: AbstractSet[str], flashes: bool) -> Record:
+        """A new session's record: this header with ``names`` (and the flashes) listed."""
+        return Record(
+            self.created,
+            self.user_agent,
+            self.remote_addr,
+            names,
+            names,
+            flashes,
+            self.dead,
+            len(names) + int(flashes),
+        )
+
     def changed(self, added: AbstractSet[str], removed: AbstractSet[str], flashes: bool) -> Record:
         """This record once ``index_lines(added, removed, flashes)`` is appended."""
-        return dataclasses.replace(
-            self,
-            names=(self.names | added) - removed,
-            listed_ever=self.listed_ever | added,
-            flashes=self.flashes or flashes,
-            lines=self.lines + len(added) + len(removed) + int(flashes),
+        return Record(
+            self.created,
+            self.user_agent,
+            self.remote_addr,
+            (self.names | added) - removed,
+            self.listed_ever | added,
+            self.flashes or flashes,
+            self.dead,
+            self.lines + len(added) + len(removed) + int(flashes),
         )
 
     def compacted(self) -> Record:
