@@ -8,7 +8,9 @@ its dialects works: SQLite embedded, PostgreSQL for many app servers.
 Every write is a transaction that starts by touching the session's own row:
 that locks it (PostgreSQL) or the database (SQLite), so writes to one session
 are applied one at a time in both tiers, and a write after a logout finds no
-row and changes nothing. Install with ``pip install webapp2-sessions[sql]``.
+row and changes nothing. A variable is written with one upsert where the
+dialect has one (SQLite, PostgreSQL); on PostgreSQL the renewal and the first
+upsert are a single statement. Install with ``pip install webapp2-sessions[sql]``.
 """
 
 from __future__ import annotations
@@ -88,6 +90,67 @@ _READ_VARIABLE = sa.select(_v.c.value, _v.c.flags).where(
 )
 
 
+@dataclass(frozen=True)
+class _Upserts:
+    """A dialect's statements that write a variable in one go."""
+
+    #: Insert, or replace the value and flags of an existing row.
+    upsert: sa.Executable
+    #: ``upsert`` of one variable that first renews the session's row (as
+    #: ``_RENEW``) and writes nothing if it has none; None where a statement
+    #: cannot do both.
+    renew_and_upsert: sa.Executable | None
+
+
+def _upserts(dialect: sa.Dialect) -> _Upserts | None:
+    """The upserts of ``dialect``, or None: it writes with a delete and an insert."""
+    key = [_v.c.session_id, _v.c.name]
+    if dialect.name == "sqlite":
+        # ON CONFLICT ... DO UPDATE came with SQLite 3.24.
+        if getattr(dialect.dbapi, "sqlite_version_info", (0,)) < (3, 24):
+            return None
+        from sqlalchemy.dialects import sqlite
+
+        lite = sqlite.insert(_v)
+        return _Upserts(
+            lite.on_conflict_do_update(
+                index_elements=key,
+                set_={"value": lite.excluded.value, "flags": lite.excluded.flags},
+            ),
+            None,
+        )
+    if dialect.name != "postgresql":
+        return None
+    from sqlalchemy.dialects import postgresql
+
+    upsert = postgresql.insert(_v)
+    # WITH renewed AS (UPDATE ... RETURNING id) INSERT ... SELECT FROM renewed:
+    # no session row, no variable row; the UPDATE locks the row as _RENEW does.
+    renewed = _RENEW.returning(_s.c.id).cte("renewed")
+    combined = postgresql.insert(_v).from_select(
+        ["session_id", "name", "value", "flags"],
+        sa.select(
+            renewed.c.id,
+            sa.bindparam("name", type_=_v.c.name.type),
+            sa.bindparam("value", type_=_v.c.value.type),
+            sa.bindparam("flags", type_=_v.c.flags.type),
+        ),
+    )
+    return _Upserts(
+        upsert.on_conflict_do_update(
+            index_elements=key,
+            set_={"value": upsert.excluded.value, "flags": upsert.excluded.flags},
+        ),
+        combined.add_cte(renewed)
+        .on_conflict_do_update(
+            index_elements=key,
+            set_={"value": combined.excluded.value, "flags": combined.excluded.flags},
+        )
+        # An INSERT's rowcount is kept only when asked for: 0 means no session row.
+        .execution_options(preserve_rowcount=True),
+    )
+
+
 @dataclass
 class StoredSession:
     """A session as the database holds it."""
@@ -116,6 +179,7 @@ class Database:
     def __init__(self, source: str | Engine, *, dead_retry: float = 10.0) -> None:
         self.engine = sa.create_engine(source) if isinstance(source, str) else source
         self.dead_retry = dead_retry
+        self._upserts = _upserts(self.engine.dialect)
         self._ready = False
         self._lock = threading.Lock()
         self._down_until = 0.0
@@ -211,7 +275,7 @@ class Database:
                     "remote_addr": stored.remote_addr,
                 },
             )
-            yield Writer(conn, session_id, fresh=True)
+            yield Writer(conn, session_id, self._upserts, fresh=True)
 
     @contextmanager
     def update(self, session_id: str, expires: float) -> Iterator[Writer]:
@@ -219,12 +283,14 @@ class Database:
 
         It begins by renewing the session's expiry, which locks its row, so
         writes to one session are serialized and a logout cannot slip in.
+        The renewal runs with the writer's first statement (in it, where the
+        dialect allows), and at the latest on ``Writer.hold()`` or on leaving
+        the block: ``SessionGone`` may come from any of them.
         """
         with self._connect(write=True) as conn:
-            renewed = conn.execute(_RENEW, {"sid": session_id, "expires": expires})
-            if renewed.rowcount == 0:
-                raise SessionGone(session_id)
-            yield Writer(conn, session_id)
+            writer = Writer(conn, session_id, self._upserts, renew=expires)
+            yield writer
+            writer.hold()
 
     def touch(self, session_id: str, expires: float) -> None:
         """Renew a session that is only being read (one statement)."""
@@ -284,20 +350,69 @@ def sqlite_engine(path: str, *, wal: bool = False) -> Engine:
 class Writer:
     """The statements of one write transaction on one session."""
 
-    def __init__(self, conn: Connection, session_id: str, fresh: bool = False) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        session_id: str,
+        upserts: _Upserts | None,
+        *,
+        fresh: bool = False,
+        renew: float | None = None,
+    ) -> None:
         self._conn = conn
         self._sid = session_id
+        self._upserts = upserts
         #: A session inserted by this transaction: only what it wrote itself
         #: can need replacing.
         self._fresh = fresh
         self._inserted: set[str] = set()
+        #: The expiry the session's row is renewed to before anything else,
+        #: while that is still to do.
+        self._renew = renew
+
+    def hold(self) -> None:
+        """Renew the session's row now if no statement has yet (which locks it).
+
+        Raises ``SessionGone`` if it has no row.
+        """
+        if self._renew is not None:
+            renewed = self._conn.execute(_RENEW, {"sid": self._sid, "expires": self._renew})
+            self._renew = None
+            if renewed.rowcount == 0:
+                raise SessionGone(self._sid)
 
     def set(self, values: Mapping[str, bytes], flags: int) -> None:
-        # Delete then insert: the same statements in every dialect, and the
-        # session's row lock keeps them atomic for this session.
         """Store ``values`` (name -> serialized value), replacing old ones."""
         if not values:
             return
+        sid = self._sid
+        upserts = self._upserts
+        if upserts is None:
+            self._replace(values, flags)
+            return
+        if self._renew is not None and upserts.renew_and_upsert is not None and len(values) == 1:
+            ((name, data),) = values.items()
+            done = self._conn.execute(
+                upserts.renew_and_upsert,
+                {"sid": sid, "expires": self._renew, "name": name, "value": data, "flags": flags},
+            )
+            self._renew = None
+            if done.rowcount == 0:
+                raise SessionGone(sid)
+            return
+        self.hold()
+        self._conn.execute(
+            upserts.upsert,
+            [
+                {"session_id": sid, "name": n, "value": d, "flags": flags}
+                for n, d in values.items()
+            ],
+        )
+
+    def _replace(self, values: Mapping[str, bytes], flags: int) -> None:
+        # Delete then insert: the same statements in every dialect, and the
+        # session's row lock keeps them atomic for this session.
+        self.hold()
         sid = self._sid
         replaced = [n for n in values if not self._fresh or n in self._inserted]
         if replaced:
@@ -315,10 +430,12 @@ class Writer:
     def delete(self, names: Iterable[str]) -> None:
         params = [{"sid": self._sid, "var": n} for n in names]
         if params:
+            self.hold()
             self._conn.execute(_DELETE_VARIABLE, params)
 
     def read(self, name: str) -> tuple[bytes, int] | None:
         """The variable's value as this transaction sees it (its row is ours)."""
+        self.hold()
         row = self._conn.execute(_READ_VARIABLE, {"sid": self._sid, "var": name}).first()
         return None if row is None else _value(row)
 
