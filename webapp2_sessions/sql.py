@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,11 +95,11 @@ class _Upserts:
     """A dialect's statements that write a variable in one go."""
 
     #: Insert, or replace the value and flags of an existing row.
-    upsert: sa.Executable
+    upsert: sa.Insert
     #: ``upsert`` of one variable that first renews the session's row (as
     #: ``_RENEW``) and writes nothing if it has none; None where a statement
     #: cannot do both.
-    renew_and_upsert: sa.Executable | None
+    renew_and_upsert: sa.Insert | None
 
 
 def _upserts(dialect: sa.Dialect) -> _Upserts | None:
@@ -151,6 +151,65 @@ def _upserts(dialect: sa.Dialect) -> _Upserts | None:
     )
 
 
+class _Prepared:
+    """A statement compiled once for one dialect, run with ``exec_driver_sql``.
+
+    The SQL text, the parameter order and the type conversions are SQLAlchemy's
+    own; what is saved is its per-call work (the compiled-cache lookup and the
+    execution context of a compiled statement), which costs more than running
+    a small statement. ``before_cursor_execute`` listeners see these calls too.
+    """
+
+    def __init__(
+        self, statement: sa.Insert | sa.Update | sa.Delete | sa.Select[Any], dialect: sa.Dialect
+    ) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        #: Parameter names in placeholder order; None where the driver takes a dict.
+        self.order = compiled.positiontup
+        self.convert: dict[str, Callable[[Any], Any]] = {}
+        for name, bind in compiled.binds.items():
+            convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if convert is not None:
+                self.convert[name] = convert
+        # An INSERT's or a text statement's rowcount is kept only when asked for.
+        self.options = {**statement.get_execution_options(), "preserve_rowcount": True}
+
+    def run(self, conn: Connection, params: Mapping[str, Any]) -> sa.CursorResult[Any]:
+        return conn.exec_driver_sql(self.sql, self._args(params), self.options)
+
+    def run_many(
+        self, conn: Connection, params: Iterable[Mapping[str, Any]]
+    ) -> sa.CursorResult[Any]:
+        return conn.exec_driver_sql(self.sql, [self._args(p) for p in params], self.options)
+
+    def _args(self, params: Mapping[str, Any]) -> Any:
+        convert = self.convert
+        if convert:
+            params = {k: convert[k](v) if k in convert else v for k, v in params.items()}
+        order = self.order
+        return params if order is None else tuple(params[k] for k in order)
+
+
+class _Statements:
+    """The statements of the write path, prepared for one engine's dialect."""
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        self.renew = _Prepared(_RENEW, dialect)
+        self.insert_session = _Prepared(_INSERT_SESSION, dialect)
+        self.insert_variable = _Prepared(_INSERT_VARIABLE, dialect)
+        self.delete_variable = _Prepared(_DELETE_VARIABLE, dialect)
+        self.read_variable = _Prepared(_READ_VARIABLE, dialect)
+        upserts = _upserts(dialect)
+        #: None: the dialect replaces a variable with a delete and an insert.
+        self.upsert = None if upserts is None else _Prepared(upserts.upsert, dialect)
+        self.renew_and_upsert = (
+            None
+            if upserts is None or upserts.renew_and_upsert is None
+            else _Prepared(upserts.renew_and_upsert, dialect)
+        )
+
+
 @dataclass
 class StoredSession:
     """A session as the database holds it."""
@@ -179,7 +238,7 @@ class Database:
     def __init__(self, source: str | Engine, *, dead_retry: float = 10.0) -> None:
         self.engine = sa.create_engine(source) if isinstance(source, str) else source
         self.dead_retry = dead_retry
-        self._upserts = _upserts(self.engine.dialect)
+        self._statements = _Statements(self.engine.dialect)
         self._ready = False
         self._lock = threading.Lock()
         self._down_until = 0.0
@@ -265,8 +324,8 @@ class Database:
     def create(self, session_id: str, stored: StoredSession) -> Iterator[Writer]:
         """A transaction that inserts a new session; committed on a clean exit."""
         with self._connect(write=True) as conn:
-            conn.execute(
-                _INSERT_SESSION,
+            self._statements.insert_session.run(
+                conn,
                 {
                     "id": session_id,
                     "created": stored.created,
@@ -275,7 +334,7 @@ class Database:
                     "remote_addr": stored.remote_addr,
                 },
             )
-            yield Writer(conn, session_id, self._upserts, fresh=True)
+            yield Writer(conn, session_id, self._statements, fresh=True)
 
     @contextmanager
     def update(self, session_id: str, expires: float) -> Iterator[Writer]:
@@ -288,7 +347,7 @@ class Database:
         the block: ``SessionGone`` may come from any of them.
         """
         with self._connect(write=True) as conn:
-            writer = Writer(conn, session_id, self._upserts, renew=expires)
+            writer = Writer(conn, session_id, self._statements, renew=expires)
             yield writer
             writer.hold()
 
@@ -354,14 +413,14 @@ class Writer:
         self,
         conn: Connection,
         session_id: str,
-        upserts: _Upserts | None,
+        statements: _Statements,
         *,
         fresh: bool = False,
         renew: float | None = None,
     ) -> None:
         self._conn = conn
         self._sid = session_id
-        self._upserts = upserts
+        self._statements = statements
         #: A session inserted by this transaction: only what it wrote itself
         #: can need replacing.
         self._fresh = fresh
@@ -376,7 +435,9 @@ class Writer:
         Raises ``SessionGone`` if it has no row.
         """
         if self._renew is not None:
-            renewed = self._conn.execute(_RENEW, {"sid": self._sid, "expires": self._renew})
+            renewed = self._statements.renew.run(
+                self._conn, {"sid": self._sid, "expires": self._renew}
+            )
             self._renew = None
             if renewed.rowcount == 0:
                 raise SessionGone(self._sid)
@@ -386,14 +447,15 @@ class Writer:
         if not values:
             return
         sid = self._sid
-        upserts = self._upserts
-        if upserts is None:
+        statements = self._statements
+        if statements.upsert is None:
             self._replace(values, flags)
             return
-        if self._renew is not None and upserts.renew_and_upsert is not None and len(values) == 1:
+        combined = statements.renew_and_upsert
+        if self._renew is not None and combined is not None and len(values) == 1:
             ((name, data),) = values.items()
-            done = self._conn.execute(
-                upserts.renew_and_upsert,
+            done = combined.run(
+                self._conn,
                 {"sid": sid, "expires": self._renew, "name": name, "value": data, "flags": flags},
             )
             self._renew = None
@@ -401,8 +463,8 @@ class Writer:
                 raise SessionGone(sid)
             return
         self.hold()
-        self._conn.execute(
-            upserts.upsert,
+        statements.upsert.run_many(
+            self._conn,
             [
                 {"session_id": sid, "name": n, "value": d, "flags": flags}
                 for n, d in values.items()
@@ -416,11 +478,13 @@ class Writer:
         sid = self._sid
         replaced = [n for n in values if not self._fresh or n in self._inserted]
         if replaced:
-            self._conn.execute(_DELETE_VARIABLE, [{"sid": sid, "var": n} for n in replaced])
+            self._statements.delete_variable.run_many(
+                self._conn, [{"sid": sid, "var": n} for n in replaced]
+            )
         if self._fresh:
             self._inserted.update(values)
-        self._conn.execute(
-            _INSERT_VARIABLE,
+        self._statements.insert_variable.run_many(
+            self._conn,
             [
                 {"session_id": sid, "name": n, "value": d, "flags": flags}
                 for n, d in values.items()
@@ -431,12 +495,13 @@ class Writer:
         params = [{"sid": self._sid, "var": n} for n in names]
         if params:
             self.hold()
-            self._conn.execute(_DELETE_VARIABLE, params)
+            self._statements.delete_variable.run_many(self._conn, params)
 
     def read(self, name: str) -> tuple[bytes, int] | None:
         """The variable's value as this transaction sees it (its row is ours)."""
         self.hold()
-        row = self._conn.execute(_READ_VARIABLE, {"sid": self._sid, "var": name}).first()
+        found = self._statements.read_variable.run(self._conn, {"sid": self._sid, "var": name})
+        row = found.first()
         return None if row is None else _value(row)
 
     def increment(self, name: str, delta: int, flags: int) -> int | None:
