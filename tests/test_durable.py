@@ -307,6 +307,34 @@ def test_a_writer_racing_a_logout_does_not_recreate_the_session(memcached, engin
     assert [k for k in memcached.keys() if sid in k] == []
 
 
+def test_a_logout_waiting_on_a_write_deletes_the_variables_that_write_added(pg_url):
+    from webapp2_sessions.sql import Database, StoredSession
+
+    engine = sa.create_engine(pg_url)
+    try:
+        database = Database(engine)
+        sid = "1" * 32
+        with database.create(sid, StoredSession(time.time(), time.time() + 60, None, None)) as w:
+            w.set({"a": b"1"}, 0)
+        logouts: list[bool] = []
+        with database.update(sid, time.time() + 60) as writer:
+            writer.set({"b": b"2"}, 0)  # holds the session's row until the commit
+            logout = threading.Thread(target=lambda: logouts.append(database.delete(sid)))
+            logout.start()
+            with engine.connect() as conn:  # until the logout waits on that row
+                waiting = sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                )
+                while logout.is_alive() and not conn.execute(waiting).scalar():
+                    conn.rollback()
+                    time.sleep(0.01)
+        logout.join()
+        assert logouts == [True]
+        assert session_row(engine, sid) is None and rows(engine, sid) == {}
+    finally:
+        engine.dispose()
+
+
 def test_purge_deletes_expired_sessions_from_the_command_line(memcached, engine, tmp_path):
     import subprocess
     import sys

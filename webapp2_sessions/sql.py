@@ -363,10 +363,12 @@ class Database:
     def delete(self, session_id: str) -> bool:
         """Delete the session and its variables; False if it had no row."""
         with self._connect(write=True) as conn:
+            # The session's row first: that waits for a write holding it, so the
+            # variables' delete then sees every row that write added.
+            gone = conn.execute(sa.delete(sessions_table).where(sessions_table.c.id == session_id))
             conn.execute(
                 sa.delete(variables_table).where(variables_table.c.session_id == session_id)
             )
-            gone = conn.execute(sa.delete(sessions_table).where(sessions_table.c.id == session_id))
             return gone.rowcount > 0
 
     def purge(self, now: float, limit: int | None = None) -> int:
