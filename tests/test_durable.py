@@ -118,6 +118,52 @@ def test_a_write_is_one_transaction_in_the_database_before_memcached(memcached, 
     assert memcached.mg(f"{sid}-b")[0] == b"2" and memcached.mg(f"{sid}-a") is None
 
 
+def test_writing_one_variable_is_one_upsert_beside_the_renewal_and_on_postgresql_one_statement(
+    memcached, engine
+):
+    statements = Statements(engine)
+    browser = webtest.TestApp(build(memcached, engine))
+    browser.get("/", {"set": "a", "value": "1"})
+    sid = sid_of(browser)
+    for value in ("2", "3"):
+        spent = statements.during(lambda v=value: browser.get("/", {"set": "a", "value": v}))
+        # SQLite: renew the session row, upsert the variable; PostgreSQL: both in one.
+        assert spent == (1 if engine.dialect.name == "postgresql" else 2)
+    assert rows(engine, sid) == {"a": b"3"}
+    assert memcached.mg(f"{sid}-a")[0] == b"3"
+
+
+def test_a_write_on_a_session_without_a_row_writes_nothing(engine):
+    from webapp2_sessions.sql import Database, SessionGone
+
+    database = Database(engine)
+    for values in ({"a": b"1"}, {"a": b"1", "b": b"2"}):
+        with pytest.raises(SessionGone), database.update("0" * 32, time.time() + 60) as writer:
+            writer.set(values, 0)
+    assert session_row(engine, "0" * 32) is None and rows(engine, "0" * 32) == {}
+
+
+def test_a_dialect_without_an_upsert_replaces_a_variable_with_a_delete_and_an_insert(
+    memcached, sqlite_url, monkeypatch
+):
+    from webapp2_sessions import sql
+
+    monkeypatch.setattr(sql, "_upserts", lambda dialect: None)
+    engine = sa.create_engine(sqlite_url)
+    try:
+        statements = Statements(engine)
+        browser = webtest.TestApp(build(memcached, engine))
+        browser.get("/", {"set": ["a", "b"], "value": ["1", "2"]})
+        sid = sid_of(browser)
+        spent = statements.during(lambda: browser.get("/", {"set": "a", "value": "3"}))
+        assert spent == 3  # renew the session row, delete, insert
+        browser.get("/", {"incr": "n"})
+        browser.get("/", {"incr": "n"})
+        assert rows(engine, sid) == {"a": b"3", "b": b"2", "n": b"2"}
+    finally:
+        engine.dispose()
+
+
 def test_a_restarted_memcached_costs_nothing_but_a_refill(memcached, engine):
     browser = webtest.TestApp(build(memcached, engine, timeout=5))
     browser.get("/", {"set": "user", "value": '"ann"'})
@@ -259,6 +305,34 @@ def test_a_writer_racing_a_logout_does_not_recreate_the_session(memcached, engin
     browser.get("/late")
     assert session_row(engine, sid) is None and rows(engine, sid) == {}
     assert [k for k in memcached.keys() if sid in k] == []
+
+
+def test_a_logout_waiting_on_a_write_deletes_the_variables_that_write_added(pg_url):
+    from webapp2_sessions.sql import Database, StoredSession
+
+    engine = sa.create_engine(pg_url)
+    try:
+        database = Database(engine)
+        sid = "1" * 32
+        with database.create(sid, StoredSession(time.time(), time.time() + 60, None, None)) as w:
+            w.set({"a": b"1"}, 0)
+        logouts: list[bool] = []
+        with database.update(sid, time.time() + 60) as writer:
+            writer.set({"b": b"2"}, 0)  # holds the session's row until the commit
+            logout = threading.Thread(target=lambda: logouts.append(database.delete(sid)))
+            logout.start()
+            with engine.connect() as conn:  # until the logout waits on that row
+                waiting = sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                )
+                while logout.is_alive() and not conn.execute(waiting).scalar():
+                    conn.rollback()
+                    time.sleep(0.01)
+        logout.join()
+        assert logouts == [True]
+        assert session_row(engine, sid) is None and rows(engine, sid) == {}
+    finally:
+        engine.dispose()
 
 
 def test_purge_deletes_expired_sessions_from_the_command_line(memcached, engine, tmp_path):

@@ -286,6 +286,7 @@ class DurableTier:
                 sid, tier.expires(life.record.created, time.time())
             ) as writer:
                 body = make(writer)
+                writer.hold()  # the row is locked before memcached hears of the write
                 plan = WritePlan(
                     life.keys,
                     sid,

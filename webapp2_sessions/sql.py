@@ -8,7 +8,9 @@ its dialects works: SQLite embedded, PostgreSQL for many app servers.
 Every write is a transaction that starts by touching the session's own row:
 that locks it (PostgreSQL) or the database (SQLite), so writes to one session
 are applied one at a time in both tiers, and a write after a logout finds no
-row and changes nothing. Install with ``pip install webapp2-sessions[sql]``.
+row and changes nothing. A variable is written with one upsert where the
+dialect has one (SQLite, PostgreSQL); on PostgreSQL the renewal and the first
+upsert are a single statement. Install with ``pip install webapp2-sessions[sql]``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +90,126 @@ _READ_VARIABLE = sa.select(_v.c.value, _v.c.flags).where(
 )
 
 
+@dataclass(frozen=True)
+class _Upserts:
+    """A dialect's statements that write a variable in one go."""
+
+    #: Insert, or replace the value and flags of an existing row.
+    upsert: sa.Insert
+    #: ``upsert`` of one variable that first renews the session's row (as
+    #: ``_RENEW``) and writes nothing if it has none; None where a statement
+    #: cannot do both.
+    renew_and_upsert: sa.Insert | None
+
+
+def _upserts(dialect: sa.Dialect) -> _Upserts | None:
+    """The upserts of ``dialect``, or None: it writes with a delete and an insert."""
+    key = [_v.c.session_id, _v.c.name]
+    if dialect.name == "sqlite":
+        # ON CONFLICT ... DO UPDATE came with SQLite 3.24.
+        if getattr(dialect.dbapi, "sqlite_version_info", (0,)) < (3, 24):
+            return None
+        from sqlalchemy.dialects import sqlite
+
+        lite = sqlite.insert(_v)
+        return _Upserts(
+            lite.on_conflict_do_update(
+                index_elements=key,
+                set_={"value": lite.excluded.value, "flags": lite.excluded.flags},
+            ),
+            None,
+        )
+    if dialect.name != "postgresql":
+        return None
+    from sqlalchemy.dialects import postgresql
+
+    upsert = postgresql.insert(_v)
+    # WITH renewed AS (UPDATE ... RETURNING id) INSERT ... SELECT FROM renewed:
+    # no session row, no variable row; the UPDATE locks the row as _RENEW does.
+    renewed = _RENEW.returning(_s.c.id).cte("renewed")
+    combined = postgresql.insert(_v).from_select(
+        ["session_id", "name", "value", "flags"],
+        sa.select(
+            renewed.c.id,
+            sa.bindparam("name", type_=_v.c.name.type),
+            sa.bindparam("value", type_=_v.c.value.type),
+            sa.bindparam("flags", type_=_v.c.flags.type),
+        ),
+    )
+    return _Upserts(
+        upsert.on_conflict_do_update(
+            index_elements=key,
+            set_={"value": upsert.excluded.value, "flags": upsert.excluded.flags},
+        ),
+        combined.add_cte(renewed)
+        .on_conflict_do_update(
+            index_elements=key,
+            set_={"value": combined.excluded.value, "flags": combined.excluded.flags},
+        )
+        # An INSERT's rowcount is kept only when asked for: 0 means no session row.
+        .execution_options(preserve_rowcount=True),
+    )
+
+
+class _Prepared:
+    """A statement compiled once for one dialect, run with ``exec_driver_sql``.
+
+    The SQL text, the parameter order and the type conversions are SQLAlchemy's
+    own; what is saved is its per-call work (the compiled-cache lookup and the
+    execution context of a compiled statement), which costs more than running
+    a small statement. ``before_cursor_execute`` listeners see these calls too.
+    """
+
+    def __init__(
+        self, statement: sa.Insert | sa.Update | sa.Delete | sa.Select[Any], dialect: sa.Dialect
+    ) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        #: Parameter names in placeholder order; None where the driver takes a dict.
+        self.order = compiled.positiontup
+        self.convert: dict[str, Callable[[Any], Any]] = {}
+        for name, bind in compiled.binds.items():
+            convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if convert is not None:
+                self.convert[name] = convert
+        # An INSERT's or a text statement's rowcount is kept only when asked for.
+        self.options = {**statement.get_execution_options(), "preserve_rowcount": True}
+
+    def run(self, conn: Connection, params: Mapping[str, Any]) -> sa.CursorResult[Any]:
+        return conn.exec_driver_sql(self.sql, self._args(params), self.options)
+
+    def run_many(
+        self, conn: Connection, params: Iterable[Mapping[str, Any]]
+    ) -> sa.CursorResult[Any]:
+        return conn.exec_driver_sql(self.sql, [self._args(p) for p in params], self.options)
+
+    def _args(self, params: Mapping[str, Any]) -> Any:
+        convert = self.convert
+        if convert:
+            params = {k: convert[k](v) if k in convert else v for k, v in params.items()}
+        order = self.order
+        return params if order is None else tuple(params[k] for k in order)
+
+
+class _Statements:
+    """The statements of the write path, prepared for one engine's dialect."""
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        self.renew = _Prepared(_RENEW, dialect)
+        self.insert_session = _Prepared(_INSERT_SESSION, dialect)
+        self.insert_variable = _Prepared(_INSERT_VARIABLE, dialect)
+        self.delete_variable = _Prepared(_DELETE_VARIABLE, dialect)
+        self.read_variable = _Prepared(_READ_VARIABLE, dialect)
+        upserts = _upserts(dialect)
+        #: None: the dialect replaces a variable with a delete and an insert.
+        self.upsert = None if upserts is None else _Prepared(upserts.upsert, dialect)
+        self.renew_and_upsert = (
+            None
+            if upserts is None or upserts.renew_and_upsert is None
+            else _Prepared(upserts.renew_and_upsert, dialect)
+        )
+
+
 @dataclass
 class StoredSession:
     """A session as the database holds it."""
@@ -116,6 +238,7 @@ class Database:
     def __init__(self, source: str | Engine, *, dead_retry: float = 10.0) -> None:
         self.engine = sa.create_engine(source) if isinstance(source, str) else source
         self.dead_retry = dead_retry
+        self._statements = _Statements(self.engine.dialect)
         self._ready = False
         self._lock = threading.Lock()
         self._down_until = 0.0
@@ -201,8 +324,8 @@ class Database:
     def create(self, session_id: str, stored: StoredSession) -> Iterator[Writer]:
         """A transaction that inserts a new session; committed on a clean exit."""
         with self._connect(write=True) as conn:
-            conn.execute(
-                _INSERT_SESSION,
+            self._statements.insert_session.run(
+                conn,
                 {
                     "id": session_id,
                     "created": stored.created,
@@ -211,7 +334,7 @@ class Database:
                     "remote_addr": stored.remote_addr,
                 },
             )
-            yield Writer(conn, session_id, fresh=True)
+            yield Writer(conn, session_id, self._statements, fresh=True)
 
     @contextmanager
     def update(self, session_id: str, expires: float) -> Iterator[Writer]:
@@ -219,12 +342,14 @@ class Database:
 
         It begins by renewing the session's expiry, which locks its row, so
         writes to one session are serialized and a logout cannot slip in.
+        The renewal runs with the writer's first statement (in it, where the
+        dialect allows), and at the latest on ``Writer.hold()`` or on leaving
+        the block: ``SessionGone`` may come from any of them.
         """
         with self._connect(write=True) as conn:
-            renewed = conn.execute(_RENEW, {"sid": session_id, "expires": expires})
-            if renewed.rowcount == 0:
-                raise SessionGone(session_id)
-            yield Writer(conn, session_id)
+            writer = Writer(conn, session_id, self._statements, renew=expires)
+            yield writer
+            writer.hold()
 
     def touch(self, session_id: str, expires: float) -> None:
         """Renew a session that is only being read (one statement)."""
@@ -238,10 +363,12 @@ class Database:
     def delete(self, session_id: str) -> bool:
         """Delete the session and its variables; False if it had no row."""
         with self._connect(write=True) as conn:
+            # The session's row first: that waits for a write holding it, so the
+            # variables' delete then sees every row that write added.
+            gone = conn.execute(sa.delete(sessions_table).where(sessions_table.c.id == session_id))
             conn.execute(
                 sa.delete(variables_table).where(variables_table.c.session_id == session_id)
             )
-            gone = conn.execute(sa.delete(sessions_table).where(sessions_table.c.id == session_id))
             return gone.rowcount > 0
 
     def counts(self, now: float) -> dict[str, int]:
@@ -295,28 +422,82 @@ def sqlite_engine(path: str, *, wal: bool = False) -> Engine:
 class Writer:
     """The statements of one write transaction on one session."""
 
-    def __init__(self, conn: Connection, session_id: str, fresh: bool = False) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        session_id: str,
+        statements: _Statements,
+        *,
+        fresh: bool = False,
+        renew: float | None = None,
+    ) -> None:
         self._conn = conn
         self._sid = session_id
+        self._statements = statements
         #: A session inserted by this transaction: only what it wrote itself
         #: can need replacing.
         self._fresh = fresh
         self._inserted: set[str] = set()
+        #: The expiry the session's row is renewed to before anything else,
+        #: while that is still to do.
+        self._renew = renew
+
+    def hold(self) -> None:
+        """Renew the session's row now if no statement has yet (which locks it).
+
+        Raises ``SessionGone`` if it has no row.
+        """
+        if self._renew is not None:
+            renewed = self._statements.renew.run(
+                self._conn, {"sid": self._sid, "expires": self._renew}
+            )
+            self._renew = None
+            if renewed.rowcount == 0:
+                raise SessionGone(self._sid)
 
     def set(self, values: Mapping[str, bytes], flags: int) -> None:
-        # Delete then insert: the same statements in every dialect, and the
-        # session's row lock keeps them atomic for this session.
         """Store ``values`` (name -> serialized value), replacing old ones."""
         if not values:
             return
         sid = self._sid
+        statements = self._statements
+        if statements.upsert is None:
+            self._replace(values, flags)
+            return
+        combined = statements.renew_and_upsert
+        if self._renew is not None and combined is not None and len(values) == 1:
+            ((name, data),) = values.items()
+            done = combined.run(
+                self._conn,
+                {"sid": sid, "expires": self._renew, "name": name, "value": data, "flags": flags},
+            )
+            self._renew = None
+            if done.rowcount == 0:
+                raise SessionGone(sid)
+            return
+        self.hold()
+        statements.upsert.run_many(
+            self._conn,
+            [
+                {"session_id": sid, "name": n, "value": d, "flags": flags}
+                for n, d in values.items()
+            ],
+        )
+
+    def _replace(self, values: Mapping[str, bytes], flags: int) -> None:
+        # Delete then insert: the same statements in every dialect, and the
+        # session's row lock keeps them atomic for this session.
+        self.hold()
+        sid = self._sid
         replaced = [n for n in values if not self._fresh or n in self._inserted]
         if replaced:
-            self._conn.execute(_DELETE_VARIABLE, [{"sid": sid, "var": n} for n in replaced])
+            self._statements.delete_variable.run_many(
+                self._conn, [{"sid": sid, "var": n} for n in replaced]
+            )
         if self._fresh:
             self._inserted.update(values)
-        self._conn.execute(
-            _INSERT_VARIABLE,
+        self._statements.insert_variable.run_many(
+            self._conn,
             [
                 {"session_id": sid, "name": n, "value": d, "flags": flags}
                 for n, d in values.items()
@@ -326,11 +507,14 @@ class Writer:
     def delete(self, names: Iterable[str]) -> None:
         params = [{"sid": self._sid, "var": n} for n in names]
         if params:
-            self._conn.execute(_DELETE_VARIABLE, params)
+            self.hold()
+            self._statements.delete_variable.run_many(self._conn, params)
 
     def read(self, name: str) -> tuple[bytes, int] | None:
         """The variable's value as this transaction sees it (its row is ours)."""
-        row = self._conn.execute(_READ_VARIABLE, {"sid": self._sid, "var": name}).first()
+        self.hold()
+        found = self._statements.read_variable.run(self._conn, {"sid": self._sid, "var": name})
+        row = found.first()
         return None if row is None else _value(row)
 
     def increment(self, name: str, delta: int, flags: int) -> int | None:
