@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ import sqlalchemy as sa
 import webapp2
 import webtest
 from conftest import PATIENT, SECRET, Handler
-from rtproxy import RoundTripProxy
 
 from webapp2_sessions.cli import main
 from webapp2_sessions.keys import new_session_id
@@ -53,15 +51,6 @@ def run(capsys: Any, *argv: str) -> tuple[int, str, str]:
 
 def on(memcached: Any, *more: str) -> list[str]:
     return ["--servers", memcached.address, *more]
-
-
-@pytest.fixture
-def proxy(memcached: Any) -> Iterator[RoundTripProxy]:
-    rt = RoundTripProxy(memcached.port)
-    try:
-        yield rt
-    finally:
-        rt.close()
 
 
 # --------------------------------------------------------------------------- show
