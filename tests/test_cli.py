@@ -475,7 +475,7 @@ def test_purge_deletes_expired_sessions_and_says_how_many(sqlite_url, capsys):
 # --------------------------------------------------------------------------- the command line
 
 
-@pytest.mark.parametrize("command", [[], ["show"], ["destroy"], ["stats"], ["purge"]])
+@pytest.mark.parametrize("command", [[], ["show"], ["destroy"], ["revoke"], ["stats"], ["purge"]])
 def test_help_exits_0(command, capsys):
     assert main([*command, "--help"]) == 0
     assert "usage: python -m webapp2_sessions" in capsys.readouterr().out
