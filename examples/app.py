@@ -9,8 +9,10 @@ Pages:
 - ``/session``: the session's variables, the memcached key each lives under
   and the time it has left;
 - ``/login`` and ``/logout``: a new session id at login
-  (``regenerate_session_id``), every key deleted at logout
-  (``destroy_session``);
+  (``regenerate_session_id``) and the session tied to the user
+  (``set_session_owner``), every key deleted at logout (``destroy_session``);
+  signed in, ``/login`` offers "Sign out other devices"
+  (``destroy_other_sessions``, at ``/logout/others``);
 - ``/health``: a health check that never touches the session.
 
 Every form carries the session's CSRF token and every POST handler calls
@@ -331,6 +333,16 @@ class LoginHandler(BaseHandler):
             if user
             else ""
         )
+        others = ""
+        if user:
+            others = (
+                '<div class="card" style="max-width:34em" id="devices"><h2>Other devices</h2>'
+                '<p class="note">Signed in somewhere else too, another browser or a phone? '
+                "This ends every other session of yours, exactly as logging out there "
+                "would (<code>destroy_other_sessions()</code>); this one stays.</p>"
+                + post_button("/logout/others", "Sign out other devices", token)
+                + "</div>"
+            )
         self.render(
             '<div class="card" style="max-width:34em">'
             "<h1>Log in</h1>"
@@ -344,7 +356,7 @@ class LoginHandler(BaseHandler):
             f'<form class="stack" method="post" action="/login">{csrf_field(token)}'
             '<label>Your name <input type="text" name="user" maxlength="40" '
             'autocomplete="username" required autofocus></label>'
-            "<div><button>Log in</button></div></form></div>",
+            "<div><button>Log in</button></div></form></div>" + others,
             title="Log in",
         )
 
@@ -357,6 +369,8 @@ class LoginHandler(BaseHandler):
         before = self.session_id
         # A new id at login: an id planted before login is worthless after it.
         self.regenerate_session_id()
+        # Tie the session to the user: "sign out other devices" finds it by that.
+        self.set_session_owner(user)
         self.set_session_var("user", user)
         self.back(
             "/",
@@ -371,6 +385,14 @@ class LogoutHandler(BaseHandler):
         # Deletes every key of the session on the server and expires the cookie.
         self.destroy_session()
         self.back("/", "Logged out. Every key of your session was deleted.", "info")
+
+
+class SignOutOthersHandler(BaseHandler):
+    def post(self) -> None:
+        self.check_csrf()
+        # Every other session tied to this user ends as a logout ends it.
+        ended = self.destroy_other_sessions()
+        self.back("/login", f"Signed out {ended} other session(s). This one stays.", "info")
 
 
 class HealthHandler(webapp2.RequestHandler):
@@ -391,6 +413,7 @@ ROUTES = [
     ("/session/delete", DeleteVariableHandler),
     ("/login", LoginHandler),
     ("/logout", LogoutHandler),
+    ("/logout/others", SignOutOthersHandler),
     ("/health", HealthHandler),
 ]
 

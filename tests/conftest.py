@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from memcached import MemcachedServer
 from postgres import PostgresServer
+from rtproxy import RoundTripProxy
 
 from webapp2_sessions import MemcacheStore, SessionHandlerMixin
 
@@ -98,6 +99,16 @@ def memcached() -> Iterator[MemcachedServer]:
 def shared_server() -> Iterator[MemcachedServer]:
     """One memcached for all the tests of a module, for property tests with many examples."""
     yield from _serving()
+
+
+@pytest.fixture
+def proxy(memcached: MemcachedServer) -> Iterator[RoundTripProxy]:
+    """A proxy in front of the fixture's memcached that counts round trips."""
+    rt = RoundTripProxy(memcached.port)
+    try:
+        yield rt
+    finally:
+        rt.close()
 
 
 @pytest.fixture
@@ -223,3 +234,14 @@ def pg_url(postgres: PostgresServer) -> Iterator[str]:
 def sqlite_url(tmp_path: Path) -> str:
     """A SQLAlchemy URL to a SQLite file (not yet created) in the test's own directory."""
     return f"sqlite:///{tmp_path / 'sessions.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[Any]:
+    """A SQLite file, or a fresh database on the run's throwaway PostgreSQL."""
+    import sqlalchemy as sa
+
+    url = sqlite_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    engine = sa.create_engine(url)
+    yield engine
+    engine.dispose()

@@ -15,7 +15,6 @@ import sqlalchemy as sa
 import webapp2
 import webtest
 from conftest import PATIENT, SECRET, Handler
-from rtproxy import RoundTripProxy
 
 from webapp2_sessions.cli import main
 from webapp2_sessions.keys import new_session_id
@@ -71,15 +70,6 @@ def run(capsys: Any, *argv: str) -> tuple[int, str, str]:
 
 def on(memcached: Any, *more: str) -> list[str]:
     return ["--servers", memcached.address, *more]
-
-
-@pytest.fixture
-def proxy(memcached: Any) -> Iterator[RoundTripProxy]:
-    rt = RoundTripProxy(memcached.port)
-    try:
-        yield rt
-    finally:
-        rt.close()
 
 
 # --------------------------------------------------------------------------- show
@@ -506,7 +496,7 @@ def test_purge_deletes_expired_sessions_and_says_how_many(sqlite_url, capsys):
 # --------------------------------------------------------------------------- the command line
 
 
-@pytest.mark.parametrize("command", [[], ["show"], ["destroy"], ["stats"], ["purge"]])
+@pytest.mark.parametrize("command", [[], ["show"], ["destroy"], ["revoke"], ["stats"], ["purge"]])
 def test_help_exits_0(command, capsys):
     assert main([*command, "--help"]) == 0
     assert "usage: python -m webapp2_sessions" in capsys.readouterr().out

@@ -52,15 +52,6 @@ def build(memcached: Any, database: Any, **settings: Any) -> webapp2.WSGIApplica
     )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, sqlite_url) -> Any:
-    """A SQLite file, or a fresh database on the run's throwaway PostgreSQL."""
-    url = sqlite_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    engine = sa.create_engine(url)
-    yield engine
-    engine.dispose()
-
-
 def sid_of(browser: webtest.TestApp) -> str:
     return browser.cookies["sid"].split(".")[0]
 

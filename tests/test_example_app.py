@@ -144,6 +144,7 @@ POSTS = [
     ("/session/delete", {"name": "visits"}),
     ("/login", {"user": "mallory"}),
     ("/logout", {}),
+    ("/logout/others", {}),
 ]
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
 
-import pytest
 import webapp2
 import webtest
 from conftest import PATIENT, SECRET, capture_errors
@@ -70,15 +68,6 @@ ROUTES = [
     ("/twice", ReadTwiceWriteRead),
     ("/absent", ReadAbsent),
 ]
-
-
-@pytest.fixture
-def proxy(memcached) -> Iterator[RoundTripProxy]:
-    rt = RoundTripProxy(memcached.port)
-    try:
-        yield rt
-    finally:
-        rt.close()
 
 
 def browser(proxy: RoundTripProxy, **settings) -> webtest.TestApp:

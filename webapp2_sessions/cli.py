@@ -1,7 +1,8 @@
 """The admin command: ``python -m webapp2_sessions COMMAND``.
 
-``show`` and ``destroy`` one session, ``stats`` of the memcached nodes (and
-the database), ``purge`` expired sessions from the database (for cron). Each
+``show`` and ``destroy`` one session, ``revoke`` every session of an owner,
+``stats`` of the memcached nodes (and the database), ``purge`` expired
+sessions from the database (for cron). Each
 command is one function in ``COMMANDS`` that adds its parser and names its
 runner; a runner returns what to print, as JSON data and as text. What the
 commands do to the servers is in ``admin.py``, what they print in ``reports.py``.
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import admin, reports
+from . import admin, owners, reports
 from .errors import ConfigurationError, SessionError
 
 #: Where memcached listens unless told otherwise (its own default port).
@@ -177,6 +178,39 @@ def run_destroy(args: argparse.Namespace) -> reports.Report:
     return data, f"session {found.session_id} destroyed"
 
 
+# --------------------------------------------------------------------------- revoke
+
+
+def add_revoke(commands: Any) -> None:
+    parser = _add(
+        commands,
+        "revoke",
+        _memcached,
+        _database,
+        help="end every session of an owner, as a logout does (sign out everywhere)",
+        description="End every session tied to OWNER by set_session_owner(), each exactly "
+        "as a logout does, and print how many were ended. With --database the database "
+        "lists them; on memcached alone, the owner's index does.",
+    )
+    parser.add_argument(
+        "--owner", required=True, help="the owner, as the application passed it (a user id)"
+    )
+    parser.set_defaults(run=run_revoke)
+
+
+def run_revoke(args: argparse.Namespace) -> reports.Report:
+    try:
+        digest = owners.owner_hash(args.owner)
+    except ValueError as exc:
+        raise ConfigurationError("owner", str(exc).removeprefix("owner ")) from None
+    target = _target(args)
+    try:
+        ended = owners.revoke(target.config, target.store, target.tier, digest, strict=True)
+    finally:
+        target.close()
+    return {"owner_sha256": digest, "ended": ended}, f"{ended} session(s) ended"
+
+
 # --------------------------------------------------------------------------- stats
 
 
@@ -247,7 +281,13 @@ def run_purge(args: argparse.Namespace) -> reports.Report:
 # --------------------------------------------------------------------------- main
 
 #: Every command, as the function that adds its parser.
-COMMANDS: tuple[Callable[[Any], None], ...] = (add_show, add_destroy, add_stats, add_purge)
+COMMANDS: tuple[Callable[[Any], None], ...] = (
+    add_show,
+    add_destroy,
+    add_revoke,
+    add_stats,
+    add_purge,
+)
 
 #: Settings named as the command line spells them, for error messages.
 _OPTIONS = {
@@ -257,6 +297,7 @@ _OPTIONS = {
     "connect_timeout": "--timeout",
     "database": "--database",
     "absolute_timeout": "--absolute-timeout",
+    "owner": "--owner",
 }
 
 

@@ -59,6 +59,7 @@ class DurableTier:
             self.expires(record.created, now),
             record.user_agent,
             record.remote_addr,
+            owner=record.owner,
         )
 
     def record_of(self, stored: StoredSession) -> Record:
@@ -73,6 +74,7 @@ class DurableTier:
             listed_ever=names,
             flashes=flashes,
             lines=len(names) + flashes,
+            owner=stored.owner,
         )
 
     def refill_ops(

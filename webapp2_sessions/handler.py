@@ -165,6 +165,21 @@ class SessionHandlerMixin:
         """Delete the session on the server and expire its cookie (logout)."""
         self.session.destroy()
 
+    def set_session_owner(self, owner: str) -> None:
+        """Tie the session to ``owner`` (a user id, say); call it at login.
+
+        Stores the session now if it is new. ``TypeError``/``ValueError`` for
+        an owner that is not a non-empty ``str``.
+        """
+        self.session.set_owner(owner)
+
+    def destroy_other_sessions(self) -> int:
+        """End the owner's other sessions ("log out my other devices"); how many.
+
+        This session survives. 0 when no owner was set.
+        """
+        return self.session.destroy_others()
+
     def add_flash(self, value: Any, level: str | None = None) -> None:
         self.session.add_flash(value, level)
 

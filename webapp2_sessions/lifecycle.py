@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import owners
 from .config import SessionConfig
 from .errors import SessionUnavailableError
 from .keys import KeyScheme, key_scheme, log_token, new_session_id
@@ -242,6 +243,8 @@ class Lifecycle:
         self.record = record
         self.record_cas = item.cas
         self.state = STORED
+        if record.owner is not None and self.durable is None:
+            owners.renew_if_due(self)  # rarely a round trip; never for unowned sessions
         return True
 
     def end_reason(self, record: Record) -> str | None:
@@ -279,9 +282,9 @@ class Lifecycle:
         because the store failed."""
         return self.sid is not None and self.state in (STORED, UNAVAILABLE)
 
-    def move_to_new_id(self, created: float) -> None:
-        """Become a new, unsaved session that keeps the creation time."""
-        self.record = dataclasses.replace(self.blank_record(), created=created)
+    def move_to_new_id(self, created: float, owner: str | None = None) -> None:
+        """Become a new, unsaved session that keeps the creation time (and owner)."""
+        self.record = dataclasses.replace(self.blank_record(), created=created, owner=owner)
         self.record_cas = 0
         self.sid = None
         self.state = NEW

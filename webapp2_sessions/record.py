@@ -11,6 +11,7 @@ one ``json.loads``)::
     "user"
     {"-":"cart"}      <- a name was deleted
     {"!":"flashes"}   <- the session has a flash list
+    {"o":"9f86...08"} <- the session's owner, as a SHA-256 (see owners.py)
     {"!":"dead"}      <- logout has begun: the session is over
 
 Appending is atomic on the server and fails once the record is gone, which is
@@ -31,6 +32,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -46,6 +48,8 @@ FLAGS_FLASHES = 0x5753_0011
 _FLASHES_LINE = b'{"!":"flashes"}'
 DEAD_LINE = b'{"!":"dead"}'
 _encode_name = json.JSONEncoder(ensure_ascii=True).encode
+#: An owner as the record keeps it: the SHA-256 of the owner, in hex.
+_OWNER_RE = re.compile(r"[0-9a-f]{64}")
 
 
 _DEAD_MARK = b"\n" + DEAD_LINE + b"\n"
@@ -106,6 +110,8 @@ class Record:
     flashes: bool = False
     dead: int = 0
     lines: int = 0
+    #: The SHA-256 (hex) of the session's owner (``owners.py``), or None.
+    owner: str | None = None
 
     def encode(self) -> bytes:
         """Header plus a compact index of the current names."""
@@ -116,6 +122,8 @@ class Record:
             head += b',"ua":"%s"' % self.user_agent.encode("ascii")
         if self.remote_addr is not None:
             head += b',"ip":"%s"' % self.remote_addr.encode("ascii")
+        if self.owner is not None:
+            head += b',"o":"%s"' % self.owner.encode("ascii")
         return head + b"}\n" + index_lines(self.names, flashes=self.flashes)
 
     def needs_compaction(self) -> bool:
@@ -181,6 +189,7 @@ def _parse(value: bytes) -> Record:
         listed_ever: set[str] = set()
         flashes = False
         dead = 0
+        owner = _owner(header.get("o"))
         for entry in entries[1:]:
             if isinstance(entry, str) and entry:
                 names.add(entry)
@@ -193,6 +202,8 @@ def _parse(value: bytes) -> Record:
                 flashes = True
             elif entry.get("!") == "dead":
                 dead += 1
+            elif "o" in entry:
+                owner = _owner(entry["o"]) or owner
         return Record(
             created=created,
             user_agent=_optional_str(header.get("ua")),
@@ -202,6 +213,7 @@ def _parse(value: bytes) -> Record:
             flashes=flashes,
             dead=dead,
             lines=len(entries) - 1,
+            owner=owner,
         )
     except (UnicodeDecodeError, RecursionError, OverflowError) as exc:
         raise ValueError(type(exc).__name__) from None
@@ -219,6 +231,18 @@ def _time(value: Any) -> float:
 
 def _optional_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _owner(value: Any) -> str | None:
+    """An owner's hash as the record holds it; anything else is no owner
+    (it becomes part of a key, so only this exact shape is taken)."""
+    return value if isinstance(value, str) and _OWNER_RE.fullmatch(value) else None
+
+
+def owner_line(owner_hash: str) -> bytes:
+    """The index line that ties a session to ``owner_hash`` (the last one wins)."""
+    assert _OWNER_RE.fullmatch(owner_hash)
+    return b'{"o":"%s"}\n' % owner_hash.encode("ascii")
 
 
 def parse_or_none(item: Result) -> Record | None:

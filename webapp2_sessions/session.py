@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from . import atomic, loading, saving, transitions
+from . import atomic, loading, owners, saving, transitions
 from . import flashes as flash_list
 from .changes import NO_CHANGES, Changes
 from .config import SessionConfig
@@ -330,6 +330,24 @@ class Session(MutableMapping[str, Any]):
         self._ensure_loaded()
         self._changes.clear()
         transitions.destroy(self._server)
+
+    def set_owner(self, owner: str) -> None:
+        """Tie this session to ``owner`` (a user id, say): call it at login.
+
+        Stores the session now if it is new. Raises ``TypeError`` unless
+        ``owner`` is a ``str``, ``ValueError`` if it is empty. See ``owners.py``.
+        """
+        owner_hash = owners.owner_hash(owner)
+        self.start()
+        owners.tie(self._server, owner_hash)
+
+    def destroy_others(self) -> int:
+        """End every other session of this session's owner, as a logout does.
+
+        Returns how many it ended; this session survives. 0 without an owner.
+        """
+        self._ensure_loaded()
+        return owners.end_others(self._server)
 
     # ------------------------------------------------------------------ atomic updates
 

@@ -48,6 +48,9 @@ sessions_table = sa.Table(
     sa.Column("expires", sa.Float, nullable=False, index=True),
     sa.Column("user_agent", sa.String(32)),
     sa.Column("remote_addr", sa.String(32)),
+    #: The SHA-256 (hex) of the session's owner (``owners.py``), or NULL.
+    #: Added to a table made before 0.2 on first use (``Database``).
+    sa.Column("owner", sa.String(64), index=True),
 )
 variables_table = sa.Table(
     "webapp2_session_variables",
@@ -70,6 +73,7 @@ _LOAD = (
         _s.c.expires,
         _s.c.user_agent,
         _s.c.remote_addr,
+        _s.c.owner,
         _v.c.name,
         _v.c.value,
         _v.c.flags,
@@ -220,6 +224,8 @@ class StoredSession:
     remote_addr: str | None
     #: name -> (value, flags), as memcached holds them.
     variables: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    #: The SHA-256 (hex) of the session's owner, or None.
+    owner: str | None = None
 
 
 class SessionGone(Exception):
@@ -230,9 +236,10 @@ class Database:
     """The durable tier's connection to one database.
 
     ``source`` is a SQLAlchemy URL or ``Engine``. Tables are created on first
-    use. A database that fails is logged once and skipped for ``dead_retry``
-    seconds, like a memcached node; its failures surface as
-    ``SessionUnavailableError``.
+    use; a sessions table made by an earlier version gets its ``owner``
+    column (nullable) and that column's index then too. A database that
+    fails is logged once and skipped for ``dead_retry`` seconds, like a
+    memcached node; its failures surface as ``SessionUnavailableError``.
     """
 
     def __init__(self, source: str | Engine, *, dead_retry: float = 10.0) -> None:
@@ -290,6 +297,7 @@ class Database:
         with self._lock:
             if not self._ready:
                 _metadata.create_all(self.engine, checkfirst=True)
+                _add_owner_column(self.engine)
                 self._ready = True
 
     # ------------------------------------------------------------------ reading
@@ -301,7 +309,9 @@ class Database:
         if not rows or rows[0].expires < now:
             return None
         first = rows[0]
-        stored = StoredSession(first.created, first.expires, first.user_agent, first.remote_addr)
+        stored = StoredSession(
+            first.created, first.expires, first.user_agent, first.remote_addr, owner=first.owner
+        )
         for row in rows:
             if row.name is not None:
                 stored.variables[row.name] = _value(row)
@@ -332,6 +342,7 @@ class Database:
                     "expires": stored.expires,
                     "user_agent": stored.user_agent,
                     "remote_addr": stored.remote_addr,
+                    "owner": stored.owner,
                 },
             )
             yield Writer(conn, session_id, self._statements, fresh=True)
@@ -371,6 +382,20 @@ class Database:
             )
             return gone.rowcount > 0
 
+    def set_owner(self, session_id: str, owner_hash: str) -> bool:
+        """Record the session's owner (one statement); False if it has no row."""
+        s = sessions_table
+        with self._connect(write=True) as conn:
+            done = conn.execute(sa.update(s).where(s.c.id == session_id).values(owner=owner_hash))
+            return done.rowcount > 0
+
+    def owned(self, owner_hash: str) -> list[tuple[str, float]]:
+        """``(id, expires)`` of every session of the owner, expired ones too (one query)."""
+        s = sessions_table
+        with self._connect(write=False) as conn:
+            found = conn.execute(sa.select(s.c.id, s.c.expires).where(s.c.owner == owner_hash))
+            return [(row.id, row.expires) for row in found]
+
     def counts(self, now: float) -> dict[str, int]:
         """Live ``sessions``, ``expired`` ones not yet purged, and ``variables``
         (flash lists not counted), in one transaction."""
@@ -395,6 +420,28 @@ class Database:
             conn.execute(sa.delete(v).where(v.c.session_id.in_(ids)))
             conn.execute(sa.delete(s).where(s.c.id.in_(ids), s.c.expires < now))
         return len(ids)
+
+
+def _add_owner_column(engine: Engine) -> None:
+    """Give a sessions table made before owners existed its ``owner`` column.
+
+    Nullable, so every existing session simply has no owner. Several
+    processes may try at once: whoever loses finds the column there.
+    """
+    s = sessions_table
+    if "owner" in {c["name"] for c in sa.inspect(engine).get_columns(s.name)}:
+        return
+    log.warning("table %s: adding the column 'owner' and its index", s.name)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {s.name} ADD COLUMN owner VARCHAR(64)"))
+    except sa.exc.SQLAlchemyError:
+        if "owner" not in {c["name"] for c in sa.inspect(engine).get_columns(s.name)}:
+            raise
+    for index in s.indexes:
+        if "owner" in index.columns:
+            with engine.begin() as conn:
+                index.create(conn, checkfirst=True)
 
 
 def sqlite_engine(path: str, *, wal: bool = False) -> Engine:

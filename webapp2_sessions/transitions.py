@@ -173,6 +173,10 @@ def finish_move(life: Lifecycle, old: str, claimed: Record) -> bool:
         return False
     execute_or_defer(life, old, deletion_ops(life.keys, old, claimed), claimed)
     log.info("session %s regenerated as %s", log_token(old), life.log_id())
+    if life.record.owner is not None and life.durable is None:
+        from .owners import list_moved  # owners builds on this module
+
+        list_moved(life)
     return True
 
 
@@ -223,6 +227,6 @@ def regenerate(session: Session) -> None:
     session._flash_item = MISSING
     items.clear()
     # The absolute timeout still counts from the session's creation.
-    server.move_to_new_id(claimed.created)
+    server.move_to_new_id(claimed.created, claimed.owner)
     session.save()
     finish_move(server, old, claimed)

@@ -114,6 +114,27 @@ def test_logout_ends_the_session_and_the_old_cookie_replayed_elsewhere_reads_not
     expect(page.locator("table.keys tbody td.mono:first-child")).to_have_text(["_csrf_token"])
 
 
+def test_sign_out_other_devices_signs_the_other_browser_out_and_keeps_this_one(
+    new_context, site, memcached
+):
+    laptop = new_context().new_page()
+    phone = new_context().new_page()
+    log_in(laptop, site, "grace")
+    log_in(phone, site, "grace")
+    phone_id = session_id(phone.context)
+
+    laptop.goto(site + "/login")
+    laptop.get_by_role("button", name="Sign out other devices").click()
+    expect(laptop.locator(".flash.info")).to_contain_text("Signed out 1 other session(s).")
+    expect(laptop.locator(".who")).to_contain_text("Signed in as grace")
+
+    phone.reload()
+    expect(phone.locator(".who")).not_to_contain_text("Signed in")
+    assert not any(key.startswith(phone_id) for key in memcached.keys())
+    laptop.goto(site + "/")
+    expect(laptop.locator(".who")).to_contain_text("Signed in as grace")
+
+
 def attack(page: Any, attacker_url: str, target: str, **fields: str) -> Any:
     """Open the attacker's page, which auto-submits a form to ``target``; the POST's response."""
     url = attacker_url + "/?" + urllib.parse.urlencode({"target": target, **fields})

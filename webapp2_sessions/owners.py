@@ -1,0 +1,502 @@
+"""Sign out everywhere: sessions tied to an owner, and ending them together.
+
+``Session.set_owner(owner)`` ties a session to an owner (a user id, say).
+Nothing keeps the owner's text: it is hashed (SHA-256, hex) first, and the
+hash is what the session record says (a ``{"o": ...}`` line, ``record.py``)
+and what a key is built from.
+
+On memcached alone the owner's sessions are listed in an *index*, the item
+``<prefix>owner~<sha256>``: a header line ``#<n>`` (the ids kept by the last
+compaction) and one session id a line, appended to (so concurrent logins
+never lose each other's line). It lives on the node that ``owner~<sha256>``
+hashes to. The index is never trusted on its own: a listed session is ended
+only if its record, read first, is live and names this owner. So ids of
+sessions logged out, expired, evicted or since tied to someone else are
+harmless, and compaction drops them once the index has grown.
+
+Its lifetime: ``2 * record_ttl``, renewed at each login and by any request
+of an owned session once that session's last renewal by this process is
+more than half the idle window old (one round trip then, never for
+sessions without an owner). So it outlives every session it lists; if it is
+evicted all the same, that renewal lists the session again.
+
+With the database tier the session's row holds the owner's hash (an indexed
+column) and no index is kept: the database lists an owner's sessions.
+
+Ending a session is a logout: ``transitions.delete_everything``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import transitions
+from .config import CONFIG_KEY, MAX_SECONDS, SessionConfig
+from .errors import SessionUnavailableError
+from .keys import KeyScheme, is_session_id, key_scheme
+from .memcache import MemcacheStore
+from .record import Record, owner_line, parse_or_none
+from .runtime import Runtime, runtime_for
+from .stores import Delete, Get, Item, MemoryStore, Op, Result, Set, Store
+
+if TYPE_CHECKING:
+    from .durable import DurableTier
+    from .lifecycle import Lifecycle
+
+log = logging.getLogger("webapp2_sessions")
+
+#: Client flags of an owner's index.
+FLAGS_INDEX = 0x5753_0012
+#: Bytes of one index line: an id and its newline.
+_LINE = 33
+#: Lines an index may gain over twice what its last compaction kept.
+COMPACT_SLACK = 16
+#: Sessions whose last index renewal this process remembers.
+RENEWALS_REMEMBERED = 10_000
+_BLANK = Record(created=0.0)
+
+
+def owner_hash(owner: object) -> str:
+    """The SHA-256 (hex) of ``owner``: all that is kept of it.
+
+    Raises ``TypeError`` unless ``owner`` is a ``str``, ``ValueError`` if it
+    is empty.
+    """
+    if not isinstance(owner, str):
+        raise TypeError(f"owner must be a str (a user id, say), not {type(owner).__name__}")
+    if not owner:
+        raise ValueError("owner must not be empty")
+    return hashlib.sha256(owner.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def index_key(keys: KeyScheme, digest: str) -> str:
+    """``<prefix>owner~<sha256>``: no session or variable key has that shape."""
+    return f"{keys.prefix}owner~{digest}"
+
+
+def route(digest: str) -> str:
+    """What the store routes the index by (as a session by its id)."""
+    return "owner~" + digest
+
+
+def index_ttl(config: SessionConfig) -> int:
+    """Twice the idle window: see the module's docstring."""
+    return min(2 * config.record_ttl, MAX_SECONDS)
+
+
+# --------------------------------------------------------------------------- the index
+
+
+@dataclass
+class Index:
+    """An owner's index as read."""
+
+    #: Listed ids, oldest first, each once.
+    ids: list[str]
+    #: Ids the last compaction kept.
+    kept: int
+    size: int
+    cas: int
+    #: The item is not an index of ours (replaced at the next compaction).
+    foreign: bool = False
+
+
+def parse_index(item: Result) -> Index | None:
+    """The index in ``item``, or None if there is none.
+
+    Only lines of the exact shape of our ids count: nothing else read here
+    ever reaches a key.
+    """
+    if not isinstance(item, Item):
+        return None
+    if item.flags != FLAGS_INDEX:
+        return Index([], 0, len(item.value), item.cas, foreign=True)
+    lines = item.value.split(b"\n")
+    kept = 0
+    if lines and lines[0].startswith(b"#") and lines[0][1:].isdigit() and len(lines[0]) < 12:
+        kept = int(lines.pop(0)[1:])
+    seen: dict[str, None] = {}
+    for line in lines:
+        sid = line.decode("ascii", "replace")
+        if is_session_id(sid):
+            seen.pop(sid, None)  # listed again: it counts where it was last listed
+            seen[sid] = None
+    return Index(list(seen), kept, len(item.value), item.cas)
+
+
+def _grown(index: Index, config: SessionConfig) -> bool:
+    return (
+        index.foreign
+        or len(index.ids) > 2 * index.kept + COMPACT_SLACK
+        or index.size > config.item_size_max // 2
+    )
+
+
+def _limit(config: SessionConfig) -> int:
+    """Most ids a compacted index keeps: half of ``item_size_max``, room to grow."""
+    return max(1, (config.item_size_max // 2 - 300) // _LINE)
+
+
+def add(store: Store, config: SessionConfig, digest: str, sid: str) -> bool:
+    """List ``sid`` in the owner's index, renewing the index; say if it is.
+
+    One round trip (append, or create if absent, and read back), one more
+    read of the listed records per node and a rewrite when the index has
+    grown enough to be compacted. Raises ``SessionUnavailableError`` if the
+    index's node does not answer.
+    """
+    keys = key_scheme(config.key_prefix)
+    key = index_key(keys, digest)
+    ttl = index_ttl(config)
+    line = sid.encode("ascii") + b"\n"
+    ops: list[Op] = [
+        Set(key, line, mode="append"),
+        Set(key, b"#0\n" + line, FLAGS_INDEX, ttl, "add"),
+        Get(key, ttl),
+    ]
+    for _ in range(3):
+        results = store.execute(route(digest), ops)
+        index = parse_index(results[2])
+        if index is None:
+            continue  # deleted between the writes and the read: again
+        listed = (results[0] is True or results[1] is True) and not index.foreign
+        if listed and not _grown(index, config):
+            return True
+        # Refused (too large) or grown: compact, with sid in it.
+        if compact(store, config, digest, index, extra=sid) or listed:
+            return True
+    return False
+
+
+def compact(
+    store: Store, config: SessionConfig, digest: str, index: Index, extra: str | None = None
+) -> bool:
+    """Rewrite the index with only its live sessions of this owner (and ``extra``).
+
+    A compare-and-set: False (nothing written) if the index changed since it
+    was read. Ids whose node does not answer are kept.
+    """
+    keys = key_scheme(config.key_prefix)
+    records = read_records(store, keys, index.ids)
+    keep = [s for s in index.ids if s not in records or owned_by(records[s], digest)]
+    if extra is not None and extra not in keep:
+        keep.append(extra)
+    limit = _limit(config)
+    if len(keep) > limit:
+        log.warning(
+            "owner index %s: %d live sessions, only the newest %d kept (item_size_max)",
+            digest[:12],
+            len(keep),
+            limit,
+        )
+        keep = keep[-limit:]
+    value = b"#%d\n" % len(keep) + b"".join(s.encode("ascii") + b"\n" for s in keep)
+    op = Set(index_key(keys, digest), value, FLAGS_INDEX, index_ttl(config), cas=index.cas)
+    return store.execute(route(digest), [op])[0] is True
+
+
+def owned_by(item: Result, digest: str) -> bool:
+    """True for a live session record naming the owner ``digest``."""
+    record = parse_or_none(item)
+    return record is not None and not record.dead and record.owner == digest
+
+
+def read_records(store: Store, keys: KeyScheme, ids: Sequence[str]) -> dict[str, Result]:
+    """The records of ``ids``, read without renewing them: one batch per node.
+
+    Ids whose node does not answer are left out.
+    """
+    found: dict[str, Result] = {}
+    for group in _by_node(store, ids):
+        try:
+            results = store.execute(group[0], [Get(keys.record(s)) for s in group])
+        except SessionUnavailableError:
+            continue
+        found.update(zip(group, results, strict=True))
+    return found
+
+
+def _by_node(store: Store, ids: Sequence[str]) -> list[list[str]]:
+    """``ids`` grouped by the node that holds them (each alone if that is unknown)."""
+    if isinstance(store, MemoryStore):
+        return [list(ids)] if ids else []
+    if not isinstance(store, MemcacheStore):
+        return [[s] for s in ids]
+    groups: dict[str, list[str]] = {}
+    for sid in ids:
+        groups.setdefault(store.node_for(sid), []).append(sid)
+    return list(groups.values())
+
+
+class _Renewals:
+    """When this process last renewed each owned session's index (bounded)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def due(self, sid: str, every: float) -> bool:
+        """True (and noted) if ``sid``'s last renewal is ``every`` seconds old."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._seen.get(sid)
+            if last is not None and now - last < every:
+                return False
+            self._seen[sid] = now
+            self._seen.move_to_end(sid)
+            while len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+        return True
+
+    def forget(self, sid: str) -> None:
+        with self._lock:
+            self._seen.pop(sid, None)
+
+
+_renewals = _Renewals(RENEWALS_REMEMBERED)
+
+
+# --------------------------------------------------------------------------- a request's part
+
+
+def renew_if_due(life: Lifecycle) -> None:
+    """Renew the index of an owned session's owner, once per half idle window.
+
+    Called when an owned session is loaded (memcached alone). One round trip
+    when due, and one more if the index no longer lists the session (evicted,
+    say): it is listed again. A node that does not answer costs the request
+    nothing but the wait; the next request tries again.
+    """
+    sid, digest = life.sid, life.record.owner
+    assert sid is not None and digest is not None
+    config = life.config
+    if not _renewals.due(sid, config.record_ttl / 2):
+        return
+    store = life.store
+    try:
+        got = store.execute(route(digest), [Get(index_key(life.keys, digest), index_ttl(config))])
+        index = parse_index(got[0])
+        if index is None or index.foreign or sid not in index.ids:
+            add(store, config, digest, sid)
+    except SessionUnavailableError:
+        _renewals.forget(sid)
+
+
+def tie(life: Lifecycle, digest: str) -> None:
+    """Make the stored session of ``life`` the owner ``digest``'s.
+
+    memcached alone: one round trip to append the owner line to the record,
+    one to list the session in the index (see ``add``). With the database:
+    one statement, then the record's round trip. An owner already set to
+    ``digest`` costs nothing.
+    """
+    sid = life.sid
+    if not life.stored or sid is None:
+        log.error("session %s: owner not set, the session is not stored", life.log_id())
+        return
+    record = life.record
+    if record.owner == digest:
+        return
+    durable = life.durable
+    if durable is not None:
+        try:
+            if not durable.database.set_owner(sid, digest):
+                log.info("session %s: ended before its owner was set", life.log_id())
+                return
+        except SessionUnavailableError:
+            life.failed = True
+            where = durable.database.describe()
+            log.error("session %s: owner not set, %s unavailable", life.log_id(), where)
+            if life.config.strict:
+                raise
+            return
+    ops: list[Op] = [Set(life.keys.record(sid), owner_line(digest), mode="append")]
+    results = life.execute(ops) if durable is None else life.cache(ops)
+    if durable is None and (results is None or results[0] is not True):
+        if results is not None:
+            log.info("session %s: ended before its owner was set", life.log_id())
+        return
+    life.record = dataclasses.replace(record, owner=digest, lines=record.lines + 1)
+    if durable is None:
+        _list(life, digest, sid)
+
+
+def list_moved(life: Lifecycle) -> None:
+    """List a regenerated session's new id in its owner's index (one round trip)."""
+    assert life.sid is not None and life.record.owner is not None
+    _list(life, life.record.owner, life.sid)
+
+
+def _list(life: Lifecycle, digest: str, sid: str) -> None:
+    try:
+        add(life.store, life.config, digest, sid)
+    except SessionUnavailableError as exc:
+        # The session is owned all the same: a later request lists it.
+        log.error("session %s: not listed for its owner yet (%s)", life.log_id(), exc)
+        _renewals.forget(sid)
+        if life.config.strict:
+            raise
+        return
+    _renewals.due(sid, 0)  # just renewed
+
+
+def end_others(life: Lifecycle) -> int:
+    """End every other session of the owner of ``life``'s session; how many.
+
+    0 for a session without an owner (or not stored).
+    """
+    digest = life.record.owner
+    if not life.stored or digest is None:
+        return 0
+    return revoke(
+        life.config, life.store, life.durable, digest, keep=life.sid, strict=life.config.strict
+    )
+
+
+# --------------------------------------------------------------------------- revoking
+
+
+def revoke(
+    config: SessionConfig,
+    store: Store,
+    durable: DurableTier | None,
+    digest: str,
+    *,
+    keep: str | None = None,
+    strict: bool = True,
+) -> int:
+    """End every session of the owner ``digest`` but ``keep``; how many it ended.
+
+    Each is ended as a logout ends it. Round trips, memcached alone: one to
+    read the index, one per node to read the listed records, two per session
+    ended, one to rewrite the index. With the database: one query, then per
+    session its rows deleted and two round trips.
+
+    When a server does not answer, what can be done is done (a session whose
+    node is down is ended when the node answers again, as a logout is), and
+    then, if ``strict``, ``SessionUnavailableError`` is raised; otherwise it
+    is logged.
+    """
+    from .lifecycle import NO_CLIENT, Lifecycle
+
+    lenient = dataclasses.replace(config, strict=False) if config.strict else config
+    ended = failed = 0
+
+    def end(sid: str, record: Record) -> bool:
+        life = Lifecycle(lenient, store, sid, NO_CLIENT, time.time, _nothing, durable)
+        transitions.delete_everything(life, sid, record)
+        return not life.failed
+
+    try:
+        if durable is not None:
+            now = time.time()
+            for sid, expires in durable.database.owned(digest):
+                if sid == keep:
+                    continue
+                if end(sid, _BLANK):
+                    ended += expires >= now
+                else:
+                    failed += 1
+        else:
+            ended, failed = _revoke_listed(config, store, digest, keep, end)
+    except SessionUnavailableError:
+        if strict:
+            raise
+        log.error("owner %s: sessions not ended, a server is unavailable", digest[:12])
+        return ended
+    if failed:
+        message = f"{failed} session(s) of the owner not ended yet (a server did not answer)"
+        if strict:
+            raise SessionUnavailableError(message)
+        log.error("owner %s: %s", digest[:12], message)
+    return ended
+
+
+def _revoke_listed(
+    config: SessionConfig,
+    store: Store,
+    digest: str,
+    keep: str | None,
+    end: Callable[[str, Record], bool],
+) -> tuple[int, int]:
+    """``revoke`` on memcached alone: (ended, failed)."""
+    keys = key_scheme(config.key_prefix)
+    key = index_key(keys, digest)
+    handled: set[str] = set() if keep is None else {keep}
+    ended = failed = 0
+    for _ in range(3):  # again if sessions were listed meanwhile
+        index = parse_index(store.execute(route(digest), [Get(key)])[0])
+        if index is None:
+            break
+        todo = [s for s in index.ids if s not in handled]
+        records = read_records(store, keys, todo)
+        unreachable = []
+        for sid in todo:
+            handled.add(sid)
+            if sid not in records:
+                unreachable.append(sid)
+                end(sid, _BLANK)  # deferred until its node answers
+                failed += 1
+            elif owned_by(records[sid], digest):
+                record = parse_or_none(records[sid])
+                assert record is not None
+                if end(sid, record):
+                    ended += 1
+                else:
+                    failed += 1
+        # The session kept stays listed (it is this owner's), and so do those
+        # whose ending waits for their node.
+        left = ([keep] if keep is not None else []) + unreachable
+        op: Op = Delete(key, cas=index.cas)
+        if left:
+            value = b"#%d\n" % len(left) + b"".join(s.encode("ascii") + b"\n" for s in left)
+            op = Set(key, value, FLAGS_INDEX, index_ttl(config), cas=index.cas)
+        if store.execute(route(digest), [op])[0] is True:
+            break
+    return ended, failed
+
+
+def _nothing() -> None:
+    """Ending another session has no request view of it to reset."""
+
+
+def revoke_sessions(app: Any, owner: str, *, settings: Mapping[str, Any] | None = None) -> int:
+    """End every session of ``owner``, from anywhere; returns how many it ended.
+
+    ``app`` is the ``webapp2.WSGIApplication`` (its
+    ``app.config['webapp2_sessions']``, with ``settings`` over it as a
+    handler's ``session_settings`` would be) or a ``SessionMiddleware``.
+    For a password change, say, or an administrator. Each session is ended
+    exactly as a logout ends it. Raises ``TypeError``/``ValueError`` for a
+    bad ``owner`` and ``SessionUnavailableError`` when a server did not
+    answer (the sessions it could reach are ended; call it again).
+    """
+    digest = owner_hash(owner)
+    runtime = _runtime_of(app, settings)
+    return revoke(runtime.config, runtime.store, runtime.durable, digest, strict=True)
+
+
+def _runtime_of(app: Any, settings: Mapping[str, Any] | None) -> Runtime:
+    runtime = getattr(app, "runtime", None)
+    if isinstance(runtime, Runtime):  # a SessionMiddleware
+        return runtime
+    registry = getattr(app, "registry", None)
+    config = getattr(app, "config", None)
+    if not isinstance(registry, dict) or not isinstance(config, Mapping):
+        raise TypeError(
+            "app must be a webapp2.WSGIApplication or a SessionMiddleware, "
+            f"not {type(app).__name__}"
+        )
+    return runtime_for(registry, config.get(CONFIG_KEY), dict(settings or {}))
+
+
+__all__ = ["owner_hash", "revoke", "revoke_sessions"]
