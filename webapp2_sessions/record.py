@@ -12,6 +12,14 @@ one ``json.loads``)::
     {"-":"cart"}      <- a name was deleted
     {"!":"flashes"}   <- the session has a flash list
     {"!":"dead"}      <- logout has begun: the session is over
+    {"x":2592000}     <- set_expiry() changed the session's lifetime (null: back)
+    {"!":"moving","to":"<new id>","t":1700000000.0}
+                      <- an id rotation has claimed it (see rotation.py)
+
+The header may also hold ``"x"`` (the remembered lifetime, ``set_expiry``)
+and ``"i"`` (when this id was issued, if not at creation). After a rotation
+the record is replaced by a pointer, ``{"v":1,"c":...,"to":"<new id>"}``,
+that lives for ``rotate_grace`` seconds.
 
 Appending is atomic on the server and fails once the record is gone, which is
 how concurrent requests add names without losing each other's. A logout
@@ -36,7 +44,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
-from .keys import KeyScheme
+from .keys import KeyScheme, is_session_id
 from .stores import Batch, Delete, Failed, Get, Item, Op, Result, Set
 
 #: Client flags of session records and of flash lists.
@@ -49,11 +57,16 @@ _encode_name = json.JSONEncoder(ensure_ascii=True).encode
 
 
 _DEAD_MARK = b"\n" + DEAD_LINE + b"\n"
+#: In a moving mark and a pointer only: inside a JSON string every quote is
+#: escaped, so no variable name's line can hold it.
+_MOVED_MARK = b'"to":'
 
 
 def is_live(item: object) -> bool:
-    """True for a record that exists and has no logout under way."""
-    return isinstance(item, Item) and _DEAD_MARK not in item.value
+    """True for a record that exists, with no logout or id rotation under way."""
+    return (
+        isinstance(item, Item) and _DEAD_MARK not in item.value and _MOVED_MARK not in item.value
+    )
 
 
 def client_hash(text: str | None) -> str | None:
@@ -106,6 +119,19 @@ class Record:
     flashes: bool = False
     dead: int = 0
     lines: int = 0
+    #: Seconds the session is remembered for (``set_expiry``); None: the settings'.
+    expiry: int | None = None
+    #: When this id was issued, if not at ``created`` (0.0): a rotation's clock.
+    issued: float = 0.0
+    #: A pointer's new id: this id was rotated away (see ``rotation.py``).
+    to: str | None = None
+    #: The rotations that claimed this record, in order: (new id, when).
+    moving: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def issued_at(self) -> float:
+        """When this id was issued (records older than rotation: its creation)."""
+        return self.issued or self.created
 
     def encode(self) -> bytes:
         """Header plus a compact index of the current names."""
@@ -116,6 +142,10 @@ class Record:
             head += b',"ua":"%s"' % self.user_agent.encode("ascii")
         if self.remote_addr is not None:
             head += b',"ip":"%s"' % self.remote_addr.encode("ascii")
+        if self.expiry is not None:
+            head += b',"x":%d' % self.expiry
+        if self.issued:
+            head += b',"i":%.3f' % self.issued
         return head + b"}\n" + index_lines(self.names, flashes=self.flashes)
 
     def needs_compaction(self) -> bool:
@@ -162,6 +192,8 @@ def _parse(value: bytes) -> Record:
         listed_ever: set[str] = set()
         flashes = False
         dead = 0
+        expiry = _expiry(header.get("x"))
+        moving: list[tuple[str, float]] = []
         for entry in entries[1:]:
             if isinstance(entry, str) and entry:
                 names.add(entry)
@@ -174,6 +206,10 @@ def _parse(value: bytes) -> Record:
                 flashes = True
             elif entry.get("!") == "dead":
                 dead += 1
+            elif "x" in entry:
+                expiry = _expiry(entry["x"])
+            elif entry.get("!") == "moving" and _new_id(entry.get("to")):
+                moving.append((entry["to"], _time(entry.get("t"))))
         return Record(
             created=created,
             user_agent=_optional_str(header.get("ua")),
@@ -183,6 +219,10 @@ def _parse(value: bytes) -> Record:
             flashes=flashes,
             dead=dead,
             lines=len(entries) - 1,
+            expiry=expiry,
+            issued=_time(header["i"]) if "i" in header else 0.0,
+            to=header["to"] if _new_id(header.get("to")) else None,
+            moving=tuple(moving),
         )
     except (UnicodeDecodeError, RecursionError, OverflowError) as exc:
         raise ValueError(type(exc).__name__) from None
@@ -196,6 +236,17 @@ def _time(value: Any) -> float:
     if not math.isfinite(result):
         raise ValueError("non-finite time")
     return result
+
+
+def _expiry(value: Any) -> int | None:
+    """A remembered lifetime from the record (anything else: none)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def _new_id(value: Any) -> bool:
+    return isinstance(value, str) and is_session_id(value)
 
 
 def _optional_str(value: Any) -> str | None:
@@ -268,6 +319,8 @@ class WriteOutcome:
     #: Index lines to append because another request changed the index under
     #: this one (empty when none are needed).
     relist: bytes
+    #: The id is being rotated away (or was): undo the body, keep the session.
+    moved: bool = False
 
     @property
     def ended(self) -> bool:
@@ -345,7 +398,8 @@ class WritePlan:
         record = self.record
         if not is_live(readback):
             gone = not isinstance(readback, Item)
-            return WriteOutcome(gone, not gone, None, record, body, b"")
+            moved = not gone and _DEAD_MARK not in readback.value  # type: ignore[union-attr]
+            return WriteOutcome(gone, not (gone or moved), None, record, body, b"", moved)
         index = self.index
         if index >= 0 and results[index] is not True:
             # The record is there and live, so the append was refused for
