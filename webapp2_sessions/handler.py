@@ -165,6 +165,10 @@ class SessionHandlerMixin:
         """Delete the session on the server and expire its cookie (logout)."""
         self.session.destroy()
 
+    def set_session_expiry(self, seconds: int | None) -> None:
+        """Remember the session for ``seconds`` (None: forget); see ``Session.set_expiry``."""
+        self.session.set_expiry(seconds)
+
     def add_flash(self, value: Any, level: str | None = None) -> None:
         self.session.add_flash(value, level)
 

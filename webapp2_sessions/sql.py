@@ -46,6 +46,8 @@ sessions_table = sa.Table(
     sa.Column("expires", sa.Float, nullable=False, index=True),
     sa.Column("user_agent", sa.String(32)),
     sa.Column("remote_addr", sa.String(32)),
+    #: Seconds the session is remembered for (``set_expiry``); NULL: not.
+    sa.Column("expiry", sa.Integer),
 )
 variables_table = sa.Table(
     "webapp2_session_variables",
@@ -68,6 +70,7 @@ _LOAD = (
         _s.c.expires,
         _s.c.user_agent,
         _s.c.remote_addr,
+        _s.c.expiry,
         _v.c.name,
         _v.c.value,
         _v.c.flags,
@@ -98,6 +101,8 @@ class StoredSession:
     remote_addr: str | None
     #: name -> (value, flags), as memcached holds them.
     variables: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    #: Seconds the session is remembered for (``set_expiry``), or None.
+    expiry: int | None = None
 
 
 class SessionGone(Exception):
@@ -167,6 +172,7 @@ class Database:
         with self._lock:
             if not self._ready:
                 _metadata.create_all(self.engine, checkfirst=True)
+                _add_missing_columns(self.engine)
                 self._ready = True
 
     # ------------------------------------------------------------------ reading
@@ -178,7 +184,9 @@ class Database:
         if not rows or rows[0].expires < now:
             return None
         first = rows[0]
-        stored = StoredSession(first.created, first.expires, first.user_agent, first.remote_addr)
+        stored = StoredSession(
+            first.created, first.expires, first.user_agent, first.remote_addr, expiry=first.expiry
+        )
         for row in rows:
             if row.name is not None:
                 stored.variables[row.name] = _value(row)
@@ -209,6 +217,7 @@ class Database:
                     "expires": stored.expires,
                     "user_agent": stored.user_agent,
                     "remote_addr": stored.remote_addr,
+                    "expiry": stored.expiry,
                 },
             )
             yield Writer(conn, session_id, fresh=True)
@@ -323,6 +332,11 @@ class Writer:
             ],
         )
 
+    def remember(self, expiry: int | None) -> None:
+        """Keep the session's lifetime (``set_expiry``; None: the settings')."""
+        s = sessions_table
+        self._conn.execute(sa.update(s).where(s.c.id == self._sid).values(expiry=expiry))
+
     def delete(self, names: Iterable[str]) -> None:
         params = [{"sid": self._sid, "var": n} for n in names]
         if params:
@@ -363,6 +377,14 @@ class Writer:
             self.set({FLASHES: rest}, flags)
         else:
             self.delete([FLASHES])
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Columns added since a table was created (``expiry``, in 0.2), added to it."""
+    present = {c["name"] for c in sa.inspect(engine).get_columns(sessions_table.name)}
+    if "expiry" not in present:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {sessions_table.name} ADD COLUMN expiry INTEGER"))
 
 
 def _value(row: Any) -> tuple[bytes, int]:
