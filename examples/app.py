@@ -51,7 +51,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from keyinfo import session_keys, store_name
 from layout import TTL_SCRIPT, csrf_field, duration, error_page, esc, page, post_button
 
-from webapp2_sessions import Session, SessionHandlerMixin, UpdateConflictError
+from webapp2_sessions import Session, SessionHandlerMixin, UpdateConflictError, rotation
 
 log = logging.getLogger("example")
 
@@ -279,7 +279,7 @@ class SessionPageHandler(BaseHandler):
         remembered = "no (cookie ends with the browser session)"
         if session.expiry:
             remembered = f"for {duration(session.expiry)} (a persistent cookie)"
-        id_age = duration(int(time.time() - session.id_issued_at))
+        id_age = duration(int(time.time() - rotation.issued_at(session)))
         if config.rotate_after:
             id_age += f"; a new id after {duration(config.rotate_after)}"
         self.render(

@@ -44,7 +44,7 @@ class SessionResponse:
             mark_private(headers)
             self._private = headers
             if sets_cookie:
-                max_age = self.session.cookie_max_age
+                max_age = self.session._server.max_age
                 self._prepared = (session_id, max_age, self.cookie(session_id, max_age))
 
         self.session.save(on_sent)
@@ -54,7 +54,7 @@ class SessionResponse:
         """Write the cookie (set, renewed or cleared) and ``Vary``/``Cache-Control``."""
         session = self.session
         action = session.cookie_action
-        max_age = session.cookie_max_age
+        max_age = session._server.max_age  # the session's own (set_expiry)
         renewals = self.runtime.renewals
         if (
             action is None

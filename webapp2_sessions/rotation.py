@@ -64,6 +64,12 @@ def pointer_record(created: float, new_id: str) -> bytes:
     return b'{"v":1,"c":%.3f,"to":"%s"}\n' % (created, new_id.encode("ascii"))
 
 
+def issued_at(session: Session) -> float:
+    """When ``session``'s current id was issued (Unix time); its age counts from it."""
+    session._ensure_loaded()
+    return session._server.record.issued_at
+
+
 def due(life: Lifecycle) -> bool:
     """True if the loaded session's id is older than ``rotate_after``."""
     after = life.config.rotate_after

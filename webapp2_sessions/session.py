@@ -331,18 +331,12 @@ class Session(MutableMapping[str, Any]):
         self._changes.clear()
         transitions.destroy(self._server)
 
-    # ------------------------------------------------------------------ lifetime
-
     def set_expiry(self, seconds: int | None) -> None:
-        """Remember this session for ``seconds`` ("remember me"), or forget (None).
+        """Remember this session for ``seconds`` (None: forget); see ``expiry.py``.
 
-        The cookie becomes persistent (``Max-Age=seconds``) and the session and
-        its variables stay on the server at least that long, renewed on use;
-        None returns to the settings (a browser-session cookie unless
-        ``cookie_args.max_age``). Survives ``regenerate_id`` and rotation;
-        ``absolute_timeout`` still ends it. Saved with the other changes.
-        Raises ``TypeError`` unless ``seconds`` is an int or None, and
-        ``ValueError`` outside 1 to ``expiry.MAX_EXPIRY`` (400 days).
+        A persistent cookie, and the session kept at least ``seconds`` on the
+        server. ``TypeError`` unless an int or None; ``ValueError`` outside 1
+        to 400 days. Saved with the other changes.
         """
         expiry.set_expiry(self, seconds)
 
@@ -351,17 +345,6 @@ class Session(MutableMapping[str, Any]):
         """Seconds this session is remembered for (``set_expiry``), or None."""
         self._ensure_loaded()
         return self._server.record.expiry
-
-    @property
-    def cookie_max_age(self) -> int | None:
-        """The cookie's Max-Age: the session's lifetime, or ``cookie_args.max_age``."""
-        return self._server.max_age
-
-    @property
-    def id_issued_at(self) -> float:
-        """When the current id was issued (Unix time); ``rotate_after`` counts from it."""
-        self._ensure_loaded()
-        return self._server.record.issued_at
 
     # ------------------------------------------------------------------ atomic updates
 
