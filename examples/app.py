@@ -10,9 +10,11 @@ Pages:
   and the time it has left;
 - ``/login`` and ``/logout``: a new session id at login
   (``regenerate_session_id``) and the session tied to the user
-  (``set_session_owner``), every key deleted at logout (``destroy_session``);
+  (``set_session_owner``), a persistent cookie if "remember me" is ticked
+  (``set_session_expiry``), every key deleted at logout (``destroy_session``);
   signed in, ``/login`` offers "Sign out other devices"
-  (``destroy_other_sessions``, at ``/logout/others``);
+  (``destroy_other_sessions``, at ``/logout/others``); the id is also
+  replaced every 15 minutes (``rotate_after``);
 - ``/health``: a health check that never touches the session.
 
 Every form carries the session's CSRF token and every POST handler calls
@@ -38,6 +40,7 @@ import os
 import secrets
 import socketserver
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -50,9 +53,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from keyinfo import session_keys, store_name
 from layout import TTL_SCRIPT, csrf_field, duration, error_page, esc, page, post_button
 
-from webapp2_sessions import Session, SessionHandlerMixin, UpdateConflictError
+from webapp2_sessions import Session, SessionHandlerMixin, UpdateConflictError, rotation
 
 log = logging.getLogger("example")
+
+#: How long "remember me" keeps a visitor signed in.
+REMEMBER = 30 * 24 * 3600
+#: Ids older than this are replaced on their next request (the setting).
+ROTATE_AFTER = 15 * 60
 
 #: The lists on /lists: each is one session variable (and one memcached key).
 LISTS = {"groceries": "Groceries", "chores": "Chores"}
@@ -270,6 +278,12 @@ class SessionPageHandler(BaseHandler):
                 f"{esc(', '.join(sorted(session.lost)))}</div>"
             )
         config = session.config
+        remembered = "no (cookie ends with the browser session)"
+        if session.expiry:
+            remembered = f"for {duration(session.expiry)} (a persistent cookie)"
+        id_age = duration(int(time.time() - rotation.issued_at(session)))
+        if config.rotate_after:
+            id_age += f"; a new id after {duration(config.rotate_after)}"
         self.render(
             "<h1>Your session</h1>"
             '<p class="lead">One memcached key per variable, named '
@@ -297,6 +311,8 @@ class SessionPageHandler(BaseHandler):
             f"<code>SameSite={esc(config.cookie_args.samesite)}</code></dd>"
             f"<dt>Store</dt><dd>{esc(store_name(session))}</dd>"
             f"<dt>TTL setting</dt><dd>{duration(config.ttl)}</dd>"
+            f"<dt>Remembered</dt><dd>{remembered}</dd>"
+            f"<dt>Id age</dt><dd>{id_age}</dd>"
             f"<dt>Key prefix</dt><dd><code>{esc(config.key_prefix or '(none)')}</code></dd>"
             "</dl></div></div>",
             title="Your session",
@@ -356,6 +372,8 @@ class LoginHandler(BaseHandler):
             f'<form class="stack" method="post" action="/login">{csrf_field(token)}'
             '<label>Your name <input type="text" name="user" maxlength="40" '
             'autocomplete="username" required autofocus></label>'
+            '<label><input type="checkbox" name="remember" value="1"> Remember me for '
+            "30 days</label>"
             "<div><button>Log in</button></div></form></div>" + others,
             title="Log in",
         )
@@ -371,6 +389,8 @@ class LoginHandler(BaseHandler):
         self.regenerate_session_id()
         # Tie the session to the user: "sign out other devices" finds it by that.
         self.set_session_owner(user)
+        # Ticked: a persistent cookie, and the session kept 30 days on the server.
+        self.set_session_expiry(REMEMBER if self.request.POST.get("remember") else None)
         self.set_session_var("user", user)
         self.back(
             "/",
@@ -443,7 +463,7 @@ def settings_from_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any
 
     Returns the settings and whether the secret had to be made up.
     """
-    settings: dict[str, Any] = {"cookie_name": "demo_session"}
+    settings: dict[str, Any] = {"cookie_name": "demo_session", "rotate_after": ROTATE_AFTER}
     servers = [s.strip() for s in environ.get("MEMCACHE_SERVERS", "").split(",") if s.strip()]
     if servers:
         settings["memcache_servers"] = servers

@@ -58,6 +58,12 @@ def test_unknown_key_is_named_in_the_error():
         ("max_connections", 0),
         ("store", {}),
         ("item_size_max", 10),
+        ("rotate_after", 0),
+        ("rotate_after", "3600"),
+        ("rotate_after", True),
+        ("rotate_grace", 0),
+        ("rotate_grace", 301),
+        ("rotate_grace", 2.5),
     ],
 )
 def test_wrong_type_or_value_raises_configuration_error_naming_the_key(key, value):
@@ -65,6 +71,16 @@ def test_wrong_type_or_value_raises_configuration_error_naming_the_key(key, valu
         SessionConfig.from_mapping({key: value})
     assert info.value.key == key
     assert key in str(info.value)
+
+
+def test_rotation_is_off_by_default_and_must_outlast_its_grace():
+    config = SessionConfig.from_mapping({})
+    assert config.rotate_after is None and config.rotate_grace == 5
+    with pytest.raises(ConfigurationError) as info:
+        SessionConfig.from_mapping({"rotate_after": 5})
+    assert info.value.key == "rotate_after"
+    config = SessionConfig.from_mapping({"rotate_after": 900, "rotate_grace": 30})
+    assert (config.rotate_after, config.rotate_grace) == (900, 30)
 
 
 def test_cookie_args_errors_name_the_nested_key():

@@ -16,7 +16,7 @@ import webapp2
 import webtest
 from conftest import PATIENT, SECRET, Handler, Untouched, capture_errors
 
-from webapp2_sessions import MemcacheStore, Session, SessionConfig, SessionUnavailableError
+from webapp2_sessions import MemcacheStore, Session, SessionConfig, SessionUnavailableError, saving
 from webapp2_sessions.lifecycle import Lifecycle
 from webapp2_sessions.stores import Get, Item, Set
 
@@ -215,7 +215,7 @@ def test_regeneration_honours_a_logout_that_completed_while_it_ran(memcached, mo
     browser.get("/", {"set": "secret", "value": '"s"'})
     cookie = browser.cookies["sid"]
     old = cookie.split(".")[0]
-    real = Lifecycle.store_new
+    real = saving.store_new
     raced: list[str] = []
 
     def save_then_logout(self: Lifecycle, *args: Any, **kwargs: Any) -> bool:
@@ -227,7 +227,7 @@ def test_regeneration_honours_a_logout_that_completed_while_it_ran(memcached, mo
             other.get("/", {"destroy": "1"})
         return stored
 
-    monkeypatch.setattr(Lifecycle, "store_new", save_then_logout)
+    monkeypatch.setattr(saving, "store_new", save_then_logout)
     body = browser.get("/", {"regen": "1", "get": "secret", "sid": "1"}).json
     assert raced and body["secret"] is None
     new = raced[0]

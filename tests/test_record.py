@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from webapp2_sessions.keys import KeyScheme, new_session_id
@@ -35,6 +37,45 @@ def test_a_record_round_trips_through_its_encoding():
     assert parsed.created == 1700000000.5
     assert parsed.names == parsed.listed_ever == {"cart", "user"}
     assert parsed.flashes and parsed.dead == 0
+
+
+#: The fields listing() and changed() compute; every other one is carried over.
+INDEX_FIELDS = {"names", "listed_ever", "flashes", "lines"}
+
+
+def every_header_field_set() -> Record:
+    """A record with every field away from its default."""
+    values = {
+        "created": 1700000000.5,
+        "user_agent": "a" * 64,
+        "remote_addr": "b" * 64,
+        "dead": 1,
+        "owner": "c" * 64,
+        "expiry": 86400,
+        "issued": 1700000100.25,
+        "to": new_session_id(),
+        "moving": ((new_session_id(), 1700000200.0),),
+    }
+    missing = {f.name for f in dataclasses.fields(Record)} - INDEX_FIELDS - values.keys()
+    assert not missing, f"add {missing} here"
+    return Record(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "copy",
+    [
+        lambda r: r.listing(frozenset({"cart"}), True),
+        lambda r: r.changed(frozenset({"cart"}), frozenset(), False),
+        Record.compacted,
+    ],
+    ids=["listing", "changed", "compacted"],
+)
+def test_a_records_copies_keep_every_header_field(copy):
+    record = every_header_field_set()
+    copied = copy(record)
+    for field in dataclasses.fields(Record):
+        if field.name not in INDEX_FIELDS:
+            assert getattr(copied, field.name) == getattr(record, field.name), field.name
 
 
 def test_the_last_index_line_for_a_name_wins_and_logout_marks_are_counted():

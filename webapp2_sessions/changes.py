@@ -50,14 +50,22 @@ class Changes:
         self.flashes_read = self.force = False
 
     def ops(
-        self, keys: KeyScheme, session_id: str, config: SessionConfig, read: Item | None
+        self,
+        keys: KeyScheme,
+        session_id: str,
+        config: SessionConfig,
+        read: Item | None,
+        ttl: int | None = None,
     ) -> list[Op]:
         """The operations writing these changes to ``session_id``.
 
         ``read`` is the stored flash list as this request read it: deleting
         it is guarded by its CAS token, so a flash added meanwhile survives.
+        ``ttl`` is the session's own (``set_expiry``), if not the settings'.
         """
-        ttl, value_flags = config.ttl, config.serializer.flags
+        value_flags = config.serializer.flags
+        if ttl is None:
+            ttl = config.ttl
         written = self.written
         ops: list[Op] = [
             Set(key, data, value_flags, ttl)

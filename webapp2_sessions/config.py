@@ -25,6 +25,8 @@ _KEY_PREFIX_RE = re.compile(r"[\x21-\x7e]*")
 _ATTRIBUTE_RE = re.compile(r"[\x21-\x3a\x3c-\x7e]+")  # printable, no ';' or space
 #: Longest TTL or timeout accepted: memcached's absolute expiry times stop at 2038.
 MAX_SECONDS = 5 * 365 * 24 * 3600
+#: Longest ``rotate_grace``: an old id leads to the session this long at most.
+MAX_ROTATE_GRACE = 300
 _SAMESITE = ("Strict", "Lax", "None")
 
 
@@ -78,6 +80,11 @@ class SessionConfig:
     sweep_percent: float = 1.0
     #: Most sessions one sweep purges.
     sweep_limit: int = 100
+    #: Seconds after which a session's id is replaced on its next request
+    #: (None: never). See ``rotation.py``.
+    rotate_after: int | None = None
+    #: Seconds the id it replaced keeps leading to the session.
+    rotate_grace: int = 5
     #: Lifetime of the session record; a request that uses it renews it.
     #: Derived, not a setting: kept as a field because requests read it on
     #: every load and write, where a property would cost a call each time.
@@ -142,6 +149,12 @@ class SessionConfig:
                 "idle_timeout",
                 f"must not exceed ttl ({self.ttl}s), or variables would expire before "
                 "their session; raise ttl too",
+            )
+        if self.rotate_after is not None and self.rotate_after <= self.rotate_grace:
+            raise ConfigurationError(
+                "rotate_after",
+                f"must be longer than rotate_grace ({self.rotate_grace}s): an id would be "
+                "replaced while the one before it still leads to the session",
             )
         # The hashed form of a variable name is 65 bytes; with the 32-byte id and
         # the separator it must still fit memcached's 250-byte key limit.
@@ -327,6 +340,13 @@ def _database(key: str, value: Any) -> Any:
     return value
 
 
+def _rotate_grace(key: str, value: Any) -> int:
+    grace = _int(key, value, minimum=1)
+    if grace > MAX_ROTATE_GRACE:
+        raise ConfigurationError(key, f"must be at most {MAX_ROTATE_GRACE} seconds, got {grace}")
+    return grace
+
+
 def _percent(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
         raise ConfigurationError(key, f"must be a number from 0 to 100, not {value!r}")
@@ -358,4 +378,6 @@ _VALIDATORS: dict[str, Any] = {
     "database": _database,
     "sweep_percent": _percent,
     "sweep_limit": lambda k, v: _int(k, v, 1),
+    "rotate_after": _optional_seconds,
+    "rotate_grace": _rotate_grace,
 }

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from . import expiry, rotation
 from .changes import DurableChanges
 from .config import SessionConfig
 from .errors import SessionUnavailableError
@@ -45,21 +46,23 @@ class DurableTier:
         self._touched: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
-    def expires(self, created: float, now: float) -> float:
-        """When a session renewed ``now`` ends: idle window, or absolute timeout."""
+    def expires(self, created: float, now: float, record_ttl: int | None = None) -> float:
+        """When a session renewed ``now`` ends: idle window (the session's own,
+        ``record_ttl``, if it has one), or absolute timeout."""
         config = self.config
-        end = now + config.record_ttl
+        end = now + (config.record_ttl if record_ttl is None else record_ttl)
         if config.absolute_timeout:
             end = min(end, created + config.absolute_timeout)
         return end
 
-    def stored(self, record: Record, now: float) -> StoredSession:
+    def stored(self, record: Record, now: float, record_ttl: int | None = None) -> StoredSession:
         return StoredSession(
             record.created,
-            self.expires(record.created, now),
+            self.expires(record.created, now, record_ttl),
             record.user_agent,
             record.remote_addr,
             owner=record.owner,
+            expiry=record.expiry,
         )
 
     def record_of(self, stored: StoredSession) -> Record:
@@ -75,6 +78,7 @@ class DurableTier:
             flashes=flashes,
             lines=len(names) + flashes,
             owner=stored.owner,
+            expiry=stored.expiry,
         )
 
     def refill_ops(
@@ -83,20 +87,17 @@ class DurableTier:
         session_id: str,
         record: Record | None,
         values: Mapping[str, tuple[bytes, int]],
+        ttls: tuple[int, int] | None = None,
     ) -> list[Op]:
         """Put what the database returned back into memcached, without
-        overwriting anything newer there (``add`` only)."""
+        overwriting anything newer there (``add`` only). ``ttls``: the
+        session's own (variables, record), if not the settings'."""
         config = self.config
+        ttl, record_ttl = ttls or (config.ttl, config.record_ttl)
         ops: list[Op] = []
         if record is not None:
             ops.append(
-                Set(
-                    keys.record(session_id),
-                    record.encode(),
-                    FLAGS_RECORD,
-                    config.record_ttl,
-                    "add",
-                )
+                Set(keys.record(session_id), record.encode(), FLAGS_RECORD, record_ttl, "add")
             )
         for name, (value, flags) in values.items():
             key = (
@@ -104,10 +105,10 @@ class DurableTier:
                 if name == FLASHES
                 else keys.variable(session_id, name)
             )
-            ops.append(Set(key, value, flags, config.ttl, "add"))
+            ops.append(Set(key, value, flags, ttl, "add"))
         return ops
 
-    def touch_if_due(self, session_id: str, created: float) -> None:
+    def touch_if_due(self, session_id: str, created: float, record_ttl: int) -> None:
         """Renew a session that is only being read, at most once per half window.
 
         The database sees only writes; without this a visitor who reads for
@@ -117,14 +118,14 @@ class DurableTier:
         now = time.monotonic()
         with self._lock:
             last = self._touched.get(session_id)
-            if last is not None and now - last < self.config.record_ttl / 2:
+            if last is not None and now - last < record_ttl / 2:
                 return
             self._touched[session_id] = now
             self._touched.move_to_end(session_id)
             while len(self._touched) > TOUCHES_REMEMBERED:
                 self._touched.popitem(last=False)
         try:
-            self.database.touch(session_id, self.expires(created, time.time()))
+            self.database.touch(session_id, self.expires(created, time.time(), record_ttl))
         except SessionUnavailableError:
             with self._lock:
                 self._touched.pop(session_id, None)
@@ -164,7 +165,10 @@ class DurableTier:
             if isinstance(item, Item):
                 if not life.adopt(sid, item):
                     return None
-                tier.touch_if_due(sid, life.record.created)
+                record_ttl = life.record_ttl
+                if life.record.expiry is not None:
+                    record_ttl = max(record_ttl, life.record.expiry)
+                tier.touch_if_due(sid, life.record.created, record_ttl)
                 values = results[plan.values]
                 if None in values:
                     self.fill(life, names, values)
@@ -185,7 +189,8 @@ class DurableTier:
             return None
         life.adopted(record, 0)
         if not life.cache_down:
-            life.cache(tier.refill_ops(life.keys, sid, record, stored.variables))
+            ttls = expiry.ttls(life.config, record.expiry)
+            life.cache(tier.refill_ops(life.keys, sid, record, stored.variables, ttls))
         return plan, results_from(record, names, stored.variables, plan.flashes >= 0)
 
     def fill(self, life: Lifecycle, names: Sequence[str], values: list[Result]) -> None:
@@ -204,7 +209,7 @@ class DurableTier:
             if name in found:
                 values[index] = Item(*found[name])
         if found and not life.cache_down:
-            life.cache(tier.refill_ops(life.keys, life.sid, None, found))
+            life.cache(tier.refill_ops(life.keys, life.sid, None, found, (life.ttl, 0)))
 
     def fetch_flashes(self, life: Lifecycle) -> Item | None:
         tier = self
@@ -216,7 +221,7 @@ class DurableTier:
         if FLASHES not in found:
             return None
         if not life.cache_down:
-            life.cache(tier.refill_ops(life.keys, life.sid, None, found))
+            life.cache(tier.refill_ops(life.keys, life.sid, None, found, (life.ttl, 0)))
         return Item(found[FLASHES][0], FLAGS_FLASHES)
 
     def store_new(
@@ -236,7 +241,8 @@ class DurableTier:
         sid = life.sid
         results: list[Result] | None = None
         try:
-            with tier.database.create(sid, tier.stored(life.record, time.time())) as writer:
+            stored = tier.stored(life.record, time.time(), life.record_ttl)
+            with tier.database.create(sid, stored) as writer:
                 if changes is not None:
                     changes.apply(writer, life.config.serializer.flags)
                 results = life.cache(ops, on_sent)
@@ -285,8 +291,10 @@ class DurableTier:
         too_long = False
         try:
             with tier.database.update(
-                sid, tier.expires(life.record.created, time.time())
+                sid, tier.expires(life.record.created, time.time(), life.record_ttl)
             ) as writer:
+                if life.expiry_changed:
+                    writer.remember(life.record.expiry)
                 body = make(writer)
                 writer.hold()  # the row is locked before memcached hears of the write
                 plan = WritePlan(
@@ -298,15 +306,22 @@ class DurableTier:
                     written,
                     deleted,
                     new_flashes,
-                    config.record_ttl,
+                    life.record_ttl,
                 )
                 # An index too long for an item is never sent (memcached would
                 # delete the record); the database keeps the write regardless.
                 too_long = len(plan.lines) > config.item_size_max - 300
                 if not too_long:
                     results = life.cache(plan.ops, on_sent)
-                    if results is not None and plan.outcome(results).dead:
+                    seen = None if results is None else plan.outcome(results)
+                    if seen is not None and seen.dead:
                         raise _LoggingOut(sid)
+                    if seen is not None and seen.moved:
+                        raise _Moving(sid)
+        except _Moving:
+            life.cache(undo_ops(life.keys, sid, plan.ops if plan is not None else ()))
+            rotation.write_lost(life)
+            return None
         except (SessionGone, _LoggingOut):
             if plan is not None and results is not None:
                 life.cache(undo_ops(life.keys, sid, plan.ops))
@@ -327,7 +342,7 @@ class DurableTier:
             return None
         tier.noted_write(sid)
         tier.sweep()
-        if config.cookie_args.max_age is not None:
+        if life.max_age is not None:
             life.cookie_action = "set"
         assert plan is not None
         if results is None:
@@ -350,6 +365,10 @@ class DurableTier:
 
 class _LoggingOut(Exception):
     """memcached shows a logout under way: the write must not outlive it."""
+
+
+class _Moving(Exception):
+    """memcached shows the id being rotated away: the write must not land."""
 
 
 class _Taken(Exception):

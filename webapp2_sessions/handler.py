@@ -180,6 +180,10 @@ class SessionHandlerMixin:
         """
         return self.session.destroy_others()
 
+    def set_session_expiry(self, seconds: int | None) -> None:
+        """Remember the session for ``seconds`` (None: forget); see ``Session.set_expiry``."""
+        self.session.set_expiry(seconds)
+
     def add_flash(self, value: Any, level: str | None = None) -> None:
         self.session.add_flash(value, level)
 

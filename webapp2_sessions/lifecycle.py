@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import owners
+from . import expiry, owners, rotation
 from .config import SessionConfig
 from .errors import SessionUnavailableError
 from .keys import KeyScheme, key_scheme, log_token, new_session_id
@@ -25,7 +25,6 @@ from .record import (
     Record,
     WritePlan,
     client_hash,
-    new_record_op,
     undo_ops,
 )
 from .stores import Failed, Get, Item, Op, Result, Set, Store
@@ -93,6 +92,12 @@ class Lifecycle:
     durable: DurableTier | None = None
     #: Variables kept in memcached only (``session_quick``).
     quick: frozenset[str] = frozenset()
+    #: ``set_expiry`` changed the lifetime this request: the write says so.
+    expiry_changed = False
+    #: The id the record points to: rotated away (see ``rotation.py``).
+    forward: str | None = None
+    #: Pointers followed this request (a bound against chains).
+    hops = 0
 
     def __init__(
         self,
@@ -106,6 +111,11 @@ class Lifecycle:
         quick: frozenset[str] = frozenset(),
     ) -> None:
         self.config = config
+        #: TTLs of variables and record, and the cookie's Max-Age: the
+        #: settings', or the session's own lifetime (``expiry.py``).
+        self.ttl = config.ttl
+        self.record_ttl = config.record_ttl
+        self.max_age = config.cookie_args.max_age
         # Class-level defaults stand until a request needs its own: a
         # Lifecycle is built for every request that uses its session.
         if durable is not None:
@@ -202,20 +212,30 @@ class Lifecycle:
         sid = self.sid
         assert sid is not None
         config = self.config
-        plan = LoadPlan(self.keys, sid, names, flashes, config.record_ttl, config.ttl)
+        assumed = expiry.known(sid)
+        if assumed is None:
+            plan = LoadPlan(self.keys, sid, names, flashes, config.record_ttl, config.ttl)
+        else:
+            ttl, record_ttl = expiry.ttls(config, assumed)
+            plan = LoadPlan(self.keys, sid, names, flashes, record_ttl, ttl)
+        loaded: tuple[LoadPlan, Sequence[Result]] | None
         if self.durable is not None:
-            return self.durable.load(self, plan, names)
-        try:  # execute(), inline: every returning visitor's request runs this
-            results = self.store.execute(sid, plan.ops)
-        except SessionUnavailableError:
-            self.failed = True
-            if config.strict:
-                raise
-            self.state = UNAVAILABLE
-            return None
-        if not self.adopt(sid, results[LoadPlan.RECORD]):
-            return None
-        return plan, results
+            loaded = self.durable.load(self, plan, names)
+        else:
+            try:  # execute(), inline: every returning visitor's request runs this
+                results = self.store.execute(sid, plan.ops)
+            except SessionUnavailableError:
+                self.failed = True
+                if config.strict:
+                    raise
+                self.state = UNAVAILABLE
+                return None
+            loaded = (plan, results) if self.adopt(sid, results[LoadPlan.RECORD]) else None
+        if loaded is None:
+            return None if self.forward is None else rotation.follow(self, names, flashes)
+        if assumed is not None or self.record.expiry is not None:
+            expiry.loaded(self, assumed, plan)
+        return loaded
 
     def adopt(self, sid: str, item: Result) -> bool:
         """Accept the record of ``sid``, or end it and start afresh; say which."""
@@ -227,6 +247,9 @@ class Lifecycle:
         except ValueError as exc:
             log.warning("session %s: unreadable record ignored (%s)", log_token(sid), exc)
             self.start_fresh()
+            return False
+        if record.to is not None and not record.dead:
+            self.forward = record.to  # rotated: the session lives on there
             return False
         if record.dead:
             # A logout (or a regeneration) is ending it right now; a logout in
@@ -282,11 +305,18 @@ class Lifecycle:
         because the store failed."""
         return self.sid is not None and self.state in (STORED, UNAVAILABLE)
 
-    def move_to_new_id(self, created: float, owner: str | None = None) -> None:
-        """Become a new, unsaved session that keeps the creation time (and owner)."""
-        self.record = dataclasses.replace(self.blank_record(), created=created, owner=owner)
+    def move_to_new_id(self, claimed: Record, sid: str | None = None) -> None:
+        """Become a new, unsaved session (``sid``, or one picked when stored)
+        that keeps the creation time, the owner and the lifetime; its id is issued now."""
+        self.record = dataclasses.replace(
+            self.blank_record(),
+            created=claimed.created,
+            owner=claimed.owner,
+            expiry=claimed.expiry,
+            issued=self.clock(),
+        )
         self.record_cas = 0
-        self.sid = None
+        self.sid = sid
         self.state = NEW
 
     def start_fresh(self) -> None:
@@ -294,6 +324,8 @@ class Lifecycle:
         self.sid = None
         self.record = self.blank_record()
         self.record_cas = 0
+        expiry.apply(self, None)
+        self.expiry_changed = False
         if self.cookie_action is None:
             self.cookie_action = "delete"
         self._on_fresh()
@@ -302,7 +334,7 @@ class Lifecycle:
         """Read ``names`` of the stored session (renewing their TTLs)."""
         sid = self.sid
         assert sid is not None
-        ttl = self.config.ttl
+        ttl = self.ttl
         ops: list[Op] = [Get(key, ttl) for key in self.keys.variables(sid, names)]
         if self.durable is None:
             return self.execute(ops)
@@ -314,64 +346,13 @@ class Lifecycle:
         """The stored flash list, if the record lists one (or ``listed``)."""
         if self.sid is None or not (self.stored and (listed or self.record.flashes)):
             return None
-        ops: list[Op] = [Get(self.keys.internal(self.sid, "flashes"), self.config.ttl)]
+        ops: list[Op] = [Get(self.keys.internal(self.sid, "flashes"), self.ttl)]
         got = self.execute(ops) if self.durable is None else self.cache(ops)
         if got is not None and isinstance(got[0], Item):
             return got[0]
         return self.durable.fetch_flashes(self) if self.durable is not None else None
 
     # ------------------------------------------------------------------ writing
-
-    def store_new(
-        self,
-        body: Callable[[str], list[Op]],
-        names: frozenset[str],
-        flashes: bool,
-        on_sent: Callable[[str, bool], object] | None = None,
-        changes: DurableChanges | None = None,
-    ) -> bool:
-        """Store the record of a new session with ``body(sid)``; say if it was.
-
-        A node found dead makes another id (so another node, in a cluster) be
-        tried; an id already taken (122 random bits: practically never) too.
-        """
-        for _ in range(3):
-            sid = self.sid or self.fresh_id()
-            self.sid = sid
-            record = self.record = self.record.listing(names, flashes)
-            ops = [new_record_op(self.keys, sid, record, self.config.record_ttl), *body(sid)]
-            notify = None if on_sent is None else lambda sid=sid: on_sent(sid, True)
-            if self.durable is not None:
-                outcome = self.durable.store_new(self, ops, changes, notify)
-                if outcome == "taken":
-                    self.sid = None
-                    continue
-                if outcome == "failed":
-                    return False
-                self.state = STORED
-                self.cookie_action = "set"
-                return True
-            results = self.execute(ops, notify)
-            if results is None:
-                candidate = self.fresh_id()
-                if not self.store.available(sid) and self.store.available(candidate):
-                    self.sid = candidate  # this id's node just failed: try a live one
-                    continue
-                return False
-            if results[0] is True:
-                self.state = STORED
-                self.cookie_action = "set"
-                self.report(ops[1:], results[1:])
-                return True
-            # Refused (out of memory, too large) or the id is taken: take back
-            # the variables written beside it, then report or try a new id.
-            self.execute(undo_ops(self.keys, sid, ops))
-            if isinstance(results[0], Failed):
-                self.report(ops[:1], results[:1])
-                return False
-            self.sid = None
-        log.error("session: no free id after 3 attempts; changes not saved")
-        return False
 
     def write(
         self,
@@ -408,7 +389,7 @@ class Lifecycle:
             written,
             deleted,
             new_flashes,
-            self.config.record_ttl,
+            self.record_ttl,
         )
         if len(plan.lines) > self.config.item_size_max - 300:
             # memcached would not only refuse a data block this large: it
@@ -419,8 +400,11 @@ class Lifecycle:
         if results is None:
             return None
         outcome = plan.outcome(results)
-        if outcome.ended or outcome.refused is not None:
+        if outcome.ended or outcome.refused is not None or outcome.moved:
             self.execute(undo_ops(self.keys, sid, plan.ops))
+            if outcome.moved:
+                rotation.write_lost(self)
+                return None
             if outcome.refused is not None:
                 self.report([Get(self.keys.record(sid))], [outcome.refused])
                 return None
@@ -430,7 +414,7 @@ class Lifecycle:
         self.record = outcome.record
         if outcome.relist:
             self.execute([Set(self.keys.record(sid), outcome.relist, mode="append")])
-        if self.config.cookie_args.max_age is not None:
+        if self.max_age is not None:
             self.cookie_action = "set"  # a write renews a persistent cookie
         return outcome.body
 

@@ -44,6 +44,11 @@ def load(session: Session, extra: Iterable[str]) -> None:
             "required variable(s) evicted or expired: "
             + ", ".join(repr(n)[:40] for n in sorted(missing))
         )
+    elif session.config.rotate_after is not None:
+        from . import rotation  # not at the top: rotation needs transitions, which needs us
+
+        if rotation.due(server):
+            rotation.rotate(session)
 
 
 def fetch(session: Session, names: Sequence[str]) -> None:

@@ -13,6 +13,14 @@ one ``json.loads``)::
     {"!":"flashes"}   <- the session has a flash list
     {"o":"9f86...08"} <- the session's owner, as a SHA-256 (see owners.py)
     {"!":"dead"}      <- logout has begun: the session is over
+    {"x":2592000}     <- set_expiry() changed the session's lifetime (null: back)
+    {"!":"moving","to":"<new id>","t":1700000000.0}
+                      <- an id rotation has claimed it (see rotation.py)
+
+The header may also hold ``"x"`` (the remembered lifetime, ``set_expiry``)
+and ``"i"`` (when this id was issued, if not at creation). After a rotation
+the record is replaced by a pointer, ``{"v":1,"c":...,"to":"<new id>"}``,
+that lives for ``rotate_grace`` seconds.
 
 Appending is atomic on the server and fails once the record is gone, which is
 how concurrent requests add names without losing each other's. A logout
@@ -38,7 +46,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
-from .keys import KeyScheme
+from .keys import KeyScheme, is_session_id
 from .stores import Batch, Delete, Failed, Get, Item, Op, Result, Set
 
 #: Client flags of session records and of flash lists.
@@ -53,11 +61,16 @@ _OWNER_RE = re.compile(r"[0-9a-f]{64}")
 
 
 _DEAD_MARK = b"\n" + DEAD_LINE + b"\n"
+#: In a moving mark and a pointer only: inside a JSON string every quote is
+#: escaped, so no variable name's line can hold it.
+_MOVED_MARK = b'"to":'
 
 
 def is_live(item: object) -> bool:
-    """True for a record that exists and has no logout under way."""
-    return isinstance(item, Item) and _DEAD_MARK not in item.value
+    """True for a record that exists, with no logout or id rotation under way."""
+    return (
+        isinstance(item, Item) and _DEAD_MARK not in item.value and _MOVED_MARK not in item.value
+    )
 
 
 def client_hash(text: str | None) -> str | None:
@@ -112,6 +125,19 @@ class Record:
     lines: int = 0
     #: The SHA-256 (hex) of the session's owner (``owners.py``), or None.
     owner: str | None = None
+    #: Seconds the session is remembered for (``set_expiry``); None: the settings'.
+    expiry: int | None = None
+    #: When this id was issued, if not at ``created`` (0.0): a rotation's clock.
+    issued: float = 0.0
+    #: A pointer's new id: this id was rotated away (see ``rotation.py``).
+    to: str | None = None
+    #: The rotations that claimed this record, in order: (new id, when).
+    moving: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def issued_at(self) -> float:
+        """When this id was issued (records older than rotation: its creation)."""
+        return self.issued or self.created
 
     def encode(self) -> bytes:
         """Header plus a compact index of the current names."""
@@ -124,6 +150,10 @@ class Record:
             head += b',"ip":"%s"' % self.remote_addr.encode("ascii")
         if self.owner is not None:
             head += b',"o":"%s"' % self.owner.encode("ascii")
+        if self.expiry is not None:
+            head += b',"x":%d' % self.expiry
+        if self.issued:
+            head += b',"i":%.3f' % self.issued
         return head + b"}\n" + index_lines(self.names, flashes=self.flashes)
 
     def needs_compaction(self) -> bool:
@@ -144,6 +174,11 @@ class Record:
             flashes,
             self.dead,
             len(names) + int(flashes),
+            self.owner,
+            self.expiry,
+            self.issued,
+            self.to,
+            self.moving,
         )
 
     def changed(self, added: AbstractSet[str], removed: AbstractSet[str], flashes: bool) -> Record:
@@ -157,6 +192,11 @@ class Record:
             self.flashes or flashes,
             self.dead,
             self.lines + len(added) + len(removed) + int(flashes),
+            self.owner,
+            self.expiry,
+            self.issued,
+            self.to,
+            self.moving,
         )
 
     def compacted(self) -> Record:
@@ -190,6 +230,8 @@ def _parse(value: bytes) -> Record:
         flashes = False
         dead = 0
         owner = _owner(header.get("o"))
+        expiry = _expiry(header.get("x"))
+        moving: list[tuple[str, float]] = []
         for entry in entries[1:]:
             if isinstance(entry, str) and entry:
                 names.add(entry)
@@ -204,6 +246,10 @@ def _parse(value: bytes) -> Record:
                 dead += 1
             elif "o" in entry:
                 owner = _owner(entry["o"]) or owner
+            elif "x" in entry:
+                expiry = _expiry(entry["x"])
+            elif entry.get("!") == "moving" and _new_id(entry.get("to")):
+                moving.append((entry["to"], _time(entry.get("t"))))
         return Record(
             created=created,
             user_agent=_optional_str(header.get("ua")),
@@ -214,6 +260,10 @@ def _parse(value: bytes) -> Record:
             dead=dead,
             lines=len(entries) - 1,
             owner=owner,
+            expiry=expiry,
+            issued=_time(header["i"]) if "i" in header else 0.0,
+            to=header["to"] if _new_id(header.get("to")) else None,
+            moving=tuple(moving),
         )
     except (UnicodeDecodeError, RecursionError, OverflowError) as exc:
         raise ValueError(type(exc).__name__) from None
@@ -227,6 +277,17 @@ def _time(value: Any) -> float:
     if not math.isfinite(result):
         raise ValueError("non-finite time")
     return result
+
+
+def _expiry(value: Any) -> int | None:
+    """A remembered lifetime from the record (anything else: none)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def _new_id(value: Any) -> bool:
+    return isinstance(value, str) and is_session_id(value)
 
 
 def _optional_str(value: Any) -> str | None:
@@ -311,6 +372,8 @@ class WriteOutcome:
     #: Index lines to append because another request changed the index under
     #: this one (empty when none are needed).
     relist: bytes
+    #: The id is being rotated away (or was): undo the body, keep the session.
+    moved: bool = False
 
     @property
     def ended(self) -> bool:
@@ -388,7 +451,8 @@ class WritePlan:
         record = self.record
         if not is_live(readback):
             gone = not isinstance(readback, Item)
-            return WriteOutcome(gone, not gone, None, record, body, b"")
+            moved = not gone and _DEAD_MARK not in readback.value  # type: ignore[union-attr]
+            return WriteOutcome(gone, not (gone or moved), None, record, body, b"", moved)
         index = self.index
         if index >= 0 and results[index] is not True:
             # The record is there and live, so the append was refused for

@@ -27,8 +27,8 @@ class SessionResponse:
         self.runtime = runtime
         self.session = session
         self._https = https
-        #: (id, Set-Cookie header) prepared while the write batch was in flight.
-        self._prepared: tuple[str, tuple[str, str]] | None = None
+        #: (id, Max-Age, Set-Cookie header) prepared while the write batch was in flight.
+        self._prepared: tuple[str, int | None, tuple[str, str]] | None = None
         #: The header list already marked private while the batch was in flight.
         self._private: Headers | None = None
 
@@ -44,7 +44,8 @@ class SessionResponse:
             mark_private(headers)
             self._private = headers
             if sets_cookie:
-                self._prepared = (session_id, self.cookie(session_id))
+                max_age = self.session._server.max_age
+                self._prepared = (session_id, max_age, self.cookie(session_id, max_age))
 
         self.session.save(on_sent)
         self.apply(headers)
@@ -53,7 +54,7 @@ class SessionResponse:
         """Write the cookie (set, renewed or cleared) and ``Vary``/``Cache-Control``."""
         session = self.session
         action = session.cookie_action
-        max_age = session.config.cookie_args.max_age
+        max_age = session._server.max_age  # the session's own (set_expiry)
         renewals = self.runtime.renewals
         if (
             action is None
@@ -70,7 +71,10 @@ class SessionResponse:
             if max_age is not None:
                 renewals.note(sid)
             prepared = self._prepared
-            cookie = prepared[1] if prepared and prepared[0] == sid else self.cookie(sid)
+            if prepared and prepared[0] == sid and prepared[1] == max_age:
+                cookie = prepared[2]
+            else:
+                cookie = self.cookie(sid, max_age)
         elif action == "delete" and session.cookie_present:
             cookie = self.cookie(None)
         if (session.accessed or action) and self._private is not headers:
@@ -78,14 +82,15 @@ class SessionResponse:
         if cookie is not None:
             put_cookie(headers, cookie)
 
-    def cookie(self, session_id: str | None) -> tuple[str, str]:
-        """Set-Cookie for ``session_id``, or one that clears the cookie (None)."""
+    def cookie(self, session_id: str | None, max_age: int | None = None) -> tuple[str, str]:
+        """Set-Cookie for ``session_id`` (persistent for ``max_age`` seconds),
+        or one that clears the cookie (None)."""
         config = self.runtime.config
         args = config.cookie_args
         if session_id is None:
             return cookie_header(args, config.cookie_name, None, self._https, 0)
         value = self.runtime.codec.encode(session_id)
-        return cookie_header(args, config.cookie_name, value, self._https, args.max_age)
+        return cookie_header(args, config.cookie_name, value, self._https, max_age)
 
 
 def open_session(

@@ -1,7 +1,7 @@
 """How a request's changes reach the server: one batch at the end of the request.
 
 ``Session.save`` hands its pending ``Changes`` here once there are any. A new
-session is stored with its record (``Lifecycle.store_new``); a stored one gets
+session is stored with its record (``store_new``); a stored one gets
 a guarded write (``Lifecycle.write``); a session whose node is down keeps its
 id and cookie and gives up this request's writes.
 
@@ -16,11 +16,14 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from . import expiry
 from .changes import NO_CHANGES, DurableChanges
-from .lifecycle import NEW, UNAVAILABLE
-from .stores import Item, Op
+from .lifecycle import NEW, STORED, UNAVAILABLE
+from .record import new_record_op, undo_ops
+from .stores import Failed, Item, Op
 
 if TYPE_CHECKING:
+    from .lifecycle import Lifecycle
     from .session import Session
 
 log = logging.getLogger("webapp2_sessions")
@@ -32,6 +35,8 @@ def save(session: Session, on_sent: OnSent | None) -> None:
     """Write ``session``'s pending changes (there are some) in one batch."""
     session._ensure_loaded()
     server = session._server
+    if not session._changes:
+        return  # saved while loading (an id rotation carried them over)
     if server.state is UNAVAILABLE:
         # The session's node is down. Its session is still there, and is
         # served again once the node answers: keep the id and the cookie
@@ -42,16 +47,72 @@ def save(session: Session, on_sent: OnSent | None) -> None:
         changes = session._changes
 
         def body(sid: str) -> list[Op]:
-            return changes.ops(server.keys, sid, session.config, _flashes_read(session))
+            read = _flashes_read(session)
+            return changes.ops(server.keys, sid, session.config, read, server.ttl)
 
         names = frozenset(changes.written)
         durable = durable_changes(session)
-        stored = server.store_new(body, names, bool(changes.flashes), on_sent, durable)
+        stored = store_new(server, body, names, bool(changes.flashes), on_sent, durable)
         if stored and changes.flashes_read:
             session._flash_item = None  # read and deleted
+        if stored and server.record.expiry is not None:
+            server.expiry_changed = True
+            expiry.written(server)
         changes.clear()
     else:
         _save_stored(session, on_sent)
+
+
+def store_new(
+    life: Lifecycle,
+    body: Callable[[str], list[Op]],
+    names: frozenset[str],
+    flashes: bool,
+    on_sent: Callable[[str, bool], object] | None = None,
+    changes: DurableChanges | None = None,
+) -> bool:
+    """Store the record of a new session with ``body(sid)``; say if it was.
+
+    A node found dead makes another id (so another node, in a cluster) be
+    tried; an id already taken (122 random bits: practically never) too.
+    """
+    for _ in range(3):
+        sid = life.sid or life.fresh_id()
+        life.sid = sid
+        record = life.record = life.record.listing(names, flashes)
+        ops = [new_record_op(life.keys, sid, record, life.record_ttl), *body(sid)]
+        notify = None if on_sent is None else lambda sid=sid: on_sent(sid, True)
+        if life.durable is not None:
+            outcome = life.durable.store_new(life, ops, changes, notify)
+            if outcome == "taken":
+                life.sid = None
+                continue
+            if outcome == "failed":
+                return False
+            life.state = STORED
+            life.cookie_action = "set"
+            return True
+        results = life.execute(ops, notify)
+        if results is None:
+            candidate = life.fresh_id()
+            if not life.store.available(sid) and life.store.available(candidate):
+                life.sid = candidate  # this id's node just failed: try a live one
+                continue
+            return False
+        if results[0] is True:
+            life.state = STORED
+            life.cookie_action = "set"
+            life.report(ops[1:], results[1:])
+            return True
+        # Refused (out of memory, too large) or the id is taken: take back
+        # the variables written beside it, then report or try a new id.
+        life.execute(undo_ops(life.keys, sid, ops))
+        if isinstance(results[0], Failed):
+            life.report(ops[:1], results[:1])
+            return False
+        life.sid = None
+    log.error("session: no free id after 3 attempts; changes not saved")
+    return False
 
 
 def _flashes_read(session: Session) -> Item | None:
@@ -74,9 +135,11 @@ def _save_stored(session: Session, on_sent: OnSent | None) -> None:
     config = session.config
     notify = None
     if on_sent is not None:
-        notify = functools.partial(on_sent, sid, config.cookie_args.max_age is not None)
+        notify = functools.partial(on_sent, sid, server.max_age is not None)
     changes = session._changes
-    body = changes.ops(server.keys, sid, config, _flashes_read(session))
+    body = changes.ops(server.keys, sid, config, _flashes_read(session), server.ttl)
+    if server.expiry_changed:
+        body += expiry.write_ops(server, list(changes.written))
     results = server.write(
         body,
         frozenset(changes.written),
@@ -86,6 +149,7 @@ def _save_stored(session: Session, on_sent: OnSent | None) -> None:
         None if server.durable is None else durable_changes(session),
     )
     if results is not None:
+        expiry.written(server)
         if results.count(True) != len(results):  # not the usual all-stored
             server.report(body, results)
         if changes.flashes_read:

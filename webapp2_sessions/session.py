@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from . import atomic, loading, owners, saving, transitions
+from . import atomic, expiry, loading, owners, saving, transitions
 from . import flashes as flash_list
 from .changes import NO_CHANGES, Changes
 from .config import SessionConfig
@@ -348,6 +348,21 @@ class Session(MutableMapping[str, Any]):
         """
         self._ensure_loaded()
         return owners.end_others(self._server)
+
+    def set_expiry(self, seconds: int | None) -> None:
+        """Remember this session for ``seconds`` (None: forget); see ``expiry.py``.
+
+        A persistent cookie, and the session kept at least ``seconds`` on the
+        server. ``TypeError`` unless an int or None; ``ValueError`` outside 1
+        to 400 days. Saved with the other changes.
+        """
+        expiry.set_expiry(self, seconds)
+
+    @property
+    def expiry(self) -> int | None:
+        """Seconds this session is remembered for (``set_expiry``), or None."""
+        self._ensure_loaded()
+        return self._server.record.expiry
 
     # ------------------------------------------------------------------ atomic updates
 

@@ -51,6 +51,8 @@ sessions_table = sa.Table(
     #: The SHA-256 (hex) of the session's owner (``owners.py``), or NULL.
     #: Added to a table made before 0.2 on first use (``Database``).
     sa.Column("owner", sa.String(64), index=True),
+    #: Seconds the session is remembered for (``set_expiry``); NULL: not.
+    sa.Column("expiry", sa.Integer),
 )
 variables_table = sa.Table(
     "webapp2_session_variables",
@@ -74,6 +76,7 @@ _LOAD = (
         _s.c.user_agent,
         _s.c.remote_addr,
         _s.c.owner,
+        _s.c.expiry,
         _v.c.name,
         _v.c.value,
         _v.c.flags,
@@ -226,6 +229,8 @@ class StoredSession:
     variables: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     #: The SHA-256 (hex) of the session's owner, or None.
     owner: str | None = None
+    #: Seconds the session is remembered for (``set_expiry``), or None.
+    expiry: int | None = None
 
 
 class SessionGone(Exception):
@@ -236,8 +241,8 @@ class Database:
     """The durable tier's connection to one database.
 
     ``source`` is a SQLAlchemy URL or ``Engine``. Tables are created on first
-    use; a sessions table made by an earlier version gets its ``owner``
-    column (nullable) and that column's index then too. A database that
+    use; a sessions table made by an earlier version gets the columns added
+    since (``owner`` with its index, ``expiry``), nullable. A database that
     fails is logged once and skipped for ``dead_retry`` seconds, like a
     memcached node; its failures surface as ``SessionUnavailableError``.
     """
@@ -297,7 +302,7 @@ class Database:
         with self._lock:
             if not self._ready:
                 _metadata.create_all(self.engine, checkfirst=True)
-                _add_owner_column(self.engine)
+                _add_missing_columns(self.engine)
                 self._ready = True
 
     # ------------------------------------------------------------------ reading
@@ -310,7 +315,12 @@ class Database:
             return None
         first = rows[0]
         stored = StoredSession(
-            first.created, first.expires, first.user_agent, first.remote_addr, owner=first.owner
+            first.created,
+            first.expires,
+            first.user_agent,
+            first.remote_addr,
+            owner=first.owner,
+            expiry=first.expiry,
         )
         for row in rows:
             if row.name is not None:
@@ -343,6 +353,7 @@ class Database:
                     "user_agent": stored.user_agent,
                     "remote_addr": stored.remote_addr,
                     "owner": stored.owner,
+                    "expiry": stored.expiry,
                 },
             )
             yield Writer(conn, session_id, self._statements, fresh=True)
@@ -420,28 +431,6 @@ class Database:
             conn.execute(sa.delete(v).where(v.c.session_id.in_(ids)))
             conn.execute(sa.delete(s).where(s.c.id.in_(ids), s.c.expires < now))
         return len(ids)
-
-
-def _add_owner_column(engine: Engine) -> None:
-    """Give a sessions table made before owners existed its ``owner`` column.
-
-    Nullable, so every existing session simply has no owner. Several
-    processes may try at once: whoever loses finds the column there.
-    """
-    s = sessions_table
-    if "owner" in {c["name"] for c in sa.inspect(engine).get_columns(s.name)}:
-        return
-    log.warning("table %s: adding the column 'owner' and its index", s.name)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"ALTER TABLE {s.name} ADD COLUMN owner VARCHAR(64)"))
-    except sa.exc.SQLAlchemyError:
-        if "owner" not in {c["name"] for c in sa.inspect(engine).get_columns(s.name)}:
-            raise
-    for index in s.indexes:
-        if "owner" in index.columns:
-            with engine.begin() as conn:
-                index.create(conn, checkfirst=True)
 
 
 def sqlite_engine(path: str, *, wal: bool = False) -> Engine:
@@ -551,6 +540,11 @@ class Writer:
             ],
         )
 
+    def remember(self, expiry: int | None) -> None:
+        """Keep the session's lifetime (``set_expiry``; None: the settings')."""
+        s = sessions_table
+        self._conn.execute(sa.update(s).where(s.c.id == self._sid).values(expiry=expiry))
+
     def delete(self, names: Iterable[str]) -> None:
         params = [{"sid": self._sid, "var": n} for n in names]
         if params:
@@ -594,6 +588,41 @@ class Writer:
             self.set({FLASHES: rest}, flags)
         else:
             self.delete([FLASHES])
+
+
+#: Columns the sessions table gained after 0.1, with their SQL types.
+_ADDED_COLUMNS = {"owner": "VARCHAR(64)", "expiry": "INTEGER"}
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Give a sessions table made by an earlier release the columns added since.
+
+    They are nullable, so every existing session simply has no owner and no
+    remembered lifetime. Several processes may try at once: whoever loses
+    finds the column (or the index) there.
+    """
+    table = sessions_table
+
+    def present() -> set[str]:
+        return {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+
+    for name, sql_type in _ADDED_COLUMNS.items():
+        if name in present():
+            continue
+        log.warning("table %s: adding the column %r", table.name, name)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {sql_type}"))
+        except sa.exc.SQLAlchemyError:
+            if name not in present():
+                raise
+    for index in table.indexes:
+        try:
+            with engine.begin() as conn:
+                index.create(conn, checkfirst=True)
+        except sa.exc.SQLAlchemyError:
+            if index.name not in {i["name"] for i in sa.inspect(engine).get_indexes(table.name)}:
+                raise
 
 
 def _value(row: Any) -> tuple[bytes, int]:

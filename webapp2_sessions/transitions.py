@@ -44,12 +44,14 @@ def destroy(life: Lifecycle) -> None:
     life.start_fresh()
 
 
-def delete_everything(life: Lifecycle, sid: str, record: Record) -> None:
+def delete_everything(life: Lifecycle, sid: str, record: Record, hops: int = 0) -> None:
     """Mark the session dead, then delete the record and every variable.
 
     Two round trips, however busy the session: the mark and the read of
     the names share a batch (see ``record.mark_batch``). With the database
     tier, its rows go first, so nothing can be read back from it afterwards.
+    An id rotated away meanwhile points to the session's new id: that one is
+    ended too (two more round trips), so a logout holds under either id.
     """
     if life.durable is not None and not _delete_durable(life, sid):
         return
@@ -62,6 +64,9 @@ def delete_everything(life: Lifecycle, sid: str, record: Record) -> None:
     results = execute_or_defer(life, sid, batch.ops, record, then=delete_listed)
     if results is not None:
         execute_or_defer(life, sid, delete_listed(results), record)
+        latest = parse_or_none(batch.read(results).one("record"))
+        if latest is not None and latest.to is not None and hops < 3:
+            delete_everything(life, latest.to, Record(created=0.0), hops + 1)
 
 
 def execute_or_defer(
@@ -210,6 +215,14 @@ def regenerate(session: Session) -> None:
     if claimed is None:
         session._changes.clear()
         return
+    copy(session, claimed)
+    finish_move(server, old, claimed)
+
+
+def copy(session: Session, claimed: Record, new: str | None = None) -> None:
+    """Store every variable of the claimed session under a new id (``new``,
+    or one picked as it is stored), with this request's changes."""
+    server = session._server
     values, items = session._values, session._items
     fetch(session, sorted(n for n in claimed.names if n not in values))
     if claimed.flashes and session._flash_item is MISSING:
@@ -227,6 +240,5 @@ def regenerate(session: Session) -> None:
     session._flash_item = MISSING
     items.clear()
     # The absolute timeout still counts from the session's creation.
-    server.move_to_new_id(claimed.created, claimed.owner)
+    server.move_to_new_id(claimed, new)
     session.save()
-    finish_move(server, old, claimed)

@@ -8,6 +8,7 @@ profile, and a form posted from another origin.
 from __future__ import annotations
 
 import re
+import time
 import urllib.parse
 from typing import Any
 
@@ -199,6 +200,19 @@ def test_the_browser_keeps_the_session_cookie_httponly_lax_and_for_this_browser_
     assert cookie["expires"] == -1  # no Max-Age or Expires: gone when the browser closes
     assert re.fullmatch(r"[0-9a-f]{32}\.[A-Za-z0-9_-]{43}", cookie["value"])
     assert page.evaluate("document.cookie") == ""  # out of reach of scripts
+
+
+def test_remember_me_at_login_gives_a_cookie_the_browser_keeps_for_thirty_days(page, site):
+    page.goto(site + "/login")
+    page.get_by_label("Your name").fill("ada")
+    page.get_by_label("Remember me").check()
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator(".who")).to_contain_text("Signed in as ada")
+    cookie = session_cookie(page.context)
+    assert cookie["expires"] > time.time() + 29 * 24 * 3600  # persistent, not -1
+    page.goto(site + "/session")
+    expect(page.locator("dl.facts")).to_contain_text("Remembered")
+    expect(page.locator("dl.facts")).to_contain_text("a persistent cookie")
 
 
 def test_the_session_page_shows_the_keys_memcached_holds_and_counts_their_ttl_down(

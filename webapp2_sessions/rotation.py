@@ -1,0 +1,207 @@
+"""Automatic id rotation (``rotate_after``): an old id is replaced, with a grace.
+
+The record says when its id was issued (``Record.issued_at``), so a request
+knows the id's age from the record it loads anyway: with rotation off, or an
+id younger than ``rotate_after``, nothing is spent. The first request that
+finds the id older moves the session to a new id, as a regeneration does
+(``transitions``: claim, copy, finish), with two differences:
+
+- the claim is a ``moving`` mark naming the new id, not a logout mark. Two
+  requests rotating at once both append one; the first mark wins and the
+  other request keeps serving the old id (its next request follows);
+- the old record is not deleted: it is replaced, by compare-and-set, with a
+  pointer to the new id that lives ``rotate_grace`` seconds. A request
+  arriving with the old cookie meanwhile is served the new session and given
+  its cookie (one more round trip); after the grace the old id opens nothing.
+  The compare-and-set fails if a logout marked the old record after the
+  claim: the copy is then undone. A logout that finds the pointer ends the
+  new id too (``transitions.delete_everything``).
+
+Cost, on the rotating request only: the claim, reading the variables this
+request had not read yet (none if it read them all), storing the copy, the
+pointer and deleting the old variables: four round trips, or five (one more
+SQL transaction with the ``database`` tier, which deletes the old rows).
+
+Writes that race a rotation (sent with the old id while the mark or the
+pointer is in place) are undone and reported not saved, as when the store is
+unavailable; the session itself is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .errors import SessionUnavailableError
+from .keys import log_token
+from .record import FLAGS_RECORD, LoadPlan, Record, deletion_ops, parse_or_none
+from .stores import Batch, Get, Item, Result, Set
+from .transitions import _delete_durable, copy, ended_by_another, execute_or_defer
+
+if TYPE_CHECKING:
+    from .lifecycle import Lifecycle
+    from .session import Session
+
+log = logging.getLogger("webapp2_sessions")
+
+#: Seconds a rotation's mark is honoured: one older belongs to a rotation
+#: that failed half-way, and the next rotation goes ahead regardless.
+MOVE_WINDOW = 30.0
+#: Pointers followed in one request at most (old ids rotated twice in a grace).
+MAX_HOPS = 3
+#: Compare-and-set attempts to put the pointer in place.
+ATTEMPTS = 5
+
+
+def moving_line(new_id: str, now: float) -> bytes:
+    """The mark an id rotation appends to claim the record (``new_id`` is ours)."""
+    return b'{"!":"moving","to":"%s","t":%.3f}\n' % (new_id.encode("ascii"), now)
+
+
+def pointer_record(created: float, new_id: str) -> bytes:
+    """What an old id's record becomes after a rotation: where the session went."""
+    return b'{"v":1,"c":%.3f,"to":"%s"}\n' % (created, new_id.encode("ascii"))
+
+
+def issued_at(session: Session) -> float:
+    """When ``session``'s current id was issued (Unix time); its age counts from it."""
+    session._ensure_loaded()
+    return session._server.record.issued_at
+
+
+def due(life: Lifecycle) -> bool:
+    """True if the loaded session's id is older than ``rotate_after``."""
+    after = life.config.rotate_after
+    return after is not None and life.clock() - life.record.issued_at >= after
+
+
+def rotate(session: Session) -> None:
+    """Move ``session`` to a new id, leaving a pointer under the old one."""
+    life = session._server
+    old = life.sid
+    assert old is not None
+    new = life.fresh_id()
+    claimed = _claim(life, new)
+    if claimed is None:
+        return
+    record, cas = claimed
+    copy(session, record, new)
+    if life.sid is None or not life.stored:
+        _not_copied(life, old, record, cas)
+        return
+    _leave_pointer(life, old, record, cas)
+
+
+def _claim(life: Lifecycle, new: str) -> tuple[Record, int] | None:
+    """Append our moving mark and read the record back; ours if first.
+
+    None if the session stays where it is this request: the store failed,
+    another request is rotating it (or has), or it is ending (then this
+    request starts afresh, as a regeneration would).
+    """
+    old = life.sid
+    assert old is not None
+    key = life.keys.record(old)
+    now = life.clock()
+    batch = Batch()
+    batch.add("mark", Set(key, moving_line(new, now), mode="append"))
+    batch.add("record", Get(key))
+    results = life.execute(batch.ops)
+    if results is None:
+        log.error("session %s: id not rotated, %s unavailable", life.log_id(), life.where())
+        return None
+    got = batch.read(results)
+    item = got.one("record")
+    latest = parse_or_none(item) if got.one("mark") is True else None
+    if latest is None or latest.dead:
+        ended_by_another(life, old)
+        return None
+    recent = [to for to, when in latest.moving if when >= now - MOVE_WINDOW]
+    if latest.to is not None or not recent or recent[0] != new:
+        return None  # another request's rotation: its pointer serves the next request
+    assert isinstance(item, Item)
+    return latest, item.cas
+
+
+def _not_copied(life: Lifecycle, old: str, claimed: Record, cas: int) -> None:
+    """The copy was not stored: stay on the old id, and take the mark back
+    unless the record changed since (then it lapses after MOVE_WINDOW)."""
+    key = life.keys.record(old)
+    life.execute([Set(key, claimed.encode(), FLAGS_RECORD, life.record_ttl, cas=cas)], sid=old)
+    log.error("session %s: id not rotated, the copy could not be stored", log_token(old))
+    life.sid = old
+    life.adopted(claimed, 0)
+    life.cookie_action = None
+
+
+def _leave_pointer(life: Lifecycle, old: str, claimed: Record, cas: int) -> None:
+    """Replace the old record with a pointer to the new id, unless a logout
+    came first; then delete the old variables."""
+    new = life.sid
+    assert new is not None
+    if life.durable is not None:
+        try:
+            gone = not life.durable.database.delete(old)
+        except SessionUnavailableError:
+            gone = True  # cannot tell: a logout wins
+        if gone:
+            _undo(life, old)
+            return
+    key = life.keys.record(old)
+    grace = life.config.rotate_grace
+    for _ in range(ATTEMPTS):
+        put = Set(key, pointer_record(claimed.created, new), FLAGS_RECORD, grace, cas=cas)
+        results = life.execute([put], sid=old)
+        if results is None:
+            break  # the old node failed: the old id is deleted once it answers
+        if results[0] is True:
+            execute_or_defer(life, old, deletion_ops(life.keys, old, claimed)[1:], claimed)
+            log.info("session %s rotated to %s", log_token(old), life.log_id())
+            return
+        # Changed since the claim: names a racing write appended (it undoes
+        # itself), another rotation's mark, or a logout.
+        got = life.execute([Get(key)], sid=old)
+        current = got[0] if got else None
+        latest = parse_or_none(current)
+        if latest is None or latest.dead or not isinstance(current, Item):
+            _undo(life, old)
+            return
+        cas = current.cas
+    execute_or_defer(life, old, deletion_ops(life.keys, old, claimed), claimed)
+    log.info("session %s rotated to %s; old id deleted", log_token(old), life.log_id())
+
+
+def _undo(life: Lifecycle, old: str) -> None:
+    """A logout of the old id won: the new id must not outlive it."""
+    new = life.sid
+    assert new is not None
+    if life.durable is not None:
+        _delete_durable(life, new)
+    execute_or_defer(life, new, deletion_ops(life.keys, new, life.record), life.record)
+    ended_by_another(life, old)
+
+
+def follow(
+    life: Lifecycle, names: Sequence[str], flashes: bool
+) -> tuple[LoadPlan, Sequence[Result]] | None:
+    """Load the session an old id points to; the response sets its cookie."""
+    target = life.forward
+    assert target is not None
+    life.forward = None
+    if life.hops >= MAX_HOPS:
+        life.start_fresh()
+        return None
+    life.hops += 1
+    log.debug("session %s: rotated; following to %s", life.log_id(), log_token(target))
+    life.sid = target
+    loaded = life.load(names, flashes)
+    if life.stored:
+        life.cookie_action = "set"
+    return loaded
+
+
+def write_lost(life: Lifecycle) -> None:
+    """A write found the id being rotated away: it was undone; keep the session."""
+    log.info("session %s: id rotating; this request's writes not saved", life.log_id())
+    life.failed = True
