@@ -59,8 +59,15 @@ class ReadAbsent(SessionHandlerMixin, webapp2.RequestHandler):
         self.response.write(repr(self.get_session_var("never_set")))
 
 
+class Init(SessionHandlerMixin, webapp2.RequestHandler):
+    def get(self) -> None:
+        self.init_session()
+        self.response.write(self.session_id)
+
+
 ROUTES = [
     ("/untouched", Untouched),
+    ("/init", Init),
     ("/write3", Write3),
     ("/read3", Read3),
     ("/read3write1", Read3Write1),
@@ -103,6 +110,15 @@ def test_new_visitor_writing_three_variables_costs_one_round_trip(proxy, memcach
     after = memcached.stats()
     assert after["cmd_set"] - before["cmd_set"] == 4  # three variables and the record
     assert "sid" in app.cookies
+
+
+def test_an_explicit_init_session_costs_one_round_trip_new_or_returning(proxy, memcached):
+    app = browser(proxy)
+    before = memcached.stats()
+    assert cost(proxy, app, "/init") == 1  # the new session's record, stored at once
+    assert memcached.stats()["cmd_set"] - before["cmd_set"] == 1
+    assert "sid" in app.cookies
+    assert cost(proxy, app, "/init") == 1  # the returning visitor's load, nothing written
 
 
 def test_returning_visitor_reading_three_costs_one_round_trip_once_learned(proxy):
