@@ -28,7 +28,10 @@ http://127.0.0.1:8080/. Environment:
 - ``SESSION_SECRET``: the key that signs cookies (without it a random one is
   made at each start, and every session ends on restart);
 - ``HOST`` and ``PORT``: where to listen (``127.0.0.1`` and ``8080``; port 0
-  picks a free one).
+  picks a free one);
+- ``ROTATE_AFTER`` and ``ROTATE_GRACE``: seconds before a session's id is
+  replaced (900) and how long the old one still leads to it (5); set
+  ``ROTATE_AFTER=10 ROTATE_GRACE=2`` to watch the id change on ``/session``.
 """
 
 from __future__ import annotations
@@ -459,11 +462,17 @@ def _not_found(request: Any, response: Any, exception: Exception) -> None:
 
 
 def settings_from_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], bool]:
-    """The session settings from ``MEMCACHE_SERVERS`` and ``SESSION_SECRET``.
+    """The session settings from ``MEMCACHE_SERVERS``, ``SESSION_SECRET`` and
+    ``ROTATE_AFTER``/``ROTATE_GRACE``.
 
     Returns the settings and whether the secret had to be made up.
     """
-    settings: dict[str, Any] = {"cookie_name": "demo_session", "rotate_after": ROTATE_AFTER}
+    settings: dict[str, Any] = {
+        "cookie_name": "demo_session",
+        "rotate_after": int(environ.get("ROTATE_AFTER", ROTATE_AFTER)),
+    }
+    if environ.get("ROTATE_GRACE"):
+        settings["rotate_grace"] = int(environ["ROTATE_GRACE"])
     servers = [s.strip() for s in environ.get("MEMCACHE_SERVERS", "").split(",") if s.strip()]
     if servers:
         settings["memcache_servers"] = servers

@@ -73,7 +73,7 @@ def memcached() -> Iterator[MemcachedServer]:
 class ExampleSite:
     """``examples/app.py`` in a child process; stopped by its PID."""
 
-    def __init__(self, memcached: MemcachedServer, log_path: Path) -> None:
+    def __init__(self, memcached: MemcachedServer, log_path: Path, **environ: str) -> None:
         self.log_path = log_path
         env = dict(os.environ)
         env.update(
@@ -82,6 +82,7 @@ class ExampleSite:
             MEMCACHE_SERVERS=memcached.address,
             SESSION_SECRET=SECRET,
             PYTHONUNBUFFERED="1",
+            **environ,
         )
         with log_path.open("wb") as log:
             self.proc = subprocess.Popen(
@@ -151,6 +152,17 @@ def example(memcached: MemcachedServer, tmp_path_factory: Any) -> Iterator[Examp
 def site(example: ExampleSite) -> str:
     """The example's base URL, ``http://127.0.0.1:<port>``."""
     return example.url
+
+
+@pytest.fixture(scope="session")
+def rotating_site(memcached: MemcachedServer, tmp_path_factory: Any) -> Iterator[str]:
+    """A second example site whose ids are replaced after 2 s (grace 1 s)."""
+    log = tmp_path_factory.mktemp("rotating") / "app.log"
+    site = ExampleSite(memcached, log, ROTATE_AFTER="2", ROTATE_GRACE="1")
+    try:
+        yield site.url
+    finally:
+        site.stop()
 
 
 class _AttackPage(http.server.BaseHTTPRequestHandler):

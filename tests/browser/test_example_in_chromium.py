@@ -215,6 +215,25 @@ def test_remember_me_at_login_gives_a_cookie_the_browser_keeps_for_thirty_days(p
     expect(page.locator("dl.facts")).to_contain_text("a persistent cookie")
 
 
+def test_an_id_older_than_rotate_after_is_replaced_on_the_next_visit_with_every_variable(
+    page, rotating_site, memcached
+):
+    page.goto(rotating_site + "/")
+    expect(page.locator("h1")).to_have_text("Visit number 1")
+    first = session_id(page.context)
+    time.sleep(3)  # the id is now older than ROTATE_AFTER=2 (a lower bound, not a timing)
+    page.reload()
+    expect(page.locator("h1")).to_have_text("Visit number 2")
+    second = session_id(page.context)
+    assert second != first
+    page.goto(rotating_site + "/session")
+    expect(page.locator("dl.facts")).to_contain_text("a new id after 2 s")
+    expect(page.locator("h1")).to_have_text("Your session")
+    assert memcached.mg(second) is not None
+    time.sleep(3)  # past the grace of 1 s (and memcached's 1 s clock): the pointer is gone
+    assert memcached.mg(first) is None
+
+
 def test_the_session_page_shows_the_keys_memcached_holds_and_counts_their_ttl_down(
     page, site, memcached
 ):
