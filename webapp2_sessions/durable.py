@@ -24,7 +24,8 @@ from .changes import DurableChanges
 from .config import SessionConfig
 from .errors import SessionUnavailableError
 from .keys import KeyScheme
-from .record import FLAGS_FLASHES, FLAGS_RECORD, LoadPlan, Record, WritePlan, undo_ops
+from .plans import LoadPlan, WritePlan, undo_ops
+from .record import FLAGS_FLASHES, FLAGS_RECORD, Record
 from .sql import FLASHES, Database, SessionGone, StoredSession, Writer
 from .stores import Delete, Item, Op, Result, Set
 

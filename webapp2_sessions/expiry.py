@@ -31,7 +31,7 @@ from .stores import Get, Op, Set
 if TYPE_CHECKING:
     from .config import SessionConfig
     from .lifecycle import Lifecycle
-    from .record import LoadPlan
+    from .plans import LoadPlan
     from .session import Session
 
 log = logging.getLogger("webapp2_sessions")

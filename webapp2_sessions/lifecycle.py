@@ -3,7 +3,7 @@
 ``Lifecycle`` holds the id, the state (an Enum) and the record, and runs every
 batch that reads or changes them: loading, storing a new session, the guarded
 write of a stored one, regeneration and logout. The plans come from
-``record.py``; ``Session`` (the mapping the application sees) decides what to
+``plans.py``; ``Session`` (the mapping the application sees) decides what to
 read and write.
 """
 
@@ -20,13 +20,8 @@ from . import expiry, owners, rotation
 from .config import SessionConfig
 from .errors import SessionUnavailableError
 from .keys import KeyScheme, key_scheme, log_token, new_session_id
-from .record import (
-    LoadPlan,
-    Record,
-    WritePlan,
-    client_hash,
-    undo_ops,
-)
+from .plans import LoadPlan, WritePlan, undo_ops
+from .record import Record, client_hash
 from .stores import Failed, Get, Item, Op, Result, Set, Store
 from .transitions import delete_everything
 

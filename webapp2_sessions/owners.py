@@ -5,23 +5,12 @@ Nothing keeps the owner's text: it is hashed (SHA-256, hex) first, and the
 hash is what the session record says (a ``{"o": ...}`` line, ``record.py``)
 and what a key is built from.
 
-On memcached alone the owner's sessions are listed in an *index*, the item
-``<prefix>owner~<sha256>``: a header line ``#<n>`` (the ids kept by the last
-compaction) and one session id a line, appended to (so concurrent logins
-never lose each other's line). It lives on the node that ``owner~<sha256>``
-hashes to. The index is never trusted on its own: a listed session is ended
-only if its record, read first, is live and names this owner. So ids of
-sessions logged out, expired, evicted or since tied to someone else are
-harmless, and compaction drops them once the index has grown.
-
-Its lifetime: ``2 * record_ttl``, renewed at each login and by any request
-of an owned session once that session's last renewal by this process is
-more than half the idle window old (one round trip then, never for
-sessions without an owner). So it outlives every session it lists; if it is
-evicted all the same, that renewal lists the session again.
-
-With the database tier the session's row holds the owner's hash (an indexed
-column) and no index is kept: the database lists an owner's sessions.
+On memcached alone the owner's sessions are listed in an index item, whose
+key, lifetime and format are ``owner_index.py``; this module runs it against
+the store: listing a session (``add``), compacting, renewing it from the
+requests of owned sessions, and reading the listed records. With the
+database tier the session's row holds the owner's hash (an indexed column)
+and no index is kept: the database lists an owner's sessions.
 
 Ending a session is a logout: ``transitions.delete_everything``.
 """
@@ -35,17 +24,27 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import transitions
-from .config import CONFIG_KEY, MAX_SECONDS, SessionConfig
+from .config import CONFIG_KEY, SessionConfig
 from .errors import SessionUnavailableError
-from .keys import KeyScheme, is_session_id, key_scheme
+from .keys import KeyScheme, key_scheme
 from .memcache import MemcacheStore
+from .owner_index import (
+    FLAGS_INDEX,
+    Index,
+    compact_limit,
+    grown,
+    index_key,
+    index_ttl,
+    owned_by,
+    parse_index,
+    route,
+)
 from .record import Record, owner_line, parse_or_none
 from .runtime import Runtime, runtime_for
-from .stores import Delete, Get, Item, MemoryStore, Op, Result, Set, Store
+from .stores import Delete, Get, MemoryStore, Op, Result, Set, Store
 
 if TYPE_CHECKING:
     from .durable import DurableTier
@@ -53,12 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("webapp2_sessions")
 
-#: Client flags of an owner's index.
-FLAGS_INDEX = 0x5753_0012
-#: Bytes of one index line: an id and its newline.
-_LINE = 33
-#: Lines an index may gain over twice what its last compaction kept.
-COMPACT_SLACK = 16
 #: Sessions whose last index renewal this process remembers.
 RENEWALS_REMEMBERED = 10_000
 _BLANK = Record(created=0.0)
@@ -77,72 +70,7 @@ def owner_hash(owner: object) -> str:
     return hashlib.sha256(owner.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def index_key(keys: KeyScheme, digest: str) -> str:
-    """``<prefix>owner~<sha256>``: no session or variable key has that shape."""
-    return f"{keys.prefix}owner~{digest}"
-
-
-def route(digest: str) -> str:
-    """What the store routes the index by (as a session by its id)."""
-    return "owner~" + digest
-
-
-def index_ttl(config: SessionConfig) -> int:
-    """Twice the idle window: see the module's docstring."""
-    return min(2 * config.record_ttl, MAX_SECONDS)
-
-
 # --------------------------------------------------------------------------- the index
-
-
-@dataclass
-class Index:
-    """An owner's index as read."""
-
-    #: Listed ids, oldest first, each once.
-    ids: list[str]
-    #: Ids the last compaction kept.
-    kept: int
-    size: int
-    cas: int
-    #: The item is not an index of ours (replaced at the next compaction).
-    foreign: bool = False
-
-
-def parse_index(item: Result) -> Index | None:
-    """The index in ``item``, or None if there is none.
-
-    Only lines of the exact shape of our ids count: nothing else read here
-    ever reaches a key.
-    """
-    if not isinstance(item, Item):
-        return None
-    if item.flags != FLAGS_INDEX:
-        return Index([], 0, len(item.value), item.cas, foreign=True)
-    lines = item.value.split(b"\n")
-    kept = 0
-    if lines and lines[0].startswith(b"#") and lines[0][1:].isdigit() and len(lines[0]) < 12:
-        kept = int(lines.pop(0)[1:])
-    seen: dict[str, None] = {}
-    for line in lines:
-        sid = line.decode("ascii", "replace")
-        if is_session_id(sid):
-            seen.pop(sid, None)  # listed again: it counts where it was last listed
-            seen[sid] = None
-    return Index(list(seen), kept, len(item.value), item.cas)
-
-
-def _grown(index: Index, config: SessionConfig) -> bool:
-    return (
-        index.foreign
-        or len(index.ids) > 2 * index.kept + COMPACT_SLACK
-        or index.size > config.item_size_max // 2
-    )
-
-
-def _limit(config: SessionConfig) -> int:
-    """Most ids a compacted index keeps: half of ``item_size_max``, room to grow."""
-    return max(1, (config.item_size_max // 2 - 300) // _LINE)
 
 
 def add(store: Store, config: SessionConfig, digest: str, sid: str) -> bool:
@@ -168,7 +96,7 @@ def add(store: Store, config: SessionConfig, digest: str, sid: str) -> bool:
         if index is None:
             continue  # deleted between the writes and the read: again
         listed = (results[0] is True or results[1] is True) and not index.foreign
-        if listed and not _grown(index, config):
+        if listed and not grown(index, config):
             return True
         # Refused (too large) or grown: compact, with sid in it.
         if compact(store, config, digest, index, extra=sid) or listed:
@@ -189,7 +117,7 @@ def compact(
     keep = [s for s in index.ids if s not in records or owned_by(records[s], digest)]
     if extra is not None and extra not in keep:
         keep.append(extra)
-    limit = _limit(config)
+    limit = compact_limit(config)
     if len(keep) > limit:
         log.warning(
             "owner index %s: %d live sessions, only the newest %d kept (item_size_max)",
@@ -201,12 +129,6 @@ def compact(
     value = b"#%d\n" % len(keep) + b"".join(s.encode("ascii") + b"\n" for s in keep)
     op = Set(index_key(keys, digest), value, FLAGS_INDEX, index_ttl(config), cas=index.cas)
     return store.execute(route(digest), [op])[0] is True
-
-
-def owned_by(item: Result, digest: str) -> bool:
-    """True for a live session record naming the owner ``digest``."""
-    record = parse_or_none(item)
-    return record is not None and not record.dead and record.owner == digest
 
 
 def read_records(store: Store, keys: KeyScheme, ids: Sequence[str]) -> dict[str, Result]:

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING
 
 from .errors import SessionUnavailableError
 from .keys import log_token
-from .record import FLAGS_RECORD, LoadPlan, Record, deletion_ops, parse_or_none
+from .plans import LoadPlan, deletion_ops
+from .record import FLAGS_RECORD, Record, parse_or_none
 from .stores import Batch, Get, Item, Result, Set
 from .transitions import _delete_durable, copy, ended_by_another, execute_or_defer
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from . import expiry
 from .changes import NO_CHANGES, DurableChanges
 from .lifecycle import NEW, STORED, UNAVAILABLE
-from .record import new_record_op, undo_ops
+from .plans import new_record_op, undo_ops
 from .stores import Failed, Item, Op
 
 if TYPE_CHECKING:

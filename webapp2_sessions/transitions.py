@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from .errors import SessionUnavailableError
 from .keys import log_token
 from .loading import fetch
-from .record import Record, deletion_ops, mark_batch, merged, parse_or_none
+from .plans import deletion_ops, mark_batch, merged
+from .record import Record, parse_or_none
 from .stores import Get, Item, Op, Result
 from .values import MISSING, stored_form
 
@@ -48,7 +49,7 @@ def delete_everything(life: Lifecycle, sid: str, record: Record, hops: int = 0) 
     """Mark the session dead, then delete the record and every variable.
 
     Two round trips, however busy the session: the mark and the read of
-    the names share a batch (see ``record.mark_batch``). With the database
+    the names share a batch (see ``plans.mark_batch``). With the database
     tier, its rows go first, so nothing can be read back from it afterwards.
     An id rotated away meanwhile points to the session's new id: that one is
     ended too (two more round trips), so a logout holds under either id.
