@@ -137,9 +137,9 @@ def test_a_write_on_a_session_without_a_row_writes_nothing(engine):
 def test_a_dialect_without_an_upsert_replaces_a_variable_with_a_delete_and_an_insert(
     memcached, sqlite_url, monkeypatch
 ):
-    from webapp2_sessions import sql
+    from webapp2_sessions import sql_statements
 
-    monkeypatch.setattr(sql, "_upserts", lambda dialect: None)
+    monkeypatch.setattr(sql_statements, "_upserts", lambda dialect: None)
     engine = sa.create_engine(sqlite_url)
     try:
         statements = Statements(engine)

@@ -202,7 +202,9 @@ def _from_database(target: Target, session_id: str, now: float) -> Found | None:
     stored = tier.database.load(session_id, now)
     if stored is None:
         return None
-    record = tier.record_of(stored)
+    from .refill import record_of
+
+    record = record_of(stored)
     found = Found(
         session_id,
         record,

@@ -6,7 +6,8 @@ from the database and put back with ``add`` (never over a newer value);
 writes go to the database first, in a transaction that holds the session's
 row while the memcached batch runs, so both tiers apply one session's writes
 in the same order. Kept apart from ``lifecycle.py`` so that a session without
-a database never meets any of it.
+a database never meets any of it; the memcached operations it runs for the
+database's sake are built, without I/O, in ``refill.py``.
 """
 
 from __future__ import annotations
@@ -16,18 +17,18 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from . import expiry, rotation
 from .changes import DurableChanges
 from .config import SessionConfig
 from .errors import SessionUnavailableError
-from .keys import KeyScheme
 from .plans import LoadPlan, WritePlan, undo_ops
-from .record import FLAGS_FLASHES, FLAGS_RECORD, Record
+from .record import FLAGS_FLASHES, Record
+from .refill import invalidation, record_of, refill_ops, results_from
 from .sql import FLASHES, Database, SessionGone, StoredSession, Writer
-from .stores import Delete, Item, Op, Result, Set
+from .stores import Item, Op, Result, Set
 
 if TYPE_CHECKING:
     from .lifecycle import Lifecycle
@@ -65,49 +66,6 @@ class DurableTier:
             owner=record.owner,
             expiry=record.expiry,
         )
-
-    def record_of(self, stored: StoredSession) -> Record:
-        """The memcached record of a session read back from the database."""
-        names = frozenset(n for n in stored.variables if n != FLASHES)
-        flashes = FLASHES in stored.variables
-        return Record(
-            created=stored.created,
-            user_agent=stored.user_agent,
-            remote_addr=stored.remote_addr,
-            names=names,
-            listed_ever=names,
-            flashes=flashes,
-            lines=len(names) + flashes,
-            owner=stored.owner,
-            expiry=stored.expiry,
-        )
-
-    def refill_ops(
-        self,
-        keys: KeyScheme,
-        session_id: str,
-        record: Record | None,
-        values: Mapping[str, tuple[bytes, int]],
-        ttls: tuple[int, int] | None = None,
-    ) -> list[Op]:
-        """Put what the database returned back into memcached, without
-        overwriting anything newer there (``add`` only). ``ttls``: the
-        session's own (variables, record), if not the settings'."""
-        config = self.config
-        ttl, record_ttl = ttls or (config.ttl, config.record_ttl)
-        ops: list[Op] = []
-        if record is not None:
-            ops.append(
-                Set(keys.record(session_id), record.encode(), FLAGS_RECORD, record_ttl, "add")
-            )
-        for name, (value, flags) in values.items():
-            key = (
-                keys.internal(session_id, "flashes")
-                if name == FLASHES
-                else keys.variable(session_id, name)
-            )
-            ops.append(Set(key, value, flags, ttl, "add"))
-        return ops
 
     def touch_if_due(self, session_id: str, created: float, record_ttl: int) -> None:
         """Renew a session that is only being read, at most once per half window.
@@ -183,7 +141,7 @@ class DurableTier:
         if stored is None:
             life.start_fresh()  # never issued, logged out, or expired
             return None
-        record = tier.record_of(stored)
+        record = record_of(stored)
         reason = life.end_reason(record)
         if reason is not None:
             life.end(reason, record)
@@ -191,7 +149,7 @@ class DurableTier:
         life.adopted(record, 0)
         if not life.cache_down:
             ttls = expiry.ttls(life.config, record.expiry)
-            life.cache(tier.refill_ops(life.keys, sid, record, stored.variables, ttls))
+            life.cache(refill_ops(life.keys, sid, record, stored.variables, ttls))
         return plan, results_from(record, names, stored.variables, plan.flashes >= 0)
 
     def fill(self, life: Lifecycle, names: Sequence[str], values: list[Result]) -> None:
@@ -210,7 +168,7 @@ class DurableTier:
             if name in found:
                 values[index] = Item(*found[name])
         if found and not life.cache_down:
-            life.cache(tier.refill_ops(life.keys, life.sid, None, found, (life.ttl, 0)))
+            life.cache(refill_ops(life.keys, life.sid, None, found, (life.ttl, 0)))
 
     def fetch_flashes(self, life: Lifecycle) -> Item | None:
         tier = self
@@ -222,7 +180,7 @@ class DurableTier:
         if FLASHES not in found:
             return None
         if not life.cache_down:
-            life.cache(tier.refill_ops(life.keys, life.sid, None, found, (life.ttl, 0)))
+            life.cache(refill_ops(life.keys, life.sid, None, found, (life.ttl, 0)))
         return Item(found[FLASHES][0], FLAGS_FLASHES)
 
     def store_new(
@@ -374,24 +332,3 @@ class _Moving(Exception):
 
 class _Taken(Exception):
     """memcached already holds a record under the new id."""
-
-
-def results_from(
-    record: Record, names: Sequence[str], stored: Mapping[str, tuple[bytes, int]], flashes: bool
-) -> list[Item | None]:
-    """What a load batch would have returned, built from the database's rows."""
-    out: list[Item | None] = [Item(record.encode(), FLAGS_RECORD)]
-    for name in names:
-        found = stored.get(name)
-        out.append(None if found is None else Item(found[0], found[1]))
-    if flashes:
-        found = stored.get(FLASHES)
-        out.append(None if found is None else Item(found[0], FLAGS_FLASHES))
-    return out
-
-
-def invalidation(keys: KeyScheme, session_id: str, ops: Sequence[Op]) -> list[Op]:
-    """Deletes of the record and of every key ``ops`` wrote."""
-    record_key = keys.record(session_id)
-    touched = {op.key for op in ops if isinstance(op, (Set, Delete)) and op.key != record_key}
-    return [Delete(record_key), *(Delete(key) for key in sorted(touched))]

@@ -8,9 +8,13 @@ its dialects works: SQLite embedded, PostgreSQL for many app servers.
 Every write is a transaction that starts by touching the session's own row:
 that locks it (PostgreSQL) or the database (SQLite), so writes to one session
 are applied one at a time in both tiers, and a write after a logout finds no
-row and changes nothing. A variable is written with one upsert where the
-dialect has one (SQLite, PostgreSQL); on PostgreSQL the renewal and the first
-upsert are a single statement. Install with ``pip install webapp2-sessions[sql]``.
+row and changes nothing. Install with ``pip install webapp2-sessions[sql]``.
+
+This module is what callers import: ``Database`` (the connection, its
+availability, reads and whole-session writes) and ``sqlite_engine`` live here;
+the tables (``sql_schema.py``) and one write transaction (``sql_writer.py``)
+are re-exported from theirs. The statements a request runs are built and
+compiled in ``sql_statements.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,189 +36,15 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from .errors import SessionUnavailableError
+from .sql_schema import FLASHES as FLASHES
+from .sql_schema import create_tables, value_of
+from .sql_schema import sessions_table as sessions_table
+from .sql_schema import variables_table as variables_table
+from .sql_statements import LOAD, Statements
+from .sql_writer import SessionGone as SessionGone
+from .sql_writer import Writer as Writer
 
 log = logging.getLogger("webapp2_sessions")
-
-#: The row name of a session's flash list: no variable can be named ''.
-FLASHES = ""
-
-_metadata = sa.MetaData()
-sessions_table = sa.Table(
-    "webapp2_sessions",
-    _metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("created", sa.Float, nullable=False),
-    #: When the session ends if nothing renews it (idle or absolute timeout).
-    sa.Column("expires", sa.Float, nullable=False, index=True),
-    sa.Column("user_agent", sa.String(32)),
-    sa.Column("remote_addr", sa.String(32)),
-    #: The SHA-256 (hex) of the session's owner (``owners.py``), or NULL.
-    #: Added to a table made before 0.2 on first use (``Database``).
-    sa.Column("owner", sa.String(64), index=True),
-    #: Seconds the session is remembered for (``set_expiry``); NULL: not.
-    sa.Column("expiry", sa.Integer),
-)
-variables_table = sa.Table(
-    "webapp2_session_variables",
-    _metadata,
-    sa.Column("session_id", sa.String(32), primary_key=True),
-    sa.Column("name", sa.Text, primary_key=True),
-    #: The serialized value, exactly as memcached holds it (a counter is
-    #: decimal text under the JSON flags).
-    sa.Column("value", sa.LargeBinary, nullable=False),
-    sa.Column("flags", sa.Integer, nullable=False),
-)
-
-
-# The statements of the hot paths, built once: building a SQLAlchemy statement
-# costs more than running a small one.
-_s, _v = sessions_table, variables_table
-_LOAD = (
-    sa.select(
-        _s.c.created,
-        _s.c.expires,
-        _s.c.user_agent,
-        _s.c.remote_addr,
-        _s.c.owner,
-        _s.c.expiry,
-        _v.c.name,
-        _v.c.value,
-        _v.c.flags,
-    )
-    .select_from(_s.outerjoin(_v, _v.c.session_id == _s.c.id))
-    .where(_s.c.id == sa.bindparam("sid"))
-)
-_RENEW = (
-    sa.update(_s).where(_s.c.id == sa.bindparam("sid")).values(expires=sa.bindparam("expires"))
-)
-_INSERT_SESSION = sa.insert(_s)
-_INSERT_VARIABLE = sa.insert(_v)
-_DELETE_VARIABLE = sa.delete(_v).where(
-    _v.c.session_id == sa.bindparam("sid"), _v.c.name == sa.bindparam("var")
-)
-_READ_VARIABLE = sa.select(_v.c.value, _v.c.flags).where(
-    _v.c.session_id == sa.bindparam("sid"), _v.c.name == sa.bindparam("var")
-)
-
-
-@dataclass(frozen=True)
-class _Upserts:
-    """A dialect's statements that write a variable in one go."""
-
-    #: Insert, or replace the value and flags of an existing row.
-    upsert: sa.Insert
-    #: ``upsert`` of one variable that first renews the session's row (as
-    #: ``_RENEW``) and writes nothing if it has none; None where a statement
-    #: cannot do both.
-    renew_and_upsert: sa.Insert | None
-
-
-def _upserts(dialect: sa.Dialect) -> _Upserts | None:
-    """The upserts of ``dialect``, or None: it writes with a delete and an insert."""
-    key = [_v.c.session_id, _v.c.name]
-    if dialect.name == "sqlite":
-        # ON CONFLICT ... DO UPDATE came with SQLite 3.24.
-        if getattr(dialect.dbapi, "sqlite_version_info", (0,)) < (3, 24):
-            return None
-        from sqlalchemy.dialects import sqlite
-
-        lite = sqlite.insert(_v)
-        return _Upserts(
-            lite.on_conflict_do_update(
-                index_elements=key,
-                set_={"value": lite.excluded.value, "flags": lite.excluded.flags},
-            ),
-            None,
-        )
-    if dialect.name != "postgresql":
-        return None
-    from sqlalchemy.dialects import postgresql
-
-    upsert = postgresql.insert(_v)
-    # WITH renewed AS (UPDATE ... RETURNING id) INSERT ... SELECT FROM renewed:
-    # no session row, no variable row; the UPDATE locks the row as _RENEW does.
-    renewed = _RENEW.returning(_s.c.id).cte("renewed")
-    combined = postgresql.insert(_v).from_select(
-        ["session_id", "name", "value", "flags"],
-        sa.select(
-            renewed.c.id,
-            sa.bindparam("name", type_=_v.c.name.type),
-            sa.bindparam("value", type_=_v.c.value.type),
-            sa.bindparam("flags", type_=_v.c.flags.type),
-        ),
-    )
-    return _Upserts(
-        upsert.on_conflict_do_update(
-            index_elements=key,
-            set_={"value": upsert.excluded.value, "flags": upsert.excluded.flags},
-        ),
-        combined.add_cte(renewed)
-        .on_conflict_do_update(
-            index_elements=key,
-            set_={"value": combined.excluded.value, "flags": combined.excluded.flags},
-        )
-        # An INSERT's rowcount is kept only when asked for: 0 means no session row.
-        .execution_options(preserve_rowcount=True),
-    )
-
-
-class _Prepared:
-    """A statement compiled once for one dialect, run with ``exec_driver_sql``.
-
-    The SQL text, the parameter order and the type conversions are SQLAlchemy's
-    own; what is saved is its per-call work (the compiled-cache lookup and the
-    execution context of a compiled statement), which costs more than running
-    a small statement. ``before_cursor_execute`` listeners see these calls too.
-    """
-
-    def __init__(
-        self, statement: sa.Insert | sa.Update | sa.Delete | sa.Select[Any], dialect: sa.Dialect
-    ) -> None:
-        compiled = statement.compile(dialect=dialect)
-        self.sql = str(compiled)
-        #: Parameter names in placeholder order; None where the driver takes a dict.
-        self.order = compiled.positiontup
-        self.convert: dict[str, Callable[[Any], Any]] = {}
-        for name, bind in compiled.binds.items():
-            convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if convert is not None:
-                self.convert[name] = convert
-        # An INSERT's or a text statement's rowcount is kept only when asked for.
-        self.options = {**statement.get_execution_options(), "preserve_rowcount": True}
-
-    def run(self, conn: Connection, params: Mapping[str, Any]) -> sa.CursorResult[Any]:
-        return conn.exec_driver_sql(self.sql, self._args(params), self.options)
-
-    def run_many(
-        self, conn: Connection, params: Iterable[Mapping[str, Any]]
-    ) -> sa.CursorResult[Any]:
-        return conn.exec_driver_sql(self.sql, [self._args(p) for p in params], self.options)
-
-    def _args(self, params: Mapping[str, Any]) -> Any:
-        convert = self.convert
-        if convert:
-            params = {k: convert[k](v) if k in convert else v for k, v in params.items()}
-        order = self.order
-        return params if order is None else tuple(params[k] for k in order)
-
-
-class _Statements:
-    """The statements of the write path, prepared for one engine's dialect."""
-
-    def __init__(self, dialect: sa.Dialect) -> None:
-        self.renew = _Prepared(_RENEW, dialect)
-        self.insert_session = _Prepared(_INSERT_SESSION, dialect)
-        self.insert_variable = _Prepared(_INSERT_VARIABLE, dialect)
-        self.delete_variable = _Prepared(_DELETE_VARIABLE, dialect)
-        self.read_variable = _Prepared(_READ_VARIABLE, dialect)
-        upserts = _upserts(dialect)
-        #: None: the dialect replaces a variable with a delete and an insert.
-        self.upsert = None if upserts is None else _Prepared(upserts.upsert, dialect)
-        self.renew_and_upsert = (
-            None
-            if upserts is None or upserts.renew_and_upsert is None
-            else _Prepared(upserts.renew_and_upsert, dialect)
-        )
 
 
 @dataclass
@@ -233,10 +63,6 @@ class StoredSession:
     expiry: int | None = None
 
 
-class SessionGone(Exception):
-    """The session has no row: it was logged out, or expired and purged."""
-
-
 class Database:
     """The durable tier's connection to one database.
 
@@ -250,7 +76,7 @@ class Database:
     def __init__(self, source: str | Engine, *, dead_retry: float = 10.0) -> None:
         self.engine = sa.create_engine(source) if isinstance(source, str) else source
         self.dead_retry = dead_retry
-        self._statements = _Statements(self.engine.dialect)
+        self._statements = Statements(self.engine.dialect)
         self._ready = False
         self._lock = threading.Lock()
         self._down_until = 0.0
@@ -301,8 +127,7 @@ class Database:
             return
         with self._lock:
             if not self._ready:
-                _metadata.create_all(self.engine, checkfirst=True)
-                _add_missing_columns(self.engine)
+                create_tables(self.engine)
                 self._ready = True
 
     # ------------------------------------------------------------------ reading
@@ -310,7 +135,7 @@ class Database:
     def load(self, session_id: str, now: float) -> StoredSession | None:
         """The session and every variable, in one query; None if gone or expired."""
         with self._connect(write=False) as conn:
-            rows = conn.execute(_LOAD, {"sid": session_id}).all()
+            rows = conn.execute(LOAD, {"sid": session_id}).all()
         if not rows or rows[0].expires < now:
             return None
         first = rows[0]
@@ -324,7 +149,7 @@ class Database:
         )
         for row in rows:
             if row.name is not None:
-                stored.variables[row.name] = _value(row)
+                stored.variables[row.name] = value_of(row)
         return stored
 
     def load_variables(
@@ -336,7 +161,7 @@ class Database:
             v.c.session_id == session_id, v.c.name.in_(list(names))
         )
         with self._connect(write=False) as conn:
-            return {row.name: _value(row) for row in conn.execute(query)}
+            return {row.name: value_of(row) for row in conn.execute(query)}
 
     # ------------------------------------------------------------------ writing
 
@@ -453,177 +278,3 @@ def sqlite_engine(path: str, *, wal: bool = False) -> Engine:
             cursor.close()
 
     return engine
-
-
-class Writer:
-    """The statements of one write transaction on one session."""
-
-    def __init__(
-        self,
-        conn: Connection,
-        session_id: str,
-        statements: _Statements,
-        *,
-        fresh: bool = False,
-        renew: float | None = None,
-    ) -> None:
-        self._conn = conn
-        self._sid = session_id
-        self._statements = statements
-        #: A session inserted by this transaction: only what it wrote itself
-        #: can need replacing.
-        self._fresh = fresh
-        self._inserted: set[str] = set()
-        #: The expiry the session's row is renewed to before anything else,
-        #: while that is still to do.
-        self._renew = renew
-
-    def hold(self) -> None:
-        """Renew the session's row now if no statement has yet (which locks it).
-
-        Raises ``SessionGone`` if it has no row.
-        """
-        if self._renew is not None:
-            renewed = self._statements.renew.run(
-                self._conn, {"sid": self._sid, "expires": self._renew}
-            )
-            self._renew = None
-            if renewed.rowcount == 0:
-                raise SessionGone(self._sid)
-
-    def set(self, values: Mapping[str, bytes], flags: int) -> None:
-        """Store ``values`` (name -> serialized value), replacing old ones."""
-        if not values:
-            return
-        sid = self._sid
-        statements = self._statements
-        if statements.upsert is None:
-            self._replace(values, flags)
-            return
-        combined = statements.renew_and_upsert
-        if self._renew is not None and combined is not None and len(values) == 1:
-            ((name, data),) = values.items()
-            done = combined.run(
-                self._conn,
-                {"sid": sid, "expires": self._renew, "name": name, "value": data, "flags": flags},
-            )
-            self._renew = None
-            if done.rowcount == 0:
-                raise SessionGone(sid)
-            return
-        self.hold()
-        statements.upsert.run_many(
-            self._conn,
-            [
-                {"session_id": sid, "name": n, "value": d, "flags": flags}
-                for n, d in values.items()
-            ],
-        )
-
-    def _replace(self, values: Mapping[str, bytes], flags: int) -> None:
-        # Delete then insert: the same statements in every dialect, and the
-        # session's row lock keeps them atomic for this session.
-        self.hold()
-        sid = self._sid
-        replaced = [n for n in values if not self._fresh or n in self._inserted]
-        if replaced:
-            self._statements.delete_variable.run_many(
-                self._conn, [{"sid": sid, "var": n} for n in replaced]
-            )
-        if self._fresh:
-            self._inserted.update(values)
-        self._statements.insert_variable.run_many(
-            self._conn,
-            [
-                {"session_id": sid, "name": n, "value": d, "flags": flags}
-                for n, d in values.items()
-            ],
-        )
-
-    def remember(self, expiry: int | None) -> None:
-        """Keep the session's lifetime (``set_expiry``; None: the settings')."""
-        s = sessions_table
-        self._conn.execute(sa.update(s).where(s.c.id == self._sid).values(expiry=expiry))
-
-    def delete(self, names: Iterable[str]) -> None:
-        params = [{"sid": self._sid, "var": n} for n in names]
-        if params:
-            self.hold()
-            self._statements.delete_variable.run_many(self._conn, params)
-
-    def read(self, name: str) -> tuple[bytes, int] | None:
-        """The variable's value as this transaction sees it (its row is ours)."""
-        self.hold()
-        found = self._statements.read_variable.run(self._conn, {"sid": self._sid, "var": name})
-        row = found.first()
-        return None if row is None else _value(row)
-
-    def increment(self, name: str, delta: int, flags: int) -> int | None:
-        """Add ``delta`` to counter ``name`` (0 if missing, never below 0).
-
-        None if the variable holds something other than a counter.
-        """
-        row = self.read(name)
-        if row is None:
-            current = 0
-        elif row[0].strip().isdigit() and int(row[0]) < 1 << 64:
-            current = int(row[0])
-        else:
-            return None
-        value = max(0, current + delta) % (1 << 64)  # as memcached: wraps going up
-        self.set({name: b"%d" % value}, flags)
-        return value
-
-    def append_flashes(self, lines: bytes, flags: int) -> None:
-        current = self.read(FLASHES)
-        self.set({FLASHES: (current[0] if current else b"") + lines}, flags)
-
-    def consume_flashes(self, read: bytes, flags: int) -> None:
-        """Remove the flashes ``read`` earlier; keep any added since."""
-        current = self.read(FLASHES)
-        if current is None:
-            return
-        rest = current[0][len(read) :] if current[0].startswith(read) else current[0]
-        if rest:
-            self.set({FLASHES: rest}, flags)
-        else:
-            self.delete([FLASHES])
-
-
-#: Columns the sessions table gained after 0.1, with their SQL types.
-_ADDED_COLUMNS = {"owner": "VARCHAR(64)", "expiry": "INTEGER"}
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Give a sessions table made by an earlier release the columns added since.
-
-    They are nullable, so every existing session simply has no owner and no
-    remembered lifetime. Several processes may try at once: whoever loses
-    finds the column (or the index) there.
-    """
-    table = sessions_table
-
-    def present() -> set[str]:
-        return {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
-
-    for name, sql_type in _ADDED_COLUMNS.items():
-        if name in present():
-            continue
-        log.warning("table %s: adding the column %r", table.name, name)
-        try:
-            with engine.begin() as conn:
-                conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {sql_type}"))
-        except sa.exc.SQLAlchemyError:
-            if name not in present():
-                raise
-    for index in table.indexes:
-        try:
-            with engine.begin() as conn:
-                index.create(conn, checkfirst=True)
-        except sa.exc.SQLAlchemyError:
-            if index.name not in {i["name"] for i in sa.inspect(engine).get_indexes(table.name)}:
-                raise
-
-
-def _value(row: Any) -> tuple[bytes, int]:
-    return bytes(row.value), row.flags
