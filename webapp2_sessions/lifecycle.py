@@ -330,28 +330,6 @@ class Lifecycle:
             self.cookie_action = "delete"
         self._on_fresh()
 
-    def fetch(self, names: Sequence[str]) -> Sequence[Result] | None:
-        """Read ``names`` of the stored session (renewing their TTLs)."""
-        sid = self.sid
-        assert sid is not None
-        ttl = self.ttl
-        ops: list[Op] = [Get(key, ttl) for key in self.keys.variables(sid, names)]
-        if self.durable is None:
-            return self.execute(ops)
-        results: list[Result] = self.cache(ops) or [None] * len(ops)
-        self.durable.fill(self, names, results)
-        return results
-
-    def fetch_flashes(self, listed: bool = False) -> Item | None:
-        """The stored flash list, if the record lists one (or ``listed``)."""
-        if self.sid is None or not (self.stored and (listed or self.record.flashes)):
-            return None
-        ops: list[Op] = [Get(self.keys.internal(self.sid, "flashes"), self.ttl)]
-        got = self.execute(ops) if self.durable is None else self.cache(ops)
-        if got is not None and isinstance(got[0], Item):
-            return got[0]
-        return self.durable.fetch_flashes(self) if self.durable is not None else None
-
     # ------------------------------------------------------------------ writing
 
     def write(

@@ -291,7 +291,7 @@ class Session(MutableMapping[str, Any]):
         self._ensure_loaded()
         server = self._server
         if self._flash_item is _MISSING:
-            self._flash_item = server.fetch_flashes()
+            self._flash_item = loading.fetch_flashes(server)
         changes = self._edit()
         if self._flash_item is not None:
             changes.flashes_read = True

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .errors import SessionUnavailableError
 from .keys import log_token
-from .loading import fetch
+from .loading import fetch, fetch_flashes
 from .record import Record, deletion_ops, mark_batch, merged, parse_or_none
 from .stores import Get, Item, Op, Result
 from .values import MISSING, stored_form
@@ -226,7 +226,7 @@ def copy(session: Session, claimed: Record, new: str | None = None) -> None:
     values, items = session._values, session._items
     fetch(session, sorted(n for n in claimed.names if n not in values))
     if claimed.flashes and session._flash_item is MISSING:
-        session._flash_item = server.fetch_flashes(listed=True)
+        session._flash_item = fetch_flashes(server, listed=True)
     changes = session._edit()
     for name in sorted(claimed.names - changes.written.keys() - changes.deleted):
         data = stored_form(values, items, name, session._serialize)
