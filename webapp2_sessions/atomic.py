@@ -1,8 +1,8 @@
 """Atomic updates of one variable, on the server: counters and compare-and-set.
 
-Both run as guarded writes (``Lifecycle.write``), so neither outlives a logout
-that races it. Counters are memcached's own: decimal text under the JSON
-flags, whatever the serializer, unsigned 64-bit, stopping at 0 going down.
+Both run as guarded writes (``saving.guarded_write``), so neither outlives a
+logout that races it. Counters are memcached's own: decimal text under the
+JSON flags, whatever the serializer, unsigned 64-bit, stopping at 0 going down.
 
 ``incr`` and ``update`` are ``Session.incr`` and ``Session.update_var``: they
 keep the session's cache in step, as part of the Session split out by
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import UpdateConflictError
 from .keys import check_name
+from .saving import guarded_write
 from .serializers import FLAGS_JSON, decode_item
 from .stores import Failed, Get, Incr, Item, Op, Set
 from .values import MISSING, remember
@@ -140,7 +141,7 @@ def increment(life: Lifecycle, name: str, delta: int) -> int | None:
         written = life.durable.write_through(life, count, frozenset((name,)), _NONE)
         return None if written is None else counted[0]
     ops: list[Op] = [Set(key, b"0", FLAGS_JSON, ttl, mode="add"), Incr(key, delta, ttl)]
-    results = life.write(ops, frozenset((name,)), _NONE)
+    results = guarded_write(life, ops, frozenset((name,)), _NONE)
     if results is None:
         return None
     value = results[1]
@@ -178,7 +179,7 @@ def replace(life: Lifecycle, name: str, read: Item | None, data: bytes) -> bool 
         write = Set(key, data, flags, ttl, mode="add")
     else:
         write = Set(key, data, flags, ttl, cas=read.cas)
-    results = life.write([write], frozenset((name,)), _NONE)
+    results = guarded_write(life, [write], frozenset((name,)), _NONE)
     return None if results is None else results[0] is True
 
 
