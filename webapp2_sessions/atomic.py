@@ -20,7 +20,7 @@ from .keys import check_name
 from .saving import guarded_write
 from .serializers import FLAGS_JSON, decode_item
 from .stores import Failed, Get, Incr, Item, Op, Set
-from .values import MISSING, remember
+from .values import MISSING, remember, serialize
 
 if TYPE_CHECKING:
     from .lifecycle import Lifecycle
@@ -65,7 +65,7 @@ def update(session: Session, name: str, fn: Callable[[Any], Any], attempts: int)
         remember(values, items, session.config.serializer, name, item, server.log_id)
         current = values.get(name, MISSING)
         new = fn(None if current is MISSING else current)
-        stored = replace(server, name, item, session._serialize(name, new))
+        stored = replace(server, name, item, serialize(session.config, name, new))
         if stored is None:
             return None
         if stored:
@@ -91,7 +91,7 @@ def _update_durable(session: Session, name: str, fn: Callable[[Any], Any]) -> An
             except ValueError:
                 value = None
         new.append(fn(value))
-        return session._serialize(name, new[-1])
+        return serialize(session.config, name, new[-1])
 
     if not update_durable(session._server, name, compute):
         return None

@@ -32,7 +32,7 @@ from .keys import check_name
 from .lifecycle import NEW, NO_CLIENT, STORED, UNLOADED, ClientInfo, Lifecycle
 from .prefetch import NO_PREFETCH, Prefetch
 from .stores import Item, Store
-from .values import MISSING
+from .values import MISSING, serialize
 
 if TYPE_CHECKING:
     from .durable import DurableTier
@@ -227,19 +227,6 @@ class Session(MutableMapping[str, Any]):
 
     # ------------------------------------------------------------------ writing
 
-    def _serialize(self, name: str, value: Any) -> bytes:
-        try:
-            data = self.config.serializer.dumps(value)
-        except TypeError as exc:
-            raise TypeError(f"session variable {name!r} cannot be stored: {exc}") from None
-        room = self.config.item_size_max - 300  # the key and the command's own bytes
-        if len(data) > room:
-            raise ValueError(
-                f"session variable {name!r} is {len(data)} bytes serialized; "
-                f"items are limited to {room} (item_size_max={self.config.item_size_max})"
-            )
-        return data
-
     def _edit(self) -> Changes:
         """This request's own changes, to add to."""
         changes = self._changes
@@ -250,7 +237,7 @@ class Session(MutableMapping[str, Any]):
     def __setitem__(self, name: str, value: Any) -> None:
         if name.__class__ is not str or not name:
             check_name(name)
-        data = self._serialize(name, value)
+        data = serialize(self.config, name, value)
         self.accessed = True
         self._values[name] = value
         changes = self._changes
@@ -281,7 +268,7 @@ class Session(MutableMapping[str, Any]):
 
     def add_flash(self, value: Any, level: str | None = None) -> None:
         """Queue a message for a later request; written with the other changes."""
-        line = flash_list.encode(self._serialize("flash", [value, level]))
+        line = flash_list.encode(serialize(self.config, "flash", [value, level]))
         self._edit().flashes.append(line)
         self.accessed = True
 

@@ -229,7 +229,7 @@ def copy(session: Session, claimed: Record, new: str | None = None) -> None:
         session._flash_item = fetch_flashes(server, listed=True)
     changes = session._edit()
     for name in sorted(claimed.names - changes.written.keys() - changes.deleted):
-        data = stored_form(values, items, name, session._serialize)
+        data = stored_form(values, items, name, session.config)
         if data is not None:
             changes.written[name] = data
     if isinstance(session._flash_item, Item) and not changes.flashes_read:
