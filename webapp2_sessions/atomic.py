@@ -4,9 +4,10 @@ Both run as guarded writes (``saving.guarded_write``), so neither outlives a
 logout that races it. Counters are memcached's own: decimal text under the
 JSON flags, whatever the serializer, unsigned 64-bit, stopping at 0 going down.
 
-``incr`` and ``update`` are ``Session.incr`` and ``Session.update_var``: they
-keep the session's cache in step, as part of the Session split out by
-concern. The functions below them run the batches on the ``Lifecycle``.
+``incr`` and ``update_var`` are ``Session.incr`` and ``Session.update_var``
+themselves (the class binds them): they keep the session's cache in step, as
+part of the Session split out by concern. The functions below them run the
+batches on the ``Lifecycle``.
 """
 
 from __future__ import annotations
@@ -32,8 +33,15 @@ log = logging.getLogger("webapp2_sessions")
 _NONE: frozenset[str] = frozenset()
 
 
-def incr(session: Session, name: str, delta: int) -> int:
-    """``Session.incr``: the counter's new value, or the cached one if unsaved."""
+def incr(session: Session, name: str, delta: int = 1) -> int:
+    """Add ``delta`` to an integer variable atomically on the server.
+
+    ``Session.incr``. A missing variable counts as 0. Counters are unsigned,
+    as memcached's are: subtracting below zero gives 0. Raises ``TypeError``
+    if the variable holds anything but a non-negative int. Runs at once (one
+    round trip, after storing a new session) rather than at the end of
+    dispatch. Returns the new value, or the cached one if nothing was saved.
+    """
     if isinstance(delta, bool) or not isinstance(delta, int):
         raise TypeError("delta must be an int")
     check_name(name)
@@ -48,8 +56,14 @@ def incr(session: Session, name: str, delta: int) -> int:
     return value
 
 
-def update(session: Session, name: str, fn: Callable[[Any], Any], attempts: int) -> Any:
-    """``Session.update_var``: compare-and-set until it holds, ``attempts`` at most."""
+def update_var(session: Session, name: str, fn: Callable[[Any], Any], attempts: int = 10) -> Any:
+    """Replace the value with ``fn(current)`` by compare-and-set.
+
+    ``Session.update_var``. ``fn`` gets ``None`` when the variable is missing
+    and may run more than once. Raises ``UpdateConflictError`` after
+    ``attempts`` lost races. Returns the stored value (``None`` if the store
+    is unavailable).
+    """
     check_name(name)
     server = session._server
     if server.durable is not None and name not in server.quick:

@@ -192,12 +192,12 @@ def ended_by_another(life: Lifecycle, sid: str) -> None:
 
 
 def regenerate(session: Session) -> None:
-    """Move every variable of ``session`` to a new id; the old id is dead after.
+    """Move every variable to a new id; the old id is dead from now on.
 
-    A logout of the old id in a concurrent request wins: if one began
-    before this regeneration claimed the session, or completed while it
-    copied the variables, the copy is undone and the session starts
-    afresh. Two regenerations racing end the same way.
+    ``Session.regenerate_id``. A logout of the old id in a concurrent
+    request wins: if one began before this regeneration claimed the
+    session, or completed while it copied the variables, the copy is undone
+    and the session starts afresh. Two regenerations racing end the same way.
     """
     session._ensure_loaded()
     server = session._server
