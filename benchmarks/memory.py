@@ -594,7 +594,7 @@ def fill_pools(ctx: Context) -> Row:
     tokens = tuple(n for n, v in attributes(pool).items() if hasattr(v, "__len__")) if pool else ()
     return Row(
         "connection pool",
-        f"{short(type(store).__module__)}.{type(pool).__name__ if pool else '?'}",
+        f"{short(type(pool).__module__)}.{type(pool).__name__}" if pool else "?",
         "node",
         default,
         opened // len(ctx.servers),

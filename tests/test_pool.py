@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from webapp2_sessions.errors import SessionUnavailableError
-from webapp2_sessions.memcache.store import _Pool
+from webapp2_sessions.memcache.pool import Pool
 
 
 class _FakeConnection:
@@ -33,7 +33,7 @@ class _FakeConnection:
         self.closed = True
 
 
-def _churn(pool: _Pool, rounds: int, errors: list[str], peak: list[int], cap: int) -> None:
+def _churn(pool: Pool, rounds: int, errors: list[str], peak: list[int], cap: int) -> None:
     me = threading.get_ident()
     try:
         for _ in range(rounds):
@@ -64,8 +64,8 @@ class _YieldingDeque(collections.deque):  # type: ignore[type-arg]
             yield item
 
 
-def _pool(opened: list[_FakeConnection], size: int, wait: float) -> _Pool:
-    pool = _Pool(lambda: _FakeConnection(opened), size=size, wait=wait)  # type: ignore[arg-type,return-value]
+def _pool(opened: list[_FakeConnection], size: int, wait: float) -> Pool:
+    pool = Pool(lambda: _FakeConnection(opened), size=size, wait=wait)  # type: ignore[arg-type,return-value]
     pool._idle = _YieldingDeque()
     return pool
 

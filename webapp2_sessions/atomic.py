@@ -1,12 +1,13 @@
 """Atomic updates of one variable, on the server: counters and compare-and-set.
 
-Both run as guarded writes (``Lifecycle.write``), so neither outlives a logout
-that races it. Counters are memcached's own: decimal text under the JSON
-flags, whatever the serializer, unsigned 64-bit, stopping at 0 going down.
+Both run as guarded writes (``saving.guarded_write``), so neither outlives a
+logout that races it. Counters are memcached's own: decimal text under the
+JSON flags, whatever the serializer, unsigned 64-bit, stopping at 0 going down.
 
-``incr`` and ``update`` are ``Session.incr`` and ``Session.update_var``: they
-keep the session's cache in step, as part of the Session split out by
-concern. The functions below them run the batches on the ``Lifecycle``.
+``incr`` and ``update_var`` are ``Session.incr`` and ``Session.update_var``
+themselves (the class binds them): they keep the session's cache in step, as
+part of the Session split out by concern. The functions below them run the
+batches on the ``Lifecycle``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import UpdateConflictError
 from .keys import check_name
+from .saving import guarded_write
 from .serializers import FLAGS_JSON, decode_item
 from .stores import Failed, Get, Incr, Item, Op, Set
-from .values import MISSING, remember
+from .values import MISSING, remember, serialize
 
 if TYPE_CHECKING:
     from .lifecycle import Lifecycle
@@ -31,8 +33,15 @@ log = logging.getLogger("webapp2_sessions")
 _NONE: frozenset[str] = frozenset()
 
 
-def incr(session: Session, name: str, delta: int) -> int:
-    """``Session.incr``: the counter's new value, or the cached one if unsaved."""
+def incr(session: Session, name: str, delta: int = 1) -> int:
+    """Add ``delta`` to an integer variable atomically on the server.
+
+    ``Session.incr``. A missing variable counts as 0. Counters are unsigned,
+    as memcached's are: subtracting below zero gives 0. Raises ``TypeError``
+    if the variable holds anything but a non-negative int. Runs at once (one
+    round trip, after storing a new session) rather than at the end of
+    dispatch. Returns the new value, or the cached one if nothing was saved.
+    """
     if isinstance(delta, bool) or not isinstance(delta, int):
         raise TypeError("delta must be an int")
     check_name(name)
@@ -47,8 +56,14 @@ def incr(session: Session, name: str, delta: int) -> int:
     return value
 
 
-def update(session: Session, name: str, fn: Callable[[Any], Any], attempts: int) -> Any:
-    """``Session.update_var``: compare-and-set until it holds, ``attempts`` at most."""
+def update_var(session: Session, name: str, fn: Callable[[Any], Any], attempts: int = 10) -> Any:
+    """Replace the value with ``fn(current)`` by compare-and-set.
+
+    ``Session.update_var``. ``fn`` gets ``None`` when the variable is missing
+    and may run more than once. Raises ``UpdateConflictError`` after
+    ``attempts`` lost races. Returns the stored value (``None`` if the store
+    is unavailable).
+    """
     check_name(name)
     server = session._server
     if server.durable is not None and name not in server.quick:
@@ -64,7 +79,7 @@ def update(session: Session, name: str, fn: Callable[[Any], Any], attempts: int)
         remember(values, items, session.config.serializer, name, item, server.log_id)
         current = values.get(name, MISSING)
         new = fn(None if current is MISSING else current)
-        stored = replace(server, name, item, session._serialize(name, new))
+        stored = replace(server, name, item, serialize(session.config, name, new))
         if stored is None:
             return None
         if stored:
@@ -90,7 +105,7 @@ def _update_durable(session: Session, name: str, fn: Callable[[Any], Any]) -> An
             except ValueError:
                 value = None
         new.append(fn(value))
-        return session._serialize(name, new[-1])
+        return serialize(session.config, name, new[-1])
 
     if not update_durable(session._server, name, compute):
         return None
@@ -140,7 +155,7 @@ def increment(life: Lifecycle, name: str, delta: int) -> int | None:
         written = life.durable.write_through(life, count, frozenset((name,)), _NONE)
         return None if written is None else counted[0]
     ops: list[Op] = [Set(key, b"0", FLAGS_JSON, ttl, mode="add"), Incr(key, delta, ttl)]
-    results = life.write(ops, frozenset((name,)), _NONE)
+    results = guarded_write(life, ops, frozenset((name,)), _NONE)
     if results is None:
         return None
     value = results[1]
@@ -178,7 +193,7 @@ def replace(life: Lifecycle, name: str, read: Item | None, data: bytes) -> bool 
         write = Set(key, data, flags, ttl, mode="add")
     else:
         write = Set(key, data, flags, ttl, cas=read.cas)
-    results = life.write([write], frozenset((name,)), _NONE)
+    results = guarded_write(life, [write], frozenset((name,)), _NONE)
     return None if results is None else results[0] is True
 
 

@@ -231,7 +231,7 @@ class DurableTier:
         new_flashes: bool = False,
         on_sent: Callable[[], object] | None = None,
     ) -> Sequence[Result] | None:
-        """``Lifecycle.write`` with the database first.
+        """``saving.guarded_write`` with the database first.
 
         ``make(writer)`` applies the changes to the database and returns the
         memcached operations that mirror them; the memcached batch runs while

@@ -112,8 +112,13 @@ def loaded(life: Lifecycle, assumed: int | None, plan: LoadPlan) -> None:
         life.cache(renew)
 
 
-def set_expiry(session: Session, seconds: object) -> None:
-    """``Session.set_expiry``: see its docstring."""
+def set_expiry(session: Session, seconds: int | None) -> None:
+    """Remember this session for ``seconds`` (None: forget); see ``expiry.py``.
+
+    ``Session.set_expiry``: a persistent cookie, and the session kept at
+    least ``seconds`` on the server. ``TypeError`` unless an int or None;
+    ``ValueError`` outside 1 to 400 days. Saved with the other changes.
+    """
     expiry = check(seconds)
     session._ensure_loaded()
     server = session._server

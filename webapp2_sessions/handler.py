@@ -9,27 +9,17 @@ headers are written by the pure functions of ``cookies.py``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from webob.exc import HTTPException
 
 from . import csrf
 from .config import CONFIG_KEY
-from .prefetch import Prefetch
 from .response import SessionResponse, open_session
-from .runtime import Runtime, runtime_for, setup_lock
+from .runtime import HandlerSetup, handler_setup
 from .session import Session
 
 _REGISTRY_KEY = "webapp2_sessions"
-
-
-@dataclass
-class _HandlerSetup:
-    """What every request of one handler class needs, looked up once."""
-
-    runtime: Runtime
-    prefetch: Prefetch
 
 
 class SessionHandlerMixin:
@@ -67,25 +57,17 @@ class SessionHandlerMixin:
 
     # ------------------------------------------------------------------ setup
 
-    def _session_setup(self) -> _HandlerSetup:
+    def _session_setup(self) -> HandlerSetup:
         # request.app is a plain attribute; self.app goes through a thread-local proxy.
         registry: dict[Any, Any] = self.request.app.registry
         key = (_REGISTRY_KEY, "handler", type(self))
-        setup: _HandlerSetup | None = registry.get(key)
+        setup: HandlerSetup | None = registry.get(key)
         if setup is None:
             overrides = dict(self.session_settings)
             if self.session_cookie_name is not None:
                 overrides["cookie_name"] = self.session_cookie_name
-            app = self.request.app
-            runtime = runtime_for(registry, app.config.get(CONFIG_KEY), overrides)
-            config = runtime.config
-            with setup_lock:  # one Prefetch per class, so what it learns is shared
-                setup = registry.get(key)
-                if setup is None:
-                    setup = registry[key] = _HandlerSetup(
-                        runtime,
-                        Prefetch(self.session_prefetch, learn=config.learn_prefetch),
-                    )
+            settings = self.request.app.config.get(CONFIG_KEY)
+            setup = handler_setup(registry, key, settings, overrides, self.session_prefetch)
         return setup
 
     def _make_session(self) -> Session:

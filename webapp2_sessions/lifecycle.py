@@ -1,8 +1,11 @@
 """One session as the server knows it, for one request.
 
-``Lifecycle`` holds the id, the state (an Enum) and the record, and runs every
-batch that reads or changes them: loading, storing a new session, the guarded
-write of a stored one, regeneration and logout. The plans come from
+``Lifecycle`` holds the id, the state (an Enum) and the record. It loads the
+record and adopts it or ends it, starts afresh, and runs the batches of the
+modules that read or change the session, with one policy for a store that
+fails (``execute``, ``cache``, ``report``): later reads (``loading.py``),
+storing a new session and the guarded write of a stored one (``saving.py``),
+regeneration and logout (``transitions.py``). The plans come from
 ``plans.py``; ``Session`` (the mapping the application sees) decides what to
 read and write.
 """
@@ -20,15 +23,13 @@ from . import expiry, owners, rotation
 from .config import SessionConfig
 from .errors import SessionUnavailableError
 from .keys import KeyScheme, key_scheme, log_token, new_session_id
-from .plans import LoadPlan, WritePlan, undo_ops
+from .plans import LoadPlan
 from .record import Record, client_hash
-from .stores import Failed, Get, Item, Op, Result, Set, Store
+from .stores import Failed, Item, Op, Result, Set, Store
 from .transitions import delete_everything
 
 if TYPE_CHECKING:
-    from .changes import DurableChanges
     from .durable import DurableTier
-    from .sql import Writer
 
 log = logging.getLogger("webapp2_sessions")
 
@@ -325,93 +326,7 @@ class Lifecycle:
             self.cookie_action = "delete"
         self._on_fresh()
 
-    def fetch(self, names: Sequence[str]) -> Sequence[Result] | None:
-        """Read ``names`` of the stored session (renewing their TTLs)."""
-        sid = self.sid
-        assert sid is not None
-        ttl = self.ttl
-        ops: list[Op] = [Get(key, ttl) for key in self.keys.variables(sid, names)]
-        if self.durable is None:
-            return self.execute(ops)
-        results: list[Result] = self.cache(ops) or [None] * len(ops)
-        self.durable.fill(self, names, results)
-        return results
-
-    def fetch_flashes(self, listed: bool = False) -> Item | None:
-        """The stored flash list, if the record lists one (or ``listed``)."""
-        if self.sid is None or not (self.stored and (listed or self.record.flashes)):
-            return None
-        ops: list[Op] = [Get(self.keys.internal(self.sid, "flashes"), self.ttl)]
-        got = self.execute(ops) if self.durable is None else self.cache(ops)
-        if got is not None and isinstance(got[0], Item):
-            return got[0]
-        return self.durable.fetch_flashes(self) if self.durable is not None else None
-
     # ------------------------------------------------------------------ writing
-
-    def write(
-        self,
-        body: Sequence[Op],
-        written: frozenset[str],
-        deleted: frozenset[str],
-        new_flashes: bool = False,
-        on_sent: Callable[[], object] | None = None,
-        changes: DurableChanges | None = None,
-    ) -> Sequence[Result] | None:
-        """Run ``body`` on the stored session as a guarded write (``WritePlan``).
-
-        Returns the body's results, or None when nothing was kept: the store
-        failed, the session ended meanwhile (the body is undone and a fresh
-        session started), or the record refused the new names (undone, and
-        reported).
-        """
-        sid = self.sid
-        assert sid is not None
-        if self.durable is not None and changes:
-            flags = self.config.serializer.flags
-
-            def apply(writer: Writer) -> Sequence[Op]:
-                changes.apply(writer, flags)
-                return body
-
-            return self.durable.write_through(self, apply, written, deleted, new_flashes, on_sent)
-        plan = WritePlan(
-            self.keys,
-            sid,
-            self.record,
-            self.record_cas,
-            body,
-            written,
-            deleted,
-            new_flashes,
-            self.record_ttl,
-        )
-        if len(plan.lines) > self.config.item_size_max - 300:
-            # memcached would not only refuse a data block this large: it
-            # would delete the record, ending the session.
-            self.report([Get(self.keys.record(sid))], [Failed("index over item_size_max")])
-            return None
-        results = self.execute(plan.ops, on_sent)
-        if results is None:
-            return None
-        outcome = plan.outcome(results)
-        if outcome.ended or outcome.refused is not None or outcome.moved:
-            self.execute(undo_ops(self.keys, sid, plan.ops))
-            if outcome.moved:
-                rotation.write_lost(self)
-                return None
-            if outcome.refused is not None:
-                self.report([Get(self.keys.record(sid))], [outcome.refused])
-                return None
-            log.info("session %s ended during the request; its writes undone", log_token(sid))
-            self.start_fresh()
-            return None
-        self.record = outcome.record
-        if outcome.relist:
-            self.execute([Set(self.keys.record(sid), outcome.relist, mode="append")])
-        if self.max_age is not None:
-            self.cookie_action = "set"  # a write renews a persistent cookie
-        return outcome.body
 
     def report(self, ops: Sequence[Op], results: Sequence[Result]) -> None:
         """Log the writes the server refused; in strict mode, raise."""

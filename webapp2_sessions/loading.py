@@ -4,7 +4,8 @@ it is known to read, then one more for any name read later.
 Functions over a ``Session``, which calls them once it needs the server:
 this module is part of it, split out by concern, and fills its cache (its
 underscore attributes). ``Lifecycle.load`` decides whether the record is
-adopted; this module decodes what came back with it.
+adopted; this module decodes what came back with it, and reads what comes
+later (names not fetched with the record, the flash list).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from .stores import Item, Result
+from .stores import Get, Item, Op, Result
 from .values import MISSING, take
 
 if TYPE_CHECKING:
+    from .lifecycle import Lifecycle
     from .session import Session
 
 
@@ -52,11 +54,19 @@ def load(session: Session, extra: Iterable[str]) -> None:
 
 
 def fetch(session: Session, names: Sequence[str]) -> None:
-    """Read ``names`` of a stored session (none of them cached yet)."""
+    """Read ``names`` of a stored session (none of them cached yet), renewing
+    their TTLs."""
     server = session._server
-    if not names or server.sid is None:
+    sid = server.sid
+    if not names or sid is None:
         return
-    results = server.fetch(names)
+    ops: list[Op] = [Get(key, server.ttl) for key in server.keys.variables(sid, names)]
+    results: list[Result] | None
+    if server.durable is None:
+        results = server.execute(ops)
+    else:
+        results = server.cache(ops) or [None] * len(ops)
+        server.durable.fill(server, names, results)
     if results is None:
         for name in names:
             session._values[name] = MISSING  # unreadable now, not lost
@@ -64,6 +74,17 @@ def fetch(session: Session, names: Sequence[str]) -> None:
         # Names this request wrote are cached, so never fetched: any name
         # here that the record lists should have had a value.
         _decode(session, names, results)
+
+
+def fetch_flashes(life: Lifecycle, listed: bool = False) -> Item | None:
+    """The stored flash list, if the record lists one (or ``listed``)."""
+    if life.sid is None or not (life.stored and (listed or life.record.flashes)):
+        return None
+    ops: list[Op] = [Get(life.keys.internal(life.sid, "flashes"), life.ttl)]
+    got = life.execute(ops) if life.durable is None else life.cache(ops)
+    if got is not None and isinstance(got[0], Item):
+        return got[0]
+    return life.durable.fetch_flashes(life) if life.durable is not None else None
 
 
 def _decode(session: Session, names: Sequence[str], results: Sequence[Result]) -> None:

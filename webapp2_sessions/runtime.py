@@ -1,5 +1,6 @@
 """What the settings become at run time: the store, the cookie codec and the
-process-wide state, built once per application and shared by its requests."""
+process-wide state, built once per application and shared by its requests,
+and what each handler class adds to them (its overrides, its prefetch)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .config import SessionConfig
 from .cookies import CookieCodec
+from .prefetch import Prefetch
 from .stores import MemoryStore, Store
 
 if TYPE_CHECKING:
@@ -122,6 +124,36 @@ def runtime_for(
             )
             registry[key] = runtime
     return runtime
+
+
+@dataclass
+class HandlerSetup:
+    """What every request of one handler class needs, looked up once."""
+
+    runtime: Runtime
+    prefetch: Prefetch
+
+
+def handler_setup(
+    registry: dict[Any, Any],
+    key: Hashable,
+    settings: Mapping[str, Any] | None,
+    overrides: Mapping[str, Any],
+    prefetch: Iterable[str],
+) -> HandlerSetup:
+    """The setup kept in ``registry`` under ``key`` (one per handler class).
+
+    Built on the class's first request from ``settings`` with its
+    ``overrides`` and the names it ``prefetch``es; every later request of the
+    class finds it in ``registry`` without calling this.
+    """
+    runtime = runtime_for(registry, settings, overrides)
+    with setup_lock:  # one Prefetch per class, so what it learns is shared
+        setup: HandlerSetup | None = registry.get(key)
+        if setup is None:
+            learn = runtime.config.learn_prefetch
+            setup = registry[key] = HandlerSetup(runtime, Prefetch(prefetch, learn=learn))
+    return setup
 
 
 def _shared_store(registry: dict[Any, Any], config: SessionConfig) -> Store:

@@ -2,29 +2,33 @@
 
 ``Session.save`` hands its pending ``Changes`` here once there are any. A new
 session is stored with its record (``store_new``); a stored one gets
-a guarded write (``Lifecycle.write``); a session whose node is down keeps its
+a guarded write (``guarded_write``); a session whose node is down keeps its
 id and cookie and gives up this request's writes.
 
 Functions over a ``Session``: this module is part of it, split out by
-concern, and works on its underscore attributes.
+concern, and works on its underscore attributes. ``store_new`` and
+``guarded_write`` run their batches on the session's ``Lifecycle``; the
+atomic updates (``atomic.py``) are guarded writes too.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from . import expiry
+from . import expiry, rotation
 from .changes import NO_CHANGES, DurableChanges
+from .keys import log_token
 from .lifecycle import NEW, STORED, UNAVAILABLE
-from .plans import new_record_op, undo_ops
-from .stores import Failed, Item, Op
+from .plans import WritePlan, new_record_op, undo_ops
+from .stores import Failed, Get, Item, Op, Result, Set
 
 if TYPE_CHECKING:
     from .lifecycle import Lifecycle
     from .session import Session
+    from .sql import Writer
 
 log = logging.getLogger("webapp2_sessions")
 
@@ -115,6 +119,71 @@ def store_new(
     return False
 
 
+def guarded_write(
+    life: Lifecycle,
+    body: Sequence[Op],
+    written: frozenset[str],
+    deleted: frozenset[str],
+    new_flashes: bool = False,
+    on_sent: Callable[[], object] | None = None,
+    changes: DurableChanges | None = None,
+) -> Sequence[Result] | None:
+    """Run ``body`` on the stored session as a guarded write (``WritePlan``).
+
+    Returns the body's results, or None when nothing was kept: the store
+    failed, the session ended meanwhile (the body is undone and a fresh
+    session started), or the record refused the new names (undone, and
+    reported).
+    """
+    sid = life.sid
+    assert sid is not None
+    if life.durable is not None and changes:
+        flags = life.config.serializer.flags
+
+        def apply(writer: Writer) -> Sequence[Op]:
+            changes.apply(writer, flags)
+            return body
+
+        return life.durable.write_through(life, apply, written, deleted, new_flashes, on_sent)
+    plan = WritePlan(
+        life.keys,
+        sid,
+        life.record,
+        life.record_cas,
+        body,
+        written,
+        deleted,
+        new_flashes,
+        life.record_ttl,
+    )
+    if len(plan.lines) > life.config.item_size_max - 300:
+        # memcached would not only refuse a data block this large: it
+        # would delete the record, ending the session.
+        life.report([Get(life.keys.record(sid))], [Failed("index over item_size_max")])
+        return None
+    results = life.execute(plan.ops, on_sent)
+    if results is None:
+        return None
+    outcome = plan.outcome(results)
+    if outcome.ended or outcome.refused is not None or outcome.moved:
+        life.execute(undo_ops(life.keys, sid, plan.ops))
+        if outcome.moved:
+            rotation.write_lost(life)
+            return None
+        if outcome.refused is not None:
+            life.report([Get(life.keys.record(sid))], [outcome.refused])
+            return None
+        log.info("session %s ended during the request; its writes undone", log_token(sid))
+        life.start_fresh()
+        return None
+    life.record = outcome.record
+    if outcome.relist:
+        life.execute([Set(life.keys.record(sid), outcome.relist, mode="append")])
+    if life.max_age is not None:
+        life.cookie_action = "set"  # a write renews a persistent cookie
+    return outcome.body
+
+
 def _flashes_read(session: Session) -> Item | None:
     flash_item = session._flash_item
     return flash_item if isinstance(flash_item, Item) else None
@@ -140,7 +209,8 @@ def _save_stored(session: Session, on_sent: OnSent | None) -> None:
     body = changes.ops(server.keys, sid, config, _flashes_read(session), server.ttl)
     if server.expiry_changed:
         body += expiry.write_ops(server, list(changes.written))
-    results = server.write(
+    results = guarded_write(
+        server,
         body,
         frozenset(changes.written),
         frozenset(changes.deleted),

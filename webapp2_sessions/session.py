@@ -14,7 +14,9 @@ mapping the application sees and the changes it makes.
 Four of its parts live in modules of their own, as functions over a
 ``Session`` that use its underscore attributes: reading the server
 (``loading.py``), writing to it (``saving.py``), atomic updates
-(``atomic.py``) and moving to a new id (``transitions.regenerate``).
+(``atomic.py``) and moving to a new id (``transitions.regenerate``). A method
+that is nothing but such a function (``regenerate_id``, ``set_expiry``,
+``incr``, ``update_var``) is that function, bound in the class.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from .keys import check_name
 from .lifecycle import NEW, NO_CLIENT, STORED, UNLOADED, ClientInfo, Lifecycle
 from .prefetch import NO_PREFETCH, Prefetch
 from .stores import Item, Store
-from .values import MISSING
+from .values import MISSING, serialize
 
 if TYPE_CHECKING:
     from .durable import DurableTier
@@ -227,19 +229,6 @@ class Session(MutableMapping[str, Any]):
 
     # ------------------------------------------------------------------ writing
 
-    def _serialize(self, name: str, value: Any) -> bytes:
-        try:
-            data = self.config.serializer.dumps(value)
-        except TypeError as exc:
-            raise TypeError(f"session variable {name!r} cannot be stored: {exc}") from None
-        room = self.config.item_size_max - 300  # the key and the command's own bytes
-        if len(data) > room:
-            raise ValueError(
-                f"session variable {name!r} is {len(data)} bytes serialized; "
-                f"items are limited to {room} (item_size_max={self.config.item_size_max})"
-            )
-        return data
-
     def _edit(self) -> Changes:
         """This request's own changes, to add to."""
         changes = self._changes
@@ -250,7 +239,7 @@ class Session(MutableMapping[str, Any]):
     def __setitem__(self, name: str, value: Any) -> None:
         if name.__class__ is not str or not name:
             check_name(name)
-        data = self._serialize(name, value)
+        data = serialize(self.config, name, value)
         self.accessed = True
         self._values[name] = value
         changes = self._changes
@@ -281,7 +270,7 @@ class Session(MutableMapping[str, Any]):
 
     def add_flash(self, value: Any, level: str | None = None) -> None:
         """Queue a message for a later request; written with the other changes."""
-        line = flash_list.encode(self._serialize("flash", [value, level]))
+        line = flash_list.encode(serialize(self.config, "flash", [value, level]))
         self._edit().flashes.append(line)
         self.accessed = True
 
@@ -291,7 +280,7 @@ class Session(MutableMapping[str, Any]):
         self._ensure_loaded()
         server = self._server
         if self._flash_item is _MISSING:
-            self._flash_item = server.fetch_flashes()
+            self._flash_item = loading.fetch_flashes(server)
         changes = self._edit()
         if self._flash_item is not None:
             changes.flashes_read = True
@@ -316,14 +305,10 @@ class Session(MutableMapping[str, Any]):
         saving.save(self, on_sent)
 
     # ------------------------------------------------------------------ lifecycle
+    # A method whose work is all done elsewhere is that function itself, bound
+    # here without a call in between; its docstring is there.
 
-    def regenerate_id(self) -> None:
-        """Move every variable to a new id; the old id is dead from now on.
-
-        A logout of the old id in a concurrent request wins (see
-        ``transitions.regenerate``).
-        """
-        transitions.regenerate(self)
+    regenerate_id = transitions.regenerate
 
     def destroy(self) -> None:
         """Delete every key of the session on the server and expire the cookie."""
@@ -349,14 +334,7 @@ class Session(MutableMapping[str, Any]):
         self._ensure_loaded()
         return owners.end_others(self._server)
 
-    def set_expiry(self, seconds: int | None) -> None:
-        """Remember this session for ``seconds`` (None: forget); see ``expiry.py``.
-
-        A persistent cookie, and the session kept at least ``seconds`` on the
-        server. ``TypeError`` unless an int or None; ``ValueError`` outside 1
-        to 400 days. Saved with the other changes.
-        """
-        expiry.set_expiry(self, seconds)
+    set_expiry = expiry.set_expiry  # before the property below takes the name
 
     @property
     def expiry(self) -> int | None:
@@ -366,21 +344,6 @@ class Session(MutableMapping[str, Any]):
 
     # ------------------------------------------------------------------ atomic updates
 
-    def incr(self, name: str, delta: int = 1) -> int:
-        """Add ``delta`` to an integer variable atomically on the server.
-
-        A missing variable counts as 0. Counters are unsigned, as memcached's
-        are: subtracting below zero gives 0. Raises ``TypeError`` if the
-        variable holds anything but a non-negative int. Runs at once (one round
-        trip, after storing a new session) rather than at the end of dispatch.
-        """
-        return atomic.incr(self, name, delta)
-
-    def update_var(self, name: str, fn: Callable[[Any], Any], attempts: int = 10) -> Any:
-        """Replace the value with ``fn(current)`` by compare-and-set.
-
-        ``fn`` gets ``None`` when the variable is missing and may run more than
-        once. Raises ``UpdateConflictError`` after ``attempts`` lost races.
-        Returns the stored value (``None`` if the store is unavailable).
-        """
-        return atomic.update(self, name, fn, attempts)
+    # Bound as regenerate_id is: the functions of atomic.py.
+    incr = atomic.incr
+    update_var = atomic.update_var

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .errors import SessionUnavailableError
 from .keys import log_token
-from .loading import fetch
+from .loading import fetch, fetch_flashes
 from .plans import deletion_ops, mark_batch, merged
 from .record import Record, parse_or_none
 from .stores import Get, Item, Op, Result
@@ -193,12 +193,12 @@ def ended_by_another(life: Lifecycle, sid: str) -> None:
 
 
 def regenerate(session: Session) -> None:
-    """Move every variable of ``session`` to a new id; the old id is dead after.
+    """Move every variable to a new id; the old id is dead from now on.
 
-    A logout of the old id in a concurrent request wins: if one began
-    before this regeneration claimed the session, or completed while it
-    copied the variables, the copy is undone and the session starts
-    afresh. Two regenerations racing end the same way.
+    ``Session.regenerate_id``. A logout of the old id in a concurrent
+    request wins: if one began before this regeneration claimed the
+    session, or completed while it copied the variables, the copy is undone
+    and the session starts afresh. Two regenerations racing end the same way.
     """
     session._ensure_loaded()
     server = session._server
@@ -227,10 +227,10 @@ def copy(session: Session, claimed: Record, new: str | None = None) -> None:
     values, items = session._values, session._items
     fetch(session, sorted(n for n in claimed.names if n not in values))
     if claimed.flashes and session._flash_item is MISSING:
-        session._flash_item = server.fetch_flashes(listed=True)
+        session._flash_item = fetch_flashes(server, listed=True)
     changes = session._edit()
     for name in sorted(claimed.names - changes.written.keys() - changes.deleted):
-        data = stored_form(values, items, name, session._serialize)
+        data = stored_form(values, items, name, session.config)
         if data is not None:
             changes.written[name] = data
     if isinstance(session._flash_item, Item) and not changes.flashes_read:

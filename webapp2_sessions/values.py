@@ -1,8 +1,9 @@
-"""Decoding session values, each once per request, into the request's cache.
+"""Session values: encoded when set, decoded once per request into its cache.
 
-Only items that carry our serializer's flags (or a counter's) are decoded;
-anything else reads as missing and is logged, never decoded (see
-``serializers.decode_item``).
+A value is serialized as it is set, so a value the store cannot take fails
+in the handler that set it. Only items that carry our serializer's flags (or
+a counter's) are decoded; anything else reads as missing and is logged, never
+decoded (see ``serializers.decode_item``).
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .serializers import Serializer, decode_item
 from .stores import Item, Result
+
+if TYPE_CHECKING:
+    from .config import SessionConfig
 
 log = logging.getLogger("webapp2_sessions")
 
@@ -21,6 +25,25 @@ log = logging.getLogger("webapp2_sessions")
 #: not ours).
 MISSING: Any = object()
 _NONE: frozenset[str] = frozenset()
+
+
+def serialize(config: SessionConfig, name: str, value: Any) -> bytes:
+    """``value`` of variable ``name`` as the store will keep it.
+
+    Raises ``TypeError`` for a value ``config``'s serializer cannot store and
+    ``ValueError`` for one too large for an item (``item_size_max``).
+    """
+    try:
+        data = config.serializer.dumps(value)
+    except TypeError as exc:
+        raise TypeError(f"session variable {name!r} cannot be stored: {exc}") from None
+    room = config.item_size_max - 300  # the key and the command's own bytes
+    if len(data) > room:
+        raise ValueError(
+            f"session variable {name!r} is {len(data)} bytes serialized; "
+            f"items are limited to {room} (item_size_max={config.item_size_max})"
+        )
+    return data
 
 
 def take(
@@ -85,11 +108,11 @@ def stored_form(
     decoded: dict[str, Any],
     items: dict[str, Item],
     name: str,
-    serialize: Callable[[str, Any], bytes],
+    config: SessionConfig,
 ) -> bytes | None:
     """What to write to store ``name``'s value again (None: it has none)."""
     value = decoded.get(name, MISSING)
     if value is MISSING:
         return None
     item = items.get(name)
-    return item.value if item is not None else serialize(name, value)
+    return item.value if item is not None else serialize(config, name, value)
