@@ -657,6 +657,57 @@ def fill_durable(ctx: Context) -> Row | None:
     )
 
 
+def fill_remembered(ctx: Context) -> Row | None:
+    """Remembered sessions' lifetimes this process knows (``set_expiry``)."""
+    module = sys.modules.get(f"{PACKAGE}.expiry")
+    if module is None or not hasattr(module, "learn"):
+        return None  # no remember-me in this version
+    found = int_constant(module.__name__, r"KNOWN")
+    if found is None:
+        raise LookupError("no ...KNOWN... bound in expiry")
+    for _ in range(found[1]):
+        module.learn(uuid.uuid4().hex, 30 * 24 * 3600)
+    known = module._known
+    entries = len(known)
+    ctx.keep.append(known)
+    return Row(
+        "remembered lifetimes",
+        f"{short(module.__name__)}._known",
+        "process",
+        found[1],
+        entries,
+        note="session ids, one per remembered session met (only with set_expiry)",
+        tokens=(found[0], "_known"),
+        optional=True,
+    )
+
+
+def fill_owner_renewals(ctx: Context) -> Row | None:
+    """When this process last renewed each owned session's owner index."""
+    module = sys.modules.get(f"{PACKAGE}.owners")
+    cls = getattr(module, "_Renewals", None)
+    if module is None or cls is None:
+        return None  # no owners in this version
+    found = int_constant(module.__name__, r"RENEWALS")
+    if found is None:
+        raise LookupError("no ...RENEWALS... bound in owners")
+    renewals = cls(found[1])
+    ctx.keep.append(renewals)
+    for _ in range(found[1]):
+        renewals.due(uuid.uuid4().hex, 0)
+    attr, seen = largest_container(renewals)
+    return Row(
+        "owner index renewals",
+        f"{short(module.__name__)}.{cls.__name__}.{attr}",
+        "process",
+        found[1],
+        len(seen),
+        note="session ids, one per owned session loaded (only with set_session_owner)",
+        tokens=(attr, found[0]),
+        optional=True,
+    )
+
+
 OTHER_FILLS: list[Callable[[Context], Row | None]] = [
     fill_codec,
     fill_renewals,
@@ -664,6 +715,8 @@ OTHER_FILLS: list[Callable[[Context], Row | None]] = [
     fill_pools,
     fill_prefetch,
     fill_durable,
+    fill_remembered,
+    fill_owner_renewals,
 ]
 
 
