@@ -21,8 +21,10 @@ that is nothing but such a function (``regenerate_id``, ``set_expiry``,
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +48,18 @@ log = logging.getLogger("webapp2_sessions")
 _MISSING = MISSING
 _UNCACHED: Any = object()  # not looked up yet
 _NOTHING: frozenset[str] = frozenset()
+
+
+def _forget_old_of(ref: weakref.ReferenceType[Session]) -> None:
+    """The Lifecycle's fresh-start hook, holding the session weakly.
+
+    A bound method would make the Session and its Lifecycle a reference cycle:
+    every request's session, with every value it read, would wait for the
+    cyclic garbage collector instead of going when the request ends.
+    """
+    session = ref()
+    if session is not None:
+        session._forget_old()
 
 
 class Session(MutableMapping[str, Any]):
@@ -89,7 +103,7 @@ class Session(MutableMapping[str, Any]):
             cookie_sid,
             client or NO_CLIENT,
             clock,
-            self._forget_old,
+            functools.partial(_forget_old_of, weakref.ref(self)),
             durable,
             frozenset(quick) if quick else _NOTHING,
         )
