@@ -77,7 +77,7 @@ class Changes:
             ops += [Delete(key) for key in keys.variables(session_id, sorted(self.deleted))]
         if self.flashes_read or self.flashes:
             taken = read if self.flashes_read else None
-            room = config.item_size_max - 300
+            room = config.item_room
             ops += flashes.write_ops(keys, session_id, taken, self.flashes, ttl, room)
         return ops
 

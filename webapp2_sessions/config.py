@@ -89,10 +89,14 @@ class SessionConfig:
     #: Derived, not a setting: kept as a field because requests read it on
     #: every load and write, where a property would cost a call each time.
     record_ttl: int = field(init=False, repr=False, compare=False)
+    #: The most data one item can hold: ``item_size_max`` less room for the
+    #: key and the command's own bytes. Derived, as ``record_ttl`` is.
+    item_room: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ttl = self.idle_timeout if self.idle_timeout is not None else self.ttl
         object.__setattr__(self, "record_ttl", ttl)
+        object.__setattr__(self, "item_room", self.item_size_max - 300)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> SessionConfig:

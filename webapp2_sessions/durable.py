@@ -256,20 +256,10 @@ class DurableTier:
                     writer.remember(life.record.expiry)
                 body = make(writer)
                 writer.hold()  # the row is locked before memcached hears of the write
-                plan = WritePlan(
-                    life.keys,
-                    sid,
-                    life.record,
-                    life.record_cas,
-                    body,
-                    written,
-                    deleted,
-                    new_flashes,
-                    life.record_ttl,
-                )
+                plan = life.write_plan(body, written, deleted, new_flashes)
                 # An index too long for an item is never sent (memcached would
                 # delete the record); the database keeps the write regardless.
-                too_long = len(plan.lines) > config.item_size_max - 300
+                too_long = len(plan.lines) > config.item_room
                 if not too_long:
                     results = life.cache(plan.ops, on_sent)
                     seen = None if results is None else plan.outcome(results)

@@ -22,7 +22,7 @@ from . import expiry, rotation
 from .changes import NO_CHANGES, DurableChanges
 from .keys import log_token
 from .lifecycle import NEW, STORED, UNAVAILABLE
-from .plans import WritePlan, new_record_op, undo_ops
+from .plans import new_record_op, undo_ops
 from .stores import Failed, Get, Item, Op, Result, Set
 
 if TYPE_CHECKING:
@@ -145,18 +145,8 @@ def guarded_write(
             return body
 
         return life.durable.write_through(life, apply, written, deleted, new_flashes, on_sent)
-    plan = WritePlan(
-        life.keys,
-        sid,
-        life.record,
-        life.record_cas,
-        body,
-        written,
-        deleted,
-        new_flashes,
-        life.record_ttl,
-    )
-    if len(plan.lines) > life.config.item_size_max - 300:
+    plan = life.write_plan(body, written, deleted, new_flashes)
+    if len(plan.lines) > life.config.item_room:
         # memcached would not only refuse a data block this large: it
         # would delete the record, ending the session.
         life.report([Get(life.keys.record(sid))], [Failed("index over item_size_max")])

@@ -37,7 +37,7 @@ def serialize(config: SessionConfig, name: str, value: Any) -> bytes:
         data = config.serializer.dumps(value)
     except TypeError as exc:
         raise TypeError(f"session variable {name!r} cannot be stored: {exc}") from None
-    room = config.item_size_max - 300  # the key and the command's own bytes
+    room = config.item_room
     if len(data) > room:
         raise ValueError(
             f"session variable {name!r} is {len(data)} bytes serialized; "
