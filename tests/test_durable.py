@@ -326,6 +326,43 @@ def test_a_logout_waiting_on_a_write_deletes_the_variables_that_write_added(pg_u
         engine.dispose()
 
 
+def test_a_session_renewed_while_purge_runs_keeps_its_row_and_its_variables(pg_url):
+    from webapp2_sessions.sql import Database, StoredSession
+
+    engine = sa.create_engine(pg_url)
+    other = sa.create_engine(pg_url)
+    try:
+        database = Database(engine)
+        renewed, expired = "1" * 32, "2" * 32
+        for sid in (renewed, expired):
+            with database.create(sid, StoredSession(1.0, 2.0, None, None)) as writer:
+                writer.set({"a": b"1"}, 0)
+
+        # Purge has listed both as expired; a request renews one before the
+        # first DELETE runs (another connection, committed at once).
+        @sa.event.listens_for(engine, "before_cursor_execute")
+        def renew_first(conn, cursor, statement, parameters, context, executemany):
+            if statement.startswith("DELETE") and not renew_first.done:
+                renew_first.done = True
+                with other.begin() as c:
+                    c.execute(
+                        sa.update(sessions_table)
+                        .where(sessions_table.c.id == renewed)
+                        .values(expires=time.time() + 3600)
+                    )
+
+        renew_first.done = False
+        assert database.purge(time.time()) == 1
+
+        assert renew_first.done
+        assert session_row(engine, renewed) is not None
+        assert rows(engine, renewed) == {"a": b"1"}
+        assert session_row(engine, expired) is None and rows(engine, expired) == {}
+    finally:
+        engine.dispose()
+        other.dispose()
+
+
 def test_purge_deletes_expired_sessions_from_the_command_line(memcached, engine, tmp_path):
     import subprocess
     import sys

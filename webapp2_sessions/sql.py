@@ -244,7 +244,12 @@ class Database:
         return {"sessions": live, "expired": expired, "variables": names}
 
     def purge(self, now: float, limit: int | None = None) -> int:
-        """Delete sessions expired before ``now`` (at most ``limit``); how many."""
+        """Delete sessions expired before ``now`` (at most ``limit``); how many.
+
+        The session rows go first, each only if still expired: a request may
+        renew one after it was listed. Then the variables of the sessions
+        that are gone, never those of one renewed meanwhile.
+        """
         s, v = sessions_table, variables_table
         expired = sa.select(s.c.id).where(s.c.expires < now)
         if limit is not None:
@@ -253,9 +258,10 @@ class Database:
             ids = [row.id for row in conn.execute(expired)]
             if not ids:
                 return 0
-            conn.execute(sa.delete(v).where(v.c.session_id.in_(ids)))
-            conn.execute(sa.delete(s).where(s.c.id.in_(ids), s.c.expires < now))
-        return len(ids)
+            gone = conn.execute(sa.delete(s).where(s.c.id.in_(ids), s.c.expires < now))
+            alive = sa.select(s.c.id).where(s.c.id.in_(ids))
+            conn.execute(sa.delete(v).where(v.c.session_id.in_(ids), v.c.session_id.not_in(alive)))
+        return int(gone.rowcount)
 
 
 def sqlite_engine(path: str, *, wal: bool = False) -> Engine:
