@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 import webapp2
 import webtest
 from conftest import PATIENT
 
 from webapp2_sessions import SessionHandlerMixin
+from webapp2_sessions.sql import sessions_table
 
 
 class Starts(SessionHandlerMixin, webapp2.RequestHandler):
@@ -50,3 +52,25 @@ def test_init_session_with_the_store_down_renders_and_stores_nothing(memcached):
     memcached.stop()
     response = browser.get("/", {"init": "1"}, status=200)
     assert "Set-Cookie" not in response.headers
+
+
+def test_an_explicit_init_session_on_the_database_tier_survives_a_flush(memcached, engine):
+    config = {
+        "memcache_servers": [memcached.address],
+        "cookie_name": "sid",
+        "database": engine,
+        **PATIENT,
+    }
+    browser = webtest.TestApp(
+        webapp2.WSGIApplication([("/", Starts)], config={"webapp2_sessions": config})
+    )
+    sid = browser.get("/", {"init": "1"}).text
+    with engine.connect() as conn:
+        assert conn.execute(
+            sa.select(sessions_table.c.id).where(sessions_table.c.id == sid)
+        ).first()
+
+    memcached.raw(b"flush_all\r\n")
+
+    again = browser.get("/")
+    assert again.text == sid and "Set-Cookie" not in again.headers

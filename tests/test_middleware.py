@@ -167,3 +167,28 @@ def test_bad_settings_are_refused_when_the_middleware_is_built():
 def test_outside_a_request_there_is_no_current_session():
     with pytest.raises(RuntimeError, match="not inside a request"):
         get_current_session()
+
+
+def test_the_middleware_on_the_database_tier_keeps_the_session_through_a_flush(memcached, engine):
+    middleware = SessionMiddleware(
+        plain_app,
+        config={
+            "memcache_servers": [memcached.address],
+            "cookie_name": "sid",
+            "database": engine,
+            **PATIENT,
+        },
+    )
+    try:
+        browser = webtest.TestApp(middleware)
+        browser.get("/set?v=kept")
+        memcached.raw(b"flush_all\r\n")
+        assert browser.get("/get").text == "'kept'"
+        stolen = browser.cookies["sid"]
+        browser.get("/logout")
+        memcached.raw(b"flush_all\r\n")
+        replay = webtest.TestApp(middleware)
+        replay.set_cookie("sid", stolen)
+        assert replay.get("/get").text == "None"  # the database let it go too
+    finally:
+        middleware.close()
