@@ -28,6 +28,8 @@ class Remembers(Handler):
         remember = self.request.GET.get("remember")
         if remember is not None:
             self.set_session_expiry(None if remember == "none" else int(remember))
+        for name in self.request.GET.getall("update"):
+            self.update_session_var(name, lambda old: (old or 0) + 1)
         super().get()
 
 
@@ -194,3 +196,18 @@ def test_with_the_database_the_rows_follow_the_remembered_lifetime(memcached, sq
         assert memcached.mg(sid)[1] > MONTH - 60
     finally:
         engine.dispose()
+
+
+def test_counters_and_compare_and_set_keep_a_remembered_sessions_lifetime(memcached):
+    browser = webtest.TestApp(build(memcached))
+    browser.get("/", {"set": "user", "value": '"ann"', "remember": str(MONTH)})
+    sid = sid_of(browser)
+    elsewhere = webtest.TestApp(build(memcached))  # learns the lifetime from the record
+    elsewhere.set_cookie("sid", browser.cookies["sid"])
+
+    for visitor in (browser, elsewhere):
+        visitor.get("/", {"incr": "visits", "update": "score"})
+
+    for name in ("visits", "score"):
+        assert memcached.mg(f"{sid}-{name}")[1] > MONTH - 60, name  # not the 600 s ttl
+    assert browser.get("/", {"get": ["visits", "score"]}).json == {"visits": 2, "score": 2}

@@ -139,7 +139,7 @@ def increment(life: Lifecycle, name: str, delta: int) -> int | None:
     Raises ``TypeError`` if the variable holds anything but a counter.
     """
     assert life.sid is not None
-    ttl = life.config.ttl
+    ttl = life.ttl
     key = life.keys.variable(life.sid, name)
     if life.durable is not None and name not in life.quick:
         # The database counts (its row held); memcached gets the result.
@@ -174,7 +174,7 @@ def _not_a_counter(name: str) -> TypeError:
 def read(life: Lifecycle, name: str) -> tuple[bool, Item | None]:
     """``(answered, item)``: the variable's stored item, with its CAS token."""
     assert life.sid is not None
-    got = life.execute([Get(life.keys.variable(life.sid, name), life.config.ttl)])
+    got = life.execute([Get(life.keys.variable(life.sid, name), life.ttl)])
     if got is None:
         return False, None
     return True, got[0] if isinstance(got[0], Item) else None
@@ -188,7 +188,7 @@ def replace(life: Lifecycle, name: str, read: Item | None, data: bytes) -> bool 
     """
     assert life.sid is not None
     key = life.keys.variable(life.sid, name)
-    flags, ttl = life.config.serializer.flags, life.config.ttl
+    flags, ttl = life.config.serializer.flags, life.ttl
     if read is None:
         write = Set(key, data, flags, ttl, mode="add")
     else:
@@ -205,7 +205,7 @@ def update_durable(life: Lifecycle, name: str, compute: Callable[[Item | None], 
     """
     assert life.sid is not None and life.durable is not None
     key = life.keys.variable(life.sid, name)
-    flags, ttl = life.config.serializer.flags, life.config.ttl
+    flags, ttl = life.config.serializer.flags, life.ttl
 
     def replace(writer: Writer) -> list[Op]:
         current = writer.read(name)
