@@ -211,3 +211,20 @@ def test_counters_and_compare_and_set_keep_a_remembered_sessions_lifetime(memcac
     for name in ("visits", "score"):
         assert memcached.mg(f"{sid}-{name}")[1] > MONTH - 60, name  # not the 600 s ttl
     assert browser.get("/", {"get": ["visits", "score"]}).json == {"visits": 2, "score": 2}
+
+
+@pytest.mark.parametrize("first", [str(MONTH), "none"], ids=["remember", "forget"])
+def test_a_lifetime_set_before_regeneration_in_the_same_request_moves_with_it(memcached, first):
+    browser = webtest.TestApp(build(memcached))
+    start = "none" if first != "none" else str(MONTH)
+    browser.get("/", {"set": "user", "value": '"ann"', "remember": start})
+
+    browser.get("/", {"remember": first, "regen": "1"})
+
+    sid = sid_of(browser)
+    want = None if first == "none" else MONTH
+    elsewhere = webtest.TestApp(build(memcached))  # reads the record, not this process
+    elsewhere.set_cookie("sid", browser.cookies["sid"])
+    assert elsewhere.get("/", {"get": "user"}).json == {"user": "ann"}
+    value, _, flags = memcached.mg(sid)
+    assert Record.parse(Item(value, flags, 0)).expiry == want

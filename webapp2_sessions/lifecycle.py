@@ -325,12 +325,16 @@ class Lifecycle:
 
     def move_to_new_id(self, claimed: Record, sid: str | None = None) -> None:
         """Become a new, unsaved session (``sid``, or one picked when stored)
-        that keeps the creation time, the owner and the lifetime; its id is issued now."""
+        that keeps the creation time, the owner and the lifetime; its id is issued now.
+
+        A lifetime set earlier in this request (``set_expiry``, not saved
+        yet) wins over the claimed record's.
+        """
         self.record = dataclasses.replace(
             self.blank_record(),
             created=claimed.created,
             owner=claimed.owner,
-            expiry=claimed.expiry,
+            expiry=self.record.expiry if self.expiry_changed else claimed.expiry,
             issued=self.clock(),
         )
         self.record_cas = 0
