@@ -459,6 +459,23 @@ def test_the_owner_survives_regeneration_after_a_flush_on_the_database_tier(memc
     assert secret(ann) is None
 
 
+def test_an_owner_set_while_memcached_is_stalled_survives_the_next_regeneration(memcached, engine):
+    # The stall costs one 2 s timeout; the requests after the resume have as long.
+    app = make([memcached.address], database=engine, timeout=2, dead_retry=0.5)
+    ann = webtest.TestApp(app)
+    ann.get("/", {"set": "secret", "value": "ann's"})
+    with memcached.paused():
+        ann.get("/", {"owner": "ann"})  # the row takes it; memcached never hears of it
+    assert owners_in(engine)[sid_of(ann)] == digest("ann")
+    time.sleep(0.6)  # the node's dead_retry is over
+
+    ann.get("/", {"regen": "1"})  # copies the record memcached serves
+
+    assert owners_in(engine)[sid_of(ann)] == digest("ann")
+    assert revoke_sessions(app, "ann") == 1
+    assert secret(ann) is None
+
+
 def test_a_sessions_table_without_the_owner_column_gets_it_on_first_use(memcached, engine):
     with engine.begin() as conn:  # the table as versions before owners made it
         conn.execute(

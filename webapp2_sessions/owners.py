@@ -218,8 +218,9 @@ def tie(life: Lifecycle, digest: str) -> None:
 
     memcached alone: one round trip to append the owner line to the record,
     one to list the session in the index (see ``add``). With the database:
-    one statement, then the record's round trip. An owner already set to
-    ``digest`` costs nothing.
+    one statement, then the record's round trip, and one more (a delete of
+    the record, deferred if memcached does not answer) when memcached did not
+    take the owner line. An owner already set to ``digest`` costs nothing.
     """
     sid = life.sid
     if not life.stored or sid is None:
@@ -242,14 +243,35 @@ def tie(life: Lifecycle, digest: str) -> None:
                 raise
             return
     ops: list[Op] = [Set(life.keys.record(sid), owner_line(digest), mode="append")]
-    results = life.execute(ops) if durable is None else life.cache(ops)
-    if durable is None and (results is None or results[0] is not True):
-        if results is not None:
-            log.info("session %s: ended before its owner was set", life.log_id())
-        return
+    if durable is None:
+        results = life.execute(ops)
+        if results is None or results[0] is not True:
+            if results is not None:
+                log.info("session %s: ended before its owner was set", life.log_id())
+            return
+    else:
+        results = life.cache(ops)
+        if results is None or results[0] is not True:
+            _forget_cached_record(life, sid, deferred=results is None)
     life.record = dataclasses.replace(record, owner=digest, lines=record.lines + 1)
     if durable is None:
         _list(life, digest, sid)
+
+
+def _forget_cached_record(life: Lifecycle, sid: str, *, deferred: bool) -> None:
+    """Delete memcached's record of ``sid``, whose owner line did not land there.
+
+    The database has the owner; a record without it, served once memcached
+    answers again, would be copied ownerless by the next regeneration or
+    rotation, and a revocation (which asks the database) would miss that
+    session. Without the record, the next read rebuilds it from the row,
+    owner included. ``deferred``: memcached did not answer, so the store
+    runs the delete when the node answers again, before anything else it
+    sends there (as ``DurableTier.write_through`` does for a write).
+    """
+    ops: list[Op] = [Delete(life.keys.record(sid))]
+    if deferred or life.cache(ops) is None:
+        life.store.defer(sid, ops)
 
 
 def list_moved(life: Lifecycle) -> None:
