@@ -19,6 +19,7 @@ from webapp2_sessions import (
     SessionMiddleware,
     get_current_session,
     revoke_sessions,
+    transitions,
 )
 from webapp2_sessions import owners as owners_module
 from webapp2_sessions.cli import main
@@ -233,6 +234,58 @@ def test_regeneration_keeps_the_owner_and_the_new_id_is_revoked(memcached):
     assert after in listed(memcached, "ann")
     assert revoke_sessions(app, "ann") == 1  # the old id, still listed, is harmless
     assert secret(ann) is None
+
+
+def revoking_during_copies(
+    monkeypatch: Any, app: webapp2.WSGIApplication, owner: str
+) -> list[int]:
+    """Make every regeneration run ``revoke_sessions(app, owner)`` once it has
+    claimed the old id and before it copies it; the counts it returned."""
+    counts: list[int] = []
+    real_copy = transitions.copy
+
+    def copy(session: Any, claimed: Any, new: str | None = None) -> None:
+        counts.append(revoke_sessions(app, owner))
+        real_copy(session, claimed, new)
+
+    monkeypatch.setattr(transitions, "copy", copy)
+    return counts
+
+
+def test_a_session_regenerated_while_its_owner_is_revoked_is_ended_with_it(memcached, monkeypatch):
+    app = make([memcached.address])
+    ann = log_in(app, "ann")
+    old = sid_of(ann)
+    counts = revoking_during_copies(monkeypatch, app, "ann")
+
+    ann.get("/", {"regen": "1"})
+
+    assert counts == [1]
+    assert cookie_sid(ann) is None  # the copy was undone: logged out
+    assert not any(key.startswith(old) for key in memcached.keys())
+    assert listed(memcached, "ann") == []
+    monkeypatch.undo()
+    assert secret(ann) is None
+    assert revoke_sessions(app, "ann") == 0
+
+
+def test_a_revoke_never_ends_a_regenerating_session_whose_record_names_another_owner(
+    memcached, monkeypatch
+):
+    app = make([memcached.address])
+    log_in(app, "ann")
+    bob = log_in(app, "bob")
+    planted = f"{sid_of(bob)}\n".encode()  # bob's id listed in ann's index
+    command = b"ms owner~%s %d MA\r\n%s\r\n" % (digest("ann").encode(), len(planted), planted)
+    assert memcached.raw(command).startswith(b"HD")
+    counts = revoking_during_copies(monkeypatch, app, "ann")
+
+    bob.get("/", {"regen": "1"})
+
+    assert counts == [1]  # ann's own session only
+    monkeypatch.undo()
+    assert secret(bob) == "bob's"
+    assert sid_of(bob) in listed(memcached, "bob")
 
 
 def test_set_session_owner_on_a_new_visitor_stores_the_session(memcached):

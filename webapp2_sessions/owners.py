@@ -41,8 +41,9 @@ from .owner_index import (
     owned_by,
     parse_index,
     route,
+    to_revoke,
 )
-from .record import Record, owner_line, parse_or_none
+from .record import Record, owner_line
 from .runtime import Runtime, runtime_for
 from .stores import Delete, Get, MemoryStore, Op, Result, Set, Store
 
@@ -320,9 +321,10 @@ def revoke(
 ) -> int:
     """End every session of the owner ``digest`` but ``keep``; how many it ended.
 
-    Each is ended as a logout ends it. Round trips, memcached alone: one to
-    read the index, one per node to read the listed records, two per session
-    ended, one to rewrite the index. With the database: one query, then per
+    Each is ended as a logout ends it, one whose id is being regenerated
+    too (the regeneration then undoes its copy). Round trips, memcached
+    alone: one to read the index, one per node to read the listed records,
+    two per session ended, one to rewrite the index. With the database: one query, then per
     session its rows deleted and two round trips.
 
     When a server does not answer, what can be done is done (a session whose
@@ -390,13 +392,18 @@ def _revoke_listed(
                 unreachable.append(sid)
                 end(sid, _BLANK)  # deferred until its node answers
                 failed += 1
-            elif owned_by(records[sid], digest):
-                record = parse_or_none(records[sid])
-                assert record is not None
-                if end(sid, record):
-                    ended += 1
-                else:
-                    failed += 1
+                continue
+            # A record a regeneration has claimed is ended too: the
+            # regeneration then finds it gone and undoes its copy, as it does
+            # for a logout, instead of listing its new id in an index this
+            # revocation has already rewritten.
+            record = to_revoke(records[sid], digest)
+            if record is None:
+                continue
+            if end(sid, record):
+                ended += 1
+            else:
+                failed += 1
         # The session kept stays listed (it is this owner's), and so do those
         # whose ending waits for their node.
         left = ([keep] if keep is not None else []) + unreachable
