@@ -19,6 +19,7 @@ from webapp2_sessions import (
     SessionMiddleware,
     get_current_session,
     revoke_sessions,
+    transitions,
 )
 from webapp2_sessions import owners as owners_module
 from webapp2_sessions.cli import main
@@ -233,6 +234,58 @@ def test_regeneration_keeps_the_owner_and_the_new_id_is_revoked(memcached):
     assert after in listed(memcached, "ann")
     assert revoke_sessions(app, "ann") == 1  # the old id, still listed, is harmless
     assert secret(ann) is None
+
+
+def revoking_during_copies(
+    monkeypatch: Any, app: webapp2.WSGIApplication, owner: str
+) -> list[int]:
+    """Make every regeneration run ``revoke_sessions(app, owner)`` once it has
+    claimed the old id and before it copies it; the counts it returned."""
+    counts: list[int] = []
+    real_copy = transitions.copy
+
+    def copy(session: Any, claimed: Any, new: str | None = None) -> None:
+        counts.append(revoke_sessions(app, owner))
+        real_copy(session, claimed, new)
+
+    monkeypatch.setattr(transitions, "copy", copy)
+    return counts
+
+
+def test_a_session_regenerated_while_its_owner_is_revoked_is_ended_with_it(memcached, monkeypatch):
+    app = make([memcached.address])
+    ann = log_in(app, "ann")
+    old = sid_of(ann)
+    counts = revoking_during_copies(monkeypatch, app, "ann")
+
+    ann.get("/", {"regen": "1"})
+
+    assert counts == [1]
+    assert cookie_sid(ann) is None  # the copy was undone: logged out
+    assert not any(key.startswith(old) for key in memcached.keys())
+    assert listed(memcached, "ann") == []
+    monkeypatch.undo()
+    assert secret(ann) is None
+    assert revoke_sessions(app, "ann") == 0
+
+
+def test_a_revoke_never_ends_a_regenerating_session_whose_record_names_another_owner(
+    memcached, monkeypatch
+):
+    app = make([memcached.address])
+    log_in(app, "ann")
+    bob = log_in(app, "bob")
+    planted = f"{sid_of(bob)}\n".encode()  # bob's id listed in ann's index
+    command = b"ms owner~%s %d MA\r\n%s\r\n" % (digest("ann").encode(), len(planted), planted)
+    assert memcached.raw(command).startswith(b"HD")
+    counts = revoking_during_copies(monkeypatch, app, "ann")
+
+    bob.get("/", {"regen": "1"})
+
+    assert counts == [1]  # ann's own session only
+    monkeypatch.undo()
+    assert secret(bob) == "bob's"
+    assert sid_of(bob) in listed(memcached, "bob")
 
 
 def test_set_session_owner_on_a_new_visitor_stores_the_session(memcached):
@@ -454,6 +507,23 @@ def test_the_owner_survives_regeneration_after_a_flush_on_the_database_tier(memc
     ann = log_in(app, "ann")
     memcached.raw(b"flush_all\r\n")  # the record is rebuilt from the row, owner and all
     ann.get("/", {"regen": "1"})
+    assert owners_in(engine)[sid_of(ann)] == digest("ann")
+    assert revoke_sessions(app, "ann") == 1
+    assert secret(ann) is None
+
+
+def test_an_owner_set_while_memcached_is_stalled_survives_the_next_regeneration(memcached, engine):
+    # The stall costs one 2 s timeout; the requests after the resume have as long.
+    app = make([memcached.address], database=engine, timeout=2, dead_retry=0.5)
+    ann = webtest.TestApp(app)
+    ann.get("/", {"set": "secret", "value": "ann's"})
+    with memcached.paused():
+        ann.get("/", {"owner": "ann"})  # the row takes it; memcached never hears of it
+    assert owners_in(engine)[sid_of(ann)] == digest("ann")
+    time.sleep(0.6)  # the node's dead_retry is over
+
+    ann.get("/", {"regen": "1"})  # copies the record memcached serves
+
     assert owners_in(engine)[sid_of(ann)] == digest("ann")
     assert revoke_sessions(app, "ann") == 1
     assert secret(ann) is None

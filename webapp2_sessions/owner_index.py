@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from .config import MAX_SECONDS, SessionConfig
 from .keys import KeyScheme, is_session_id
-from .record import parse_or_none
+from .record import Record, parse_or_none
 from .stores import Item, Result
 
 #: Client flags of an owner's index.
@@ -108,3 +108,19 @@ def owned_by(item: Result, digest: str) -> bool:
     """True for a live session record naming the owner ``digest``."""
     record = parse_or_none(item)
     return record is not None and not record.dead and record.owner == digest
+
+
+def to_revoke(item: Result, digest: str) -> Record | None:
+    """The record in ``item`` if a revocation of ``digest`` must end it, else None.
+
+    A live record naming that owner, or one naming it that carries a single
+    logout mark: a regeneration under way (``transitions.claim``) has marked
+    it, and keeps its copy only if the record is still there, so the record
+    must be deleted. More than one mark means another request is ending the
+    session already. Only the record's own owner line counts, never the
+    index that listed it.
+    """
+    record = parse_or_none(item)
+    if record is None or record.owner != digest or record.dead > 1:
+        return None
+    return record

@@ -41,8 +41,9 @@ from .owner_index import (
     owned_by,
     parse_index,
     route,
+    to_revoke,
 )
-from .record import Record, owner_line, parse_or_none
+from .record import Record, owner_line
 from .runtime import Runtime, runtime_for
 from .stores import Delete, Get, MemoryStore, Op, Result, Set, Store
 
@@ -218,8 +219,9 @@ def tie(life: Lifecycle, digest: str) -> None:
 
     memcached alone: one round trip to append the owner line to the record,
     one to list the session in the index (see ``add``). With the database:
-    one statement, then the record's round trip. An owner already set to
-    ``digest`` costs nothing.
+    one statement, then the record's round trip, and one more (a delete of
+    the record, deferred if memcached does not answer) when memcached did not
+    take the owner line. An owner already set to ``digest`` costs nothing.
     """
     sid = life.sid
     if not life.stored or sid is None:
@@ -242,14 +244,35 @@ def tie(life: Lifecycle, digest: str) -> None:
                 raise
             return
     ops: list[Op] = [Set(life.keys.record(sid), owner_line(digest), mode="append")]
-    results = life.execute(ops) if durable is None else life.cache(ops)
-    if durable is None and (results is None or results[0] is not True):
-        if results is not None:
-            log.info("session %s: ended before its owner was set", life.log_id())
-        return
+    if durable is None:
+        results = life.execute(ops)
+        if results is None or results[0] is not True:
+            if results is not None:
+                log.info("session %s: ended before its owner was set", life.log_id())
+            return
+    else:
+        results = life.cache(ops)
+        if results is None or results[0] is not True:
+            _forget_cached_record(life, sid, deferred=results is None)
     life.record = dataclasses.replace(record, owner=digest, lines=record.lines + 1)
     if durable is None:
         _list(life, digest, sid)
+
+
+def _forget_cached_record(life: Lifecycle, sid: str, *, deferred: bool) -> None:
+    """Delete memcached's record of ``sid``, whose owner line did not land there.
+
+    The database has the owner; a record without it, served once memcached
+    answers again, would be copied ownerless by the next regeneration or
+    rotation, and a revocation (which asks the database) would miss that
+    session. Without the record, the next read rebuilds it from the row,
+    owner included. ``deferred``: memcached did not answer, so the store
+    runs the delete when the node answers again, before anything else it
+    sends there (as ``DurableTier.write_through`` does for a write).
+    """
+    ops: list[Op] = [Delete(life.keys.record(sid))]
+    if deferred or life.cache(ops) is None:
+        life.store.defer(sid, ops)
 
 
 def list_moved(life: Lifecycle) -> None:
@@ -298,9 +321,10 @@ def revoke(
 ) -> int:
     """End every session of the owner ``digest`` but ``keep``; how many it ended.
 
-    Each is ended as a logout ends it. Round trips, memcached alone: one to
-    read the index, one per node to read the listed records, two per session
-    ended, one to rewrite the index. With the database: one query, then per
+    Each is ended as a logout ends it, one whose id is being regenerated
+    too (the regeneration then undoes its copy). Round trips, memcached
+    alone: one to read the index, one per node to read the listed records,
+    two per session ended, one to rewrite the index. With the database: one query, then per
     session its rows deleted and two round trips.
 
     When a server does not answer, what can be done is done (a session whose
@@ -368,13 +392,18 @@ def _revoke_listed(
                 unreachable.append(sid)
                 end(sid, _BLANK)  # deferred until its node answers
                 failed += 1
-            elif owned_by(records[sid], digest):
-                record = parse_or_none(records[sid])
-                assert record is not None
-                if end(sid, record):
-                    ended += 1
-                else:
-                    failed += 1
+                continue
+            # A record a regeneration has claimed is ended too: the
+            # regeneration then finds it gone and undoes its copy, as it does
+            # for a logout, instead of listing its new id in an index this
+            # revocation has already rewritten.
+            record = to_revoke(records[sid], digest)
+            if record is None:
+                continue
+            if end(sid, record):
+                ended += 1
+            else:
+                failed += 1
         # The session kept stays listed (it is this owner's), and so do those
         # whose ending waits for their node.
         left = ([keep] if keep is not None else []) + unreachable
