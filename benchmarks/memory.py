@@ -685,20 +685,21 @@ def fill_remembered(ctx: Context) -> Row | None:
 def fill_owner_renewals(ctx: Context) -> Row | None:
     """When this process last renewed each owned session's owner index."""
     module = sys.modules.get(f"{PACKAGE}.owners")
-    cls = getattr(module, "_Renewals", None)
-    if module is None or cls is None:
+    memo = getattr(module, "_renewals", None)
+    if module is None or memo is None:
         return None  # no owners in this version
+    cls = type(memo)
     found = int_constant(module.__name__, r"RENEWALS")
     if found is None:
         raise LookupError("no ...RENEWALS... bound in owners")
     renewals = cls(found[1])
     ctx.keep.append(renewals)
     for _ in range(found[1]):
-        renewals.due(uuid.uuid4().hex, 0)
+        renewals.take(uuid.uuid4().hex, 0)
     attr, seen = largest_container(renewals)
     return Row(
         "owner index renewals",
-        f"{short(module.__name__)}.{cls.__name__}.{attr}",
+        f"{short(module.__name__)}._renewals.{attr}",
         "process",
         found[1],
         len(seen),

@@ -20,9 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +42,7 @@ from .owner_index import (
     to_revoke,
 )
 from .record import Record, owner_line
-from .runtime import Runtime, runtime_for
+from .runtime import Renewals, Runtime, runtime_for
 from .stores import Delete, Get, MemoryStore, Op, Result, Set, Store
 
 if TYPE_CHECKING:
@@ -159,33 +157,7 @@ def _by_node(store: Store, ids: Sequence[str]) -> list[list[str]]:
     return list(groups.values())
 
 
-class _Renewals:
-    """When this process last renewed each owned session's index (bounded)."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._seen: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def due(self, sid: str, every: float) -> bool:
-        """True (and noted) if ``sid``'s last renewal is ``every`` seconds old."""
-        now = time.monotonic()
-        with self._lock:
-            last = self._seen.get(sid)
-            if last is not None and now - last < every:
-                return False
-            self._seen[sid] = now
-            self._seen.move_to_end(sid)
-            while len(self._seen) > self._size:
-                self._seen.popitem(last=False)
-        return True
-
-    def forget(self, sid: str) -> None:
-        with self._lock:
-            self._seen.pop(sid, None)
-
-
-_renewals = _Renewals(RENEWALS_REMEMBERED)
+_renewals = Renewals(RENEWALS_REMEMBERED)
 
 
 # --------------------------------------------------------------------------- a request's part
@@ -202,7 +174,7 @@ def renew_if_due(life: Lifecycle) -> None:
     sid, digest = life.sid, life.record.owner
     assert sid is not None and digest is not None
     config = life.config
-    if not _renewals.due(sid, config.record_ttl / 2):
+    if not _renewals.take(sid, config.record_ttl / 2):
         return
     store = life.store
     try:
@@ -291,7 +263,7 @@ def _list(life: Lifecycle, digest: str, sid: str) -> None:
         if life.config.strict:
             raise
         return
-    _renewals.due(sid, 0)  # just renewed
+    _renewals.take(sid, 0)  # just renewed
 
 
 def end_others(life: Lifecycle) -> int:

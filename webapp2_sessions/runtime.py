@@ -27,12 +27,14 @@ setup_lock = threading.Lock()
 
 
 class Renewals:
-    """When this process last sent each session's persistent cookie.
+    """When this process last renewed something of each session.
 
     A visitor who only reads keeps a ``max_age`` cookie alive: it is sent
-    again once a tenth of ``max_age`` has passed, not on every response.
-    Bounded: past ``size`` sessions the oldest are forgotten, which costs
-    them one early renewal (about 170 bytes an entry; 1.6 MiB at the bound).
+    again once a tenth of ``max_age`` has passed, not on every response
+    (``note``/``due``). An owned session's owner index is renewed once per
+    half idle window (``take``, ``owners.py``). Bounded: past ``size``
+    sessions the oldest are forgotten, which costs them one early renewal
+    (about 170 bytes an entry; 1.6 MiB at the bound).
     """
 
     def __init__(self, size: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
@@ -52,6 +54,23 @@ class Renewals:
         with self._lock:
             sent = self._sent.get(session_id)
         return sent is None or self._clock() - sent >= max_age / 10
+
+    def take(self, session_id: str, every: float) -> bool:
+        """True, and noted now, if the last renewal is ``every`` seconds old."""
+        now = self._clock()
+        with self._lock:
+            last = self._sent.get(session_id)
+            if last is not None and now - last < every:
+                return False
+            self._sent[session_id] = now
+            self._sent.move_to_end(session_id)
+            while len(self._sent) > self._size:
+                self._sent.popitem(last=False)
+        return True
+
+    def forget(self, session_id: str) -> None:
+        with self._lock:
+            self._sent.pop(session_id, None)
 
 
 @dataclass
