@@ -17,10 +17,16 @@ finds the id older moves the session to a new id, as a regeneration does
   claim: the copy is then undone. A logout that finds the pointer ends the
   new id too (``transitions.delete_everything``).
 
+An owned session's new id is listed in its owner's index, as after a
+regeneration, so "sign out everywhere" finds it. The pointer names no owner:
+``destroy_other_sessions`` from the new id would otherwise end the pointer,
+and with it (following ``to``) the very session it keeps.
+
 Cost, on the rotating request only: the claim, reading the variables this
 request had not read yet (none if it read them all), storing the copy, the
 pointer and deleting the old variables: four round trips, or five (one more
-SQL transaction with the ``database`` tier, which deletes the old rows).
+SQL transaction with the ``database`` tier, which deletes the old rows), and
+one to list an owned session's new id (memcached alone).
 
 Writes that race a rotation (sent with the old id while the mark or the
 pointer is in place) are undone and reported not saved, as when the store is
@@ -33,6 +39,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from . import owners
 from .errors import SessionUnavailableError
 from .keys import log_token
 from .plans import LoadPlan, deletion_ops
@@ -91,7 +98,11 @@ def rotate(session: Session) -> None:
     if life.sid is None or not life.stored:
         _not_copied(life, old, record, cas)
         return
-    _leave_pointer(life, old, record, cas)
+    moved = _leave_pointer(life, old, record, cas)
+    # Listed, or "sign out everywhere" misses the new id; the database lists
+    # an owner's sessions by its column.
+    if moved and life.record.owner is not None and life.durable is None:
+        owners.list_moved(life)
 
 
 def _claim(life: Lifecycle, new: str) -> tuple[Record, int] | None:
@@ -136,9 +147,9 @@ def _not_copied(life: Lifecycle, old: str, claimed: Record, cas: int) -> None:
     life.cookie_action = None
 
 
-def _leave_pointer(life: Lifecycle, old: str, claimed: Record, cas: int) -> None:
+def _leave_pointer(life: Lifecycle, old: str, claimed: Record, cas: int) -> bool:
     """Replace the old record with a pointer to the new id, unless a logout
-    came first; then delete the old variables."""
+    came first; then delete the old variables. False if the move was undone."""
     new = life.sid
     assert new is not None
     if life.durable is not None:
@@ -148,7 +159,7 @@ def _leave_pointer(life: Lifecycle, old: str, claimed: Record, cas: int) -> None
             gone = True  # cannot tell: a logout wins
         if gone:
             _undo(life, old)
-            return
+            return False
     key = life.keys.record(old)
     grace = life.config.rotate_grace
     for _ in range(ATTEMPTS):
@@ -159,7 +170,7 @@ def _leave_pointer(life: Lifecycle, old: str, claimed: Record, cas: int) -> None
         if results[0] is True:
             execute_or_defer(life, old, deletion_ops(life.keys, old, claimed)[1:], claimed)
             log.info("session %s rotated to %s", log_token(old), life.log_id())
-            return
+            return True
         # Changed since the claim: names a racing write appended (it undoes
         # itself), another rotation's mark, or a logout.
         got = life.execute([Get(key)], sid=old)
@@ -167,10 +178,11 @@ def _leave_pointer(life: Lifecycle, old: str, claimed: Record, cas: int) -> None
         latest = parse_or_none(current)
         if latest is None or latest.dead or not isinstance(current, Item):
             _undo(life, old)
-            return
+            return False
         cas = current.cas
     execute_or_defer(life, old, deletion_ops(life.keys, old, claimed), claimed)
     log.info("session %s rotated to %s; old id deleted", log_token(old), life.log_id())
+    return True
 
 
 def _undo(life: Lifecycle, old: str) -> None:
