@@ -12,7 +12,8 @@ finds the id older moves the session to a new id, as a regeneration does
 - the old record is not deleted: it is replaced, by compare-and-set, with a
   pointer to the new id that lives ``rotate_grace`` seconds. A request
   arriving with the old cookie meanwhile is served the new session and given
-  its cookie (one more round trip); after the grace the old id opens nothing.
+  its cookie (one more round trip); after the grace the old id opens nothing:
+  the pointer says when it was left, as a load renews its TTL like any record's.
   The compare-and-set fails if a logout marked the old record after the
   claim: the copy is then undone. A logout that finds the pointer ends the
   new id too (``transitions.delete_everything``).
@@ -67,9 +68,20 @@ def moving_line(new_id: str, now: float) -> bytes:
     return b'{"!":"moving","to":"%s","t":%.3f}\n' % (new_id.encode("ascii"), now)
 
 
-def pointer_record(created: float, new_id: str) -> bytes:
-    """What an old id's record becomes after a rotation: where the session went."""
-    return b'{"v":1,"c":%.3f,"to":"%s"}\n' % (created, new_id.encode("ascii"))
+def pointer_record(created: float, new_id: str, now: float) -> bytes:
+    """What an old id's record becomes after a rotation: where the session went,
+    and since when (``"i"``, the new id's issue; ``pointer_live`` reads it)."""
+    return b'{"v":1,"c":%.3f,"i":%.3f,"to":"%s"}\n' % (created, now, new_id.encode("ascii"))
+
+
+def pointer_live(life: Lifecycle, pointer: Record) -> bool:
+    """True while ``pointer`` (an old id's record) is within ``rotate_grace``.
+
+    Its TTL alone cannot say: a load batch renews the record it reads to the
+    record's TTL, pointer or not, so an old cookie used during the grace
+    would keep its pointer, and the session, open for as long as it is used.
+    """
+    return life.clock() - pointer.issued_at <= life.config.rotate_grace
 
 
 def issued_at(session: Session) -> float:
@@ -163,7 +175,8 @@ def _leave_pointer(life: Lifecycle, old: str, claimed: Record, cas: int) -> bool
     key = life.keys.record(old)
     grace = life.config.rotate_grace
     for _ in range(ATTEMPTS):
-        put = Set(key, pointer_record(claimed.created, new), FLAGS_RECORD, grace, cas=cas)
+        pointer = pointer_record(claimed.created, new, life.clock())
+        put = Set(key, pointer, FLAGS_RECORD, grace, cas=cas)
         results = life.execute([put], sid=old)
         if results is None:
             break  # the old node failed: the old id is deleted once it answers
