@@ -31,7 +31,9 @@ one to list an owned session's new id (memcached alone).
 
 Writes that race a rotation (sent with the old id while the mark or the
 pointer is in place) are undone and reported not saved, as when the store is
-unavailable; the session itself is kept.
+unavailable; the session itself is kept. With the ``database`` tier such a
+write finds the old rows deleted: memcached's record tells it from a logout
+(``rotated_away``).
 """
 
 from __future__ import annotations
@@ -225,6 +227,23 @@ def follow(
     if life.stored:
         life.cookie_action = "set"
     return loaded
+
+
+def rotated_away(life: Lifecycle, sid: str) -> bool:
+    """True if memcached shows ``sid`` rotated away (a pointer) or being
+    rotated (a recent moving mark): one round trip.
+
+    For a write that found the session's row gone (the ``database`` tier): a
+    rotation deletes the old id's rows before it leaves the pointer, so a
+    write sent with the old id meanwhile or after finds no row, as after a
+    logout, though the session lives on under the new id.
+    """
+    got = life.cache([Get(life.keys.record(sid))], sid=sid)
+    latest = parse_or_none(got[0]) if got else None
+    if latest is None or latest.dead:
+        return False
+    since = life.clock() - MOVE_WINDOW
+    return latest.to is not None or any(when >= since for _, when in latest.moving)
 
 
 def write_lost(life: Lifecycle) -> None:
