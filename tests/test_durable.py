@@ -331,6 +331,28 @@ def test_a_write_racing_a_rotation_is_reported_not_saved_and_keeps_the_session(m
         store.close()
 
 
+def test_an_old_id_served_from_the_database_while_memcached_is_down_is_not_rotated(
+    memcached, engine
+):
+    settings = {"memcache_servers": [memcached.address], "database": engine, "sweep_percent": 0}
+    config = SessionConfig.from_mapping({**settings, "rotate_after": HOUR, "strict": True})
+    store = build_store(config)
+    durable = DurableTier(Database(engine), config)
+    try:
+        first = Session(config, store, None, durable=durable)
+        first["a"] = 1
+        first.save()
+        sid = first.session_id
+        memcached.stop()  # the database serves
+
+        later = Session(config, store, sid, durable=durable, clock=lambda: time.time() + HOUR)
+
+        assert later.get("a") == 1  # strict, yet nothing raised
+        assert later.available and later.session_id == sid and later.cookie_action is None
+    finally:
+        store.close()
+
+
 def test_a_logout_waiting_on_a_write_deletes_the_variables_that_write_added(pg_url):
     from webapp2_sessions.sql import Database, StoredSession
 

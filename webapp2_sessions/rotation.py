@@ -93,9 +93,16 @@ def issued_at(session: Session) -> float:
 
 
 def due(life: Lifecycle) -> bool:
-    """True if the loaded session's id is older than ``rotate_after``."""
+    """True if the loaded session's id is older than ``rotate_after``.
+
+    Never while the database serves the session because memcached is down:
+    a rotation claims the record in memcached, and failing there would
+    report (in strict mode, raise) an outage the database tier hides.
+    """
     after = life.config.rotate_after
-    return after is not None and life.clock() - life.record.issued_at >= after
+    return (
+        after is not None and life.clock() - life.record.issued_at >= after and not life.cache_down
+    )
 
 
 def rotate(session: Session) -> None:
