@@ -305,6 +305,17 @@ def test_rotation_with_the_database_moves_the_rows(memcached, sqlite_url):
         engine.dispose()
 
 
+def test_a_session_rebuilt_from_the_database_after_a_rotation_is_not_rotated_again(
+    memcached, engine
+):
+    browser = webtest.TestApp(build(memcached.address, database=engine, sweep_percent=0))
+    _, _, new = rotated(memcached, browser)
+    memcached.raw(b"flush_all\r\n")  # the record is rebuilt from the row, issue time and all
+    response = browser.get("/", {"get": "a"})
+    assert response.json == {"a": 1}
+    assert "Set-Cookie" not in response.headers and sid_of(browser) == new
+
+
 def test_the_codec_signs_the_new_id(memcached, browser):
     _, _, new = rotated(memcached, browser)
     assert CookieCodec([SECRET]).decode(browser.cookies["sid"]) == new

@@ -65,6 +65,7 @@ class DurableTier:
             record.remote_addr,
             owner=record.owner,
             expiry=record.expiry,
+            issued=record.issued or None,
         )
 
     def touch_if_due(self, session_id: str, created: float, record_ttl: int) -> None:
