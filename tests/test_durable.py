@@ -13,8 +13,12 @@ import webapp2
 import webtest
 from conftest import PATIENT, SECRET, Handler
 
-from webapp2_sessions import ConfigurationError, SessionConfig, SessionHandlerMixin
-from webapp2_sessions.sql import sessions_table, variables_table
+from webapp2_sessions import ConfigurationError, Session, SessionConfig, SessionHandlerMixin
+from webapp2_sessions.durable import DurableTier
+from webapp2_sessions.runtime import build_store
+from webapp2_sessions.sql import Database, sessions_table, variables_table
+
+HOUR = 3600
 
 
 class Statements:
@@ -296,6 +300,57 @@ def test_a_writer_racing_a_logout_does_not_recreate_the_session(memcached, engin
     browser.get("/late")
     assert session_row(engine, sid) is None and rows(engine, sid) == {}
     assert [k for k in memcached.keys() if sid in k] == []
+
+
+def test_a_write_racing_a_rotation_is_reported_not_saved_and_keeps_the_session(memcached, engine):
+    settings = {"memcache_servers": [memcached.address], "database": engine, "sweep_percent": 0}
+    config = SessionConfig.from_mapping({**settings, "rotate_after": HOUR, **PATIENT})
+    store = build_store(config)
+    durable = DurableTier(Database(engine), config)
+    try:
+        first = Session(config, store, None, durable=durable)
+        first["a"] = 1
+        first.save()
+        old = first.session_id
+        slow = Session(config, store, old, durable=durable)
+        assert slow.get("a") == 1  # loaded before the rotation, writes after it
+        later = Session(config, store, old, durable=durable, clock=lambda: time.time() + HOUR)
+        assert later.get("a") == 1  # a request an hour on rotates the id
+        new = later.session_id
+        assert new != old
+
+        slow["b"] = 2
+        slow.save()
+
+        assert slow.cookie_action is None and slow.session_id == old  # not logged out
+        assert not slow.available  # the write reported not saved
+        again = Session(config, store, old, durable=durable)
+        assert (again.get("a"), again.get("b"), again.session_id) == (1, None, new)
+        assert session_row(engine, old) is None and set(rows(engine, new)) == {"a"}
+    finally:
+        store.close()
+
+
+def test_an_old_id_served_from_the_database_while_memcached_is_down_is_not_rotated(
+    memcached, engine
+):
+    settings = {"memcache_servers": [memcached.address], "database": engine, "sweep_percent": 0}
+    config = SessionConfig.from_mapping({**settings, "rotate_after": HOUR, "strict": True})
+    store = build_store(config)
+    durable = DurableTier(Database(engine), config)
+    try:
+        first = Session(config, store, None, durable=durable)
+        first["a"] = 1
+        first.save()
+        sid = first.session_id
+        memcached.stop()  # the database serves
+
+        later = Session(config, store, sid, durable=durable, clock=lambda: time.time() + HOUR)
+
+        assert later.get("a") == 1  # strict, yet nothing raised
+        assert later.available and later.session_id == sid and later.cookie_action is None
+    finally:
+        store.close()
 
 
 def test_a_logout_waiting_on_a_write_deletes_the_variables_that_write_added(pg_url):

@@ -288,6 +288,46 @@ def test_a_revoke_never_ends_a_regenerating_session_whose_record_names_another_o
     assert sid_of(bob) in listed(memcached, "bob")
 
 
+def age_id(server: Any, sid: str, seconds: float) -> None:
+    """Make the id ``sid`` look issued ``seconds`` earlier, as if time had passed."""
+    value, ttl, flags = server.mg(sid)
+    head, _, rest = value.partition(b"\n")
+    header = json.loads(head)
+    header["c"] -= seconds
+    if "i" in header:
+        header["i"] -= seconds
+    server.set(sid, json.dumps(header).encode() + b"\n" + rest, flags, ttl)
+
+
+def test_an_automatic_rotation_lists_the_new_id_and_revoke_ends_it(memcached):
+    app = make([memcached.address], rotate_after=3600, rotate_grace=60)
+    ann = log_in(app, "ann")
+    before = sid_of(ann)
+    age_id(memcached, before, 3601)
+
+    assert secret(ann) == "ann's"  # this request rotates the id
+    after = sid_of(ann)
+
+    assert after != before
+    assert after in listed(memcached, "ann")
+    assert revoke_sessions(app, "ann") == 1
+    assert secret(ann) is None
+
+
+def test_destroy_other_sessions_during_a_rotations_grace_keeps_the_current_session(memcached):
+    # The old id's pointer names no owner: ending it would follow it to the
+    # new id, the very session that asked to keep itself.
+    app = make([memcached.address], rotate_after=3600, rotate_grace=60)
+    ann, laptop = log_in(app, "ann"), log_in(app, "ann", "laptop's")
+    age_id(memcached, sid_of(ann), 3601)
+    assert secret(ann) == "ann's"  # rotated; the old id now points to the new one
+
+    assert ann.get("/", {"others": "1"}).json == {"ended": 1}
+
+    assert secret(ann) == "ann's"
+    assert secret(laptop) is None
+
+
 def test_set_session_owner_on_a_new_visitor_stores_the_session(memcached):
     app = make([memcached.address])
     browser = webtest.TestApp(app)

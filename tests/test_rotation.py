@@ -93,7 +93,9 @@ def test_an_old_id_is_replaced_on_its_next_request_with_the_same_variables(memca
     header = json.loads(memcached.mg(new)[0].partition(b"\n")[0])
     assert header["i"] > header["c"]  # issued now; created when the session began
     assert memcached.mg(f"{old}-a") is None and memcached.mg(f"{old}-b") is None
-    assert json.loads(memcached.mg(old)[0]) == {"v": 1, "c": header["c"], "to": new}
+    pointer = json.loads(memcached.mg(old)[0])
+    assert pointer == {"v": 1, "c": header["c"], "i": pointer["i"], "to": new}
+    assert pointer["i"] >= header["i"]  # left once the new id was issued
     assert memcached.mg(old)[1] <= 1  # the pointer lives rotate_grace seconds
 
 
@@ -123,6 +125,18 @@ def test_after_the_grace_the_old_cookie_opens_nothing(memcached, browser):
     wait_until_gone(memcached, old)
     tab = stale(browser, cookie)
     response = tab.get("/", {"get": ["a", "b"], "sid": "1"})
+    assert response.json["a"] is None and response.json["b"] is None
+    assert response.json["sid"] not in (old, new)
+    assert browser.get("/", {"get": "a"}).json == {"a": 1}  # the new id is unharmed
+
+
+def test_an_old_cookie_used_during_the_grace_opens_nothing_after_it(memcached):
+    browser = webtest.TestApp(build(memcached.address, rotate_grace=2))
+    cookie, old, new = rotated(memcached, browser)
+    assert stale(browser, cookie).get("/", {"get": "a"}).json == {"a": 1}  # within the grace
+    assert memcached.mg(old)[1] > 2  # that load renewed the pointer's TTL, as any record's
+    time.sleep(2.5)  # past the grace
+    response = stale(browser, cookie).get("/", {"get": ["a", "b"], "sid": "1"})
     assert response.json["a"] is None and response.json["b"] is None
     assert response.json["sid"] not in (old, new)
     assert browser.get("/", {"get": "a"}).json == {"a": 1}  # the new id is unharmed
@@ -289,6 +303,17 @@ def test_rotation_with_the_database_moves_the_rows(memcached, sqlite_url):
         assert stale(browser, cookie).get("/", {"get": "a"}).json == {"a": None}
     finally:
         engine.dispose()
+
+
+def test_a_session_rebuilt_from_the_database_after_a_rotation_is_not_rotated_again(
+    memcached, engine
+):
+    browser = webtest.TestApp(build(memcached.address, database=engine, sweep_percent=0))
+    _, _, new = rotated(memcached, browser)
+    memcached.raw(b"flush_all\r\n")  # the record is rebuilt from the row, issue time and all
+    response = browser.get("/", {"get": "a"})
+    assert response.json == {"a": 1}
+    assert "Set-Cookie" not in response.headers and sid_of(browser) == new
 
 
 def test_the_codec_signs_the_new_id(memcached, browser):

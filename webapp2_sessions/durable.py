@@ -65,6 +65,7 @@ class DurableTier:
             record.remote_addr,
             owner=record.owner,
             expiry=record.expiry,
+            issued=record.issued or None,
         )
 
     def touch_if_due(self, session_id: str, created: float, record_ttl: int) -> None:
@@ -271,9 +272,12 @@ class DurableTier:
             life.cache(undo_ops(life.keys, sid, plan.ops if plan is not None else ()))
             rotation.write_lost(life)
             return None
-        except (SessionGone, _LoggingOut):
+        except (SessionGone, _LoggingOut) as exc:
             if plan is not None and results is not None:
                 life.cache(undo_ops(life.keys, sid, plan.ops))
+            if isinstance(exc, SessionGone) and rotation.rotated_away(life, sid):
+                rotation.write_lost(life)  # the rows moved to the new id
+                return None
             log.info("session %s ended during the request; its writes undone", life.log_id())
             life.start_fresh()
             return None

@@ -246,6 +246,9 @@ class Lifecycle:
             self.start_fresh()
             return False
         if record.to is not None and not record.dead:
+            if not rotation.pointer_live(self, record):
+                self.start_fresh()  # rotated away longer ago than the grace
+                return False
             self.forward = record.to  # rotated: the session lives on there
             return False
         if record.dead:

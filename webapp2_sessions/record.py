@@ -19,8 +19,8 @@ one ``json.loads``)::
 
 The header may also hold ``"x"`` (the remembered lifetime, ``set_expiry``)
 and ``"i"`` (when this id was issued, if not at creation). After a rotation
-the record is replaced by a pointer, ``{"v":1,"c":...,"to":"<new id>"}``,
-that lives for ``rotate_grace`` seconds.
+the record is replaced by a pointer, ``{"v":1,"c":...,"i":...,"to":"<new id>"}``,
+that leads to the new id for ``rotate_grace`` seconds from its ``"i"``.
 
 The index is append-only because appending is atomic on the server: the
 batches that rely on that, and on the logout mark, are planned in

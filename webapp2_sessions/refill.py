@@ -31,6 +31,7 @@ def record_of(stored: StoredSession) -> Record:
         lines=len(names) + flashes,
         owner=stored.owner,
         expiry=stored.expiry,
+        issued=stored.issued or 0.0,
     )
 
 

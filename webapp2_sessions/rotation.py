@@ -12,19 +12,28 @@ finds the id older moves the session to a new id, as a regeneration does
 - the old record is not deleted: it is replaced, by compare-and-set, with a
   pointer to the new id that lives ``rotate_grace`` seconds. A request
   arriving with the old cookie meanwhile is served the new session and given
-  its cookie (one more round trip); after the grace the old id opens nothing.
+  its cookie (one more round trip); after the grace the old id opens nothing:
+  the pointer says when it was left, as a load renews its TTL like any record's.
   The compare-and-set fails if a logout marked the old record after the
   claim: the copy is then undone. A logout that finds the pointer ends the
   new id too (``transitions.delete_everything``).
 
+An owned session's new id is listed in its owner's index, as after a
+regeneration, so "sign out everywhere" finds it. The pointer names no owner:
+``destroy_other_sessions`` from the new id would otherwise end the pointer,
+and with it (following ``to``) the very session it keeps.
+
 Cost, on the rotating request only: the claim, reading the variables this
 request had not read yet (none if it read them all), storing the copy, the
 pointer and deleting the old variables: four round trips, or five (one more
-SQL transaction with the ``database`` tier, which deletes the old rows).
+SQL transaction with the ``database`` tier, which deletes the old rows), and
+one to list an owned session's new id (memcached alone).
 
 Writes that race a rotation (sent with the old id while the mark or the
 pointer is in place) are undone and reported not saved, as when the store is
-unavailable; the session itself is kept.
+unavailable; the session itself is kept. With the ``database`` tier such a
+write finds the old rows deleted: memcached's record tells it from a logout
+(``rotated_away``).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from . import owners
 from .errors import SessionUnavailableError
 from .keys import log_token
 from .plans import LoadPlan, deletion_ops
@@ -60,9 +70,20 @@ def moving_line(new_id: str, now: float) -> bytes:
     return b'{"!":"moving","to":"%s","t":%.3f}\n' % (new_id.encode("ascii"), now)
 
 
-def pointer_record(created: float, new_id: str) -> bytes:
-    """What an old id's record becomes after a rotation: where the session went."""
-    return b'{"v":1,"c":%.3f,"to":"%s"}\n' % (created, new_id.encode("ascii"))
+def pointer_record(created: float, new_id: str, now: float) -> bytes:
+    """What an old id's record becomes after a rotation: where the session went,
+    and since when (``"i"``, the new id's issue; ``pointer_live`` reads it)."""
+    return b'{"v":1,"c":%.3f,"i":%.3f,"to":"%s"}\n' % (created, now, new_id.encode("ascii"))
+
+
+def pointer_live(life: Lifecycle, pointer: Record) -> bool:
+    """True while ``pointer`` (an old id's record) is within ``rotate_grace``.
+
+    Its TTL alone cannot say: a load batch renews the record it reads to the
+    record's TTL, pointer or not, so an old cookie used during the grace
+    would keep its pointer, and the session, open for as long as it is used.
+    """
+    return life.clock() - pointer.issued_at <= life.config.rotate_grace
 
 
 def issued_at(session: Session) -> float:
@@ -72,9 +93,16 @@ def issued_at(session: Session) -> float:
 
 
 def due(life: Lifecycle) -> bool:
-    """True if the loaded session's id is older than ``rotate_after``."""
+    """True if the loaded session's id is older than ``rotate_after``.
+
+    Never while the database serves the session because memcached is down:
+    a rotation claims the record in memcached, and failing there would
+    report (in strict mode, raise) an outage the database tier hides.
+    """
     after = life.config.rotate_after
-    return after is not None and life.clock() - life.record.issued_at >= after
+    return (
+        after is not None and life.clock() - life.record.issued_at >= after and not life.cache_down
+    )
 
 
 def rotate(session: Session) -> None:
@@ -91,7 +119,11 @@ def rotate(session: Session) -> None:
     if life.sid is None or not life.stored:
         _not_copied(life, old, record, cas)
         return
-    _leave_pointer(life, old, record, cas)
+    moved = _leave_pointer(life, old, record, cas)
+    # Listed, or "sign out everywhere" misses the new id; the database lists
+    # an owner's sessions by its column.
+    if moved and life.record.owner is not None and life.durable is None:
+        owners.list_moved(life)
 
 
 def _claim(life: Lifecycle, new: str) -> tuple[Record, int] | None:
@@ -136,9 +168,9 @@ def _not_copied(life: Lifecycle, old: str, claimed: Record, cas: int) -> None:
     life.cookie_action = None
 
 
-def _leave_pointer(life: Lifecycle, old: str, claimed: Record, cas: int) -> None:
+def _leave_pointer(life: Lifecycle, old: str, claimed: Record, cas: int) -> bool:
     """Replace the old record with a pointer to the new id, unless a logout
-    came first; then delete the old variables."""
+    came first; then delete the old variables. False if the move was undone."""
     new = life.sid
     assert new is not None
     if life.durable is not None:
@@ -148,18 +180,19 @@ def _leave_pointer(life: Lifecycle, old: str, claimed: Record, cas: int) -> None
             gone = True  # cannot tell: a logout wins
         if gone:
             _undo(life, old)
-            return
+            return False
     key = life.keys.record(old)
     grace = life.config.rotate_grace
     for _ in range(ATTEMPTS):
-        put = Set(key, pointer_record(claimed.created, new), FLAGS_RECORD, grace, cas=cas)
+        pointer = pointer_record(claimed.created, new, life.clock())
+        put = Set(key, pointer, FLAGS_RECORD, grace, cas=cas)
         results = life.execute([put], sid=old)
         if results is None:
             break  # the old node failed: the old id is deleted once it answers
         if results[0] is True:
             execute_or_defer(life, old, deletion_ops(life.keys, old, claimed)[1:], claimed)
             log.info("session %s rotated to %s", log_token(old), life.log_id())
-            return
+            return True
         # Changed since the claim: names a racing write appended (it undoes
         # itself), another rotation's mark, or a logout.
         got = life.execute([Get(key)], sid=old)
@@ -167,10 +200,11 @@ def _leave_pointer(life: Lifecycle, old: str, claimed: Record, cas: int) -> None
         latest = parse_or_none(current)
         if latest is None or latest.dead or not isinstance(current, Item):
             _undo(life, old)
-            return
+            return False
         cas = current.cas
     execute_or_defer(life, old, deletion_ops(life.keys, old, claimed), claimed)
     log.info("session %s rotated to %s; old id deleted", log_token(old), life.log_id())
+    return True
 
 
 def _undo(life: Lifecycle, old: str) -> None:
@@ -200,6 +234,23 @@ def follow(
     if life.stored:
         life.cookie_action = "set"
     return loaded
+
+
+def rotated_away(life: Lifecycle, sid: str) -> bool:
+    """True if memcached shows ``sid`` rotated away (a pointer) or being
+    rotated (a recent moving mark): one round trip.
+
+    For a write that found the session's row gone (the ``database`` tier): a
+    rotation deletes the old id's rows before it leaves the pointer, so a
+    write sent with the old id meanwhile or after finds no row, as after a
+    logout, though the session lives on under the new id.
+    """
+    got = life.cache([Get(life.keys.record(sid))], sid=sid)
+    latest = parse_or_none(got[0]) if got else None
+    if latest is None or latest.dead:
+        return False
+    since = life.clock() - MOVE_WINDOW
+    return latest.to is not None or any(when >= since for _, when in latest.moving)
 
 
 def write_lost(life: Lifecycle) -> None:

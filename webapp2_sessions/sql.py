@@ -61,6 +61,8 @@ class StoredSession:
     owner: str | None = None
     #: Seconds the session is remembered for (``set_expiry``), or None.
     expiry: int | None = None
+    #: When the session's current id was issued, if not at ``created``.
+    issued: float | None = None
 
 
 class Database:
@@ -68,7 +70,7 @@ class Database:
 
     ``source`` is a SQLAlchemy URL or ``Engine``. Tables are created on first
     use; a sessions table made by an earlier version gets the columns added
-    since (``owner`` with its index, ``expiry``), nullable. A database that
+    since (``owner`` with its index, ``expiry``, ``issued``), nullable. A database that
     fails is logged once and skipped for ``dead_retry`` seconds, like a
     memcached node; its failures surface as ``SessionUnavailableError``.
     """
@@ -146,6 +148,7 @@ class Database:
             first.remote_addr,
             owner=first.owner,
             expiry=first.expiry,
+            issued=first.issued,
         )
         for row in rows:
             if row.name is not None:
@@ -179,6 +182,7 @@ class Database:
                     "remote_addr": stored.remote_addr,
                     "owner": stored.owner,
                     "expiry": stored.expiry,
+                    "issued": stored.issued,
                 },
             )
             yield Writer(conn, session_id, self._statements, fresh=True)

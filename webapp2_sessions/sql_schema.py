@@ -34,6 +34,9 @@ sessions_table = sa.Table(
     sa.Column("owner", sa.String(64), index=True),
     #: Seconds the session is remembered for (``set_expiry``); NULL: not.
     sa.Column("expiry", sa.Integer),
+    #: When the session's current id was issued (``Record.issued``), if not at
+    #: ``created``: the rotation clock, so a rebuilt record is not rotated again.
+    sa.Column("issued", sa.Float),
 )
 variables_table = sa.Table(
     "webapp2_session_variables",
@@ -60,15 +63,15 @@ def create_tables(engine: Engine) -> None:
 
 
 #: Columns the sessions table gained after 0.1, with their SQL types.
-_ADDED_COLUMNS = {"owner": "VARCHAR(64)", "expiry": "INTEGER"}
+_ADDED_COLUMNS = {"owner": "VARCHAR(64)", "expiry": "INTEGER", "issued": "FLOAT"}
 
 
 def _add_missing_columns(engine: Engine) -> None:
     """Give a sessions table made by an earlier release the columns added since.
 
-    They are nullable, so every existing session simply has no owner and no
-    remembered lifetime. Several processes may try at once: whoever loses
-    finds the column (or the index) there.
+    They are nullable, so every existing session simply has no owner, no
+    remembered lifetime and an id issued at its creation. Several processes
+    may try at once: whoever loses finds the column (or the index) there.
     """
     table = sessions_table
 

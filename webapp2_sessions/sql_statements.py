@@ -30,6 +30,7 @@ LOAD = (
         _s.c.remote_addr,
         _s.c.owner,
         _s.c.expiry,
+        _s.c.issued,
         _v.c.name,
         _v.c.value,
         _v.c.flags,
