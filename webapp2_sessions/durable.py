@@ -24,7 +24,7 @@ from . import expiry, rotation
 from .changes import DurableChanges
 from .config import SessionConfig
 from .errors import SessionUnavailableError
-from .plans import LoadPlan, WritePlan, undo_ops
+from .plans import LoadPlan, WritePlan, undo_ops, write_plan_for
 from .record import FLAGS_FLASHES, Record
 from .refill import invalidation, record_of, refill_ops, results_from
 from .sql import FLASHES, Database, SessionGone, StoredSession, Writer
@@ -257,7 +257,7 @@ class DurableTier:
                     writer.remember(life.record.expiry)
                 body = make(writer)
                 writer.hold()  # the row is locked before memcached hears of the write
-                plan = life.write_plan(body, written, deleted, new_flashes)
+                plan = write_plan_for(life, body, written, deleted, new_flashes)
                 # An index too long for an item is never sent (memcached would
                 # delete the record); the database keeps the write regardless.
                 too_long = len(plan.lines) > config.item_room

@@ -16,7 +16,6 @@ import dataclasses
 import enum
 import logging
 from collections.abc import Callable, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,7 @@ from . import expiry, owners, rotation
 from .config import SessionConfig
 from .errors import SessionUnavailableError
 from .keys import KeyScheme, key_scheme, log_token, new_session_id
-from .plans import LoadPlan, WritePlan
+from .plans import LoadPlan
 from .record import Record, client_hash
 from .stores import Failed, Item, Op, Result, Set, Store
 from .transitions import delete_everything
@@ -304,27 +303,6 @@ class Lifecycle:
         """The id may have a record on the server: stored, or not known
         because the store failed."""
         return self.sid is not None and self.state in (STORED, UNAVAILABLE)
-
-    def write_plan(
-        self,
-        body: Sequence[Op],
-        written: AbstractSet[str],
-        deleted: AbstractSet[str],
-        new_flashes: bool,
-    ) -> WritePlan:
-        """The guarded write of ``body`` on this stored session, as it stands."""
-        assert self.sid is not None
-        return WritePlan(
-            self.keys,
-            self.sid,
-            self.record,
-            self.record_cas,
-            body,
-            written,
-            deleted,
-            new_flashes,
-            self.record_ttl,
-        )
 
     def move_to_new_id(self, claimed: Record, sid: str | None = None) -> None:
         """Become a new, unsaved session (``sid``, or one picked when stored)

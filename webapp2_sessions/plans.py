@@ -19,6 +19,7 @@ import dataclasses
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .keys import KeyScheme
 from .record import (
@@ -31,6 +32,9 @@ from .record import (
     parse_or_none,
 )
 from .stores import Batch, Delete, Failed, Get, Item, Op, Result, Set
+
+if TYPE_CHECKING:
+    from .lifecycle import Lifecycle
 
 
 class LoadPlan:
@@ -192,6 +196,28 @@ class WritePlan:
                 relist = index_lines(hidden, stale)
                 record = dataclasses.replace(record, names=(record.names | hidden) - stale)
         return WriteOutcome(False, False, None, record, body, relist)
+
+
+def write_plan_for(
+    life: Lifecycle,
+    body: Sequence[Op],
+    written: AbstractSet[str],
+    deleted: AbstractSet[str],
+    new_flashes: bool,
+) -> WritePlan:
+    """The guarded write of ``body`` on ``life``'s stored session, as it stands."""
+    assert life.sid is not None
+    return WritePlan(
+        life.keys,
+        life.sid,
+        life.record,
+        life.record_cas,
+        body,
+        written,
+        deleted,
+        new_flashes,
+        life.record_ttl,
+    )
 
 
 def undo_ops(keys: KeyScheme, session_id: str, ops: Sequence[Op]) -> list[Op]:

@@ -22,7 +22,7 @@ from . import expiry, rotation
 from .changes import NO_CHANGES, DurableChanges
 from .keys import log_token
 from .lifecycle import NEW, STORED, UNAVAILABLE
-from .plans import new_record_op, undo_ops
+from .plans import new_record_op, undo_ops, write_plan_for
 from .stores import Failed, Get, Item, Op, Result, Set
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ def guarded_write(
             return body
 
         return life.durable.write_through(life, apply, written, deleted, new_flashes, on_sent)
-    plan = life.write_plan(body, written, deleted, new_flashes)
+    plan = write_plan_for(life, body, written, deleted, new_flashes)
     if len(plan.lines) > life.config.item_room:
         # memcached would not only refuse a data block this large: it
         # would delete the record, ending the session.
