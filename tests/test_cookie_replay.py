@@ -106,9 +106,7 @@ def test_idle_timeout_ends_the_session_and_issues_a_new_id(app_on, memcached):
     assert app.cookies["sid"] == body["sid"]
 
 
-def test_an_active_visitor_outlives_a_short_idle_timeout_and_an_idle_one_does_not(
-    app_on, memcached
-):
+def test_each_visit_renews_the_record_to_idle_timeout_and_an_idle_session_ends(app_on, memcached):
     # Every load renews the record's TTL to idle_timeout. Shown on the server
     # itself rather than by racing its clock (a busy machine can stall a
     # request past a short window): the record's TTL is cut to 2 s by hand,
