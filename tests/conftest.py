@@ -185,6 +185,20 @@ def make_app(
     return webtest.TestApp(app)
 
 
+def age_id(memcached: MemcachedServer, sid: str, seconds: float) -> None:
+    """Make the session ``sid`` look created (and its id issued) ``seconds``
+    earlier, as if time had passed: its record is rewritten in place."""
+    import json
+
+    value, ttl, flags = memcached.mg(sid)
+    head, _, rest = value.partition(b"\n")
+    header = json.loads(head)
+    header["c"] -= seconds
+    if "i" in header:
+        header["i"] -= seconds
+    memcached.set(sid, json.dumps(header).encode() + b"\n" + rest, flags, ttl)
+
+
 @pytest.fixture
 def app_on(memcached: MemcachedServer) -> Any:
     """``app_on(**settings)``: a TestApp on the fixture's memcached."""

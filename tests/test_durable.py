@@ -302,11 +302,17 @@ def test_a_writer_racing_a_logout_does_not_recreate_the_session(memcached, engin
     assert [k for k in memcached.keys() if sid in k] == []
 
 
+def parts(memcached: Any, engine: Any, **settings: Any) -> tuple[SessionConfig, Any, Any]:
+    """The settings, store and durable tier a Session is built from, without an app."""
+    config = SessionConfig.from_mapping(
+        {"memcache_servers": [memcached.address], "database": engine, "sweep_percent": 0}
+        | settings
+    )
+    return config, build_store(config), DurableTier(Database(engine), config)
+
+
 def test_a_write_racing_a_rotation_is_reported_not_saved_and_keeps_the_session(memcached, engine):
-    settings = {"memcache_servers": [memcached.address], "database": engine, "sweep_percent": 0}
-    config = SessionConfig.from_mapping({**settings, "rotate_after": HOUR, **PATIENT})
-    store = build_store(config)
-    durable = DurableTier(Database(engine), config)
+    config, store, durable = parts(memcached, engine, rotate_after=HOUR, **PATIENT)
     try:
         first = Session(config, store, None, durable=durable)
         first["a"] = 1
@@ -334,10 +340,7 @@ def test_a_write_racing_a_rotation_is_reported_not_saved_and_keeps_the_session(m
 def test_an_old_id_served_from_the_database_while_memcached_is_down_is_not_rotated(
     memcached, engine
 ):
-    settings = {"memcache_servers": [memcached.address], "database": engine, "sweep_percent": 0}
-    config = SessionConfig.from_mapping({**settings, "rotate_after": HOUR, "strict": True})
-    store = build_store(config)
-    durable = DurableTier(Database(engine), config)
+    config, store, durable = parts(memcached, engine, rotate_after=HOUR, strict=True)
     try:
         first = Session(config, store, None, durable=durable)
         first["a"] = 1

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 import webapp2
 import webtest
-from conftest import PATIENT, SECRET
+from conftest import PATIENT, SECRET, age_id
 
 from webapp2_sessions import (
     MemcacheStore,
@@ -286,17 +286,6 @@ def test_a_revoke_never_ends_a_regenerating_session_whose_record_names_another_o
     monkeypatch.undo()
     assert secret(bob) == "bob's"
     assert sid_of(bob) in listed(memcached, "bob")
-
-
-def age_id(server: Any, sid: str, seconds: float) -> None:
-    """Make the id ``sid`` look issued ``seconds`` earlier, as if time had passed."""
-    value, ttl, flags = server.mg(sid)
-    head, _, rest = value.partition(b"\n")
-    header = json.loads(head)
-    header["c"] -= seconds
-    if "i" in header:
-        header["i"] -= seconds
-    server.set(sid, json.dumps(header).encode() + b"\n" + rest, flags, ttl)
 
 
 def test_an_automatic_rotation_lists_the_new_id_and_revoke_ends_it(memcached):

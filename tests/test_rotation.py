@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 import webapp2
 import webtest
-from conftest import PATIENT, SECRET, Handler
+from conftest import PATIENT, SECRET, Handler, age_id
 from hostile import COUNTERS
 from rtproxy import RoundTripProxy
 
@@ -44,17 +44,6 @@ def sid_of(browser: webtest.TestApp) -> str:
     return browser.cookies["sid"].strip('"').split(".")[0]
 
 
-def age(memcached: Any, sid: str, seconds: float) -> None:
-    """Make the id of ``sid`` look issued ``seconds`` earlier, as if time had passed."""
-    value, ttl, flags = memcached.mg(sid)
-    head, _, rest = value.partition(b"\n")
-    header = json.loads(head)
-    header["c"] -= seconds
-    if "i" in header:
-        header["i"] -= seconds
-    memcached.set(sid, json.dumps(header).encode() + b"\n" + rest, flags, ttl)
-
-
 def stale(browser: webtest.TestApp, cookie: str) -> webtest.TestApp:
     """Another tab still sending ``cookie``."""
     tab = webtest.TestApp(browser.app)
@@ -78,7 +67,7 @@ def rotated(memcached: Any, browser: webtest.TestApp) -> tuple[str, str, str]:
     """A session with two variables whose id was just rotated: (old cookie, old, new)."""
     browser.get("/", {"set": ["a", "b"], "value": ["1", '"two"'], "flash": "hi"})
     cookie, old = browser.cookies["sid"], sid_of(browser)
-    age(memcached, old, HOUR + 1)
+    age_id(memcached, old, HOUR + 1)
     response = browser.get("/", {"get": "a"})
     assert response.json == {"a": 1}
     new = sid_of(browser)
@@ -102,7 +91,7 @@ def test_an_old_id_is_replaced_on_its_next_request_with_the_same_variables(memca
 def test_a_young_id_is_kept(memcached, browser):
     browser.get("/", {"set": "a", "value": "1"})
     sid = sid_of(browser)
-    age(memcached, sid, HOUR - 60)
+    age_id(memcached, sid, HOUR - 60)
     response = browser.get("/", {"get": "a"})
     assert "Set-Cookie" not in response.headers and sid_of(browser) == sid
 
@@ -163,7 +152,7 @@ def test_a_logout_with_the_new_cookie_during_the_grace_leaves_the_old_one_nothin
 def test_a_logout_in_flight_under_the_old_id_ends_the_new_id_too(memcached, browser):
     browser.get("/", {"set": "a", "value": "1"})
     old = sid_of(browser)
-    age(memcached, old, HOUR + 1)
+    age_id(memcached, old, HOUR + 1)
     config = SessionConfig.from_mapping(PATIENT)  # no rotate_after: it only logs out
     store = MemcacheStore([memcached.address], timeout=5, connect_timeout=5)
     try:
@@ -184,7 +173,7 @@ def test_a_logout_in_flight_under_the_old_id_ends_the_new_id_too(memcached, brow
 def test_a_request_that_finds_another_rotation_under_way_keeps_the_old_id(memcached, browser):
     browser.get("/", {"set": "a", "value": "1"})
     old = sid_of(browser)
-    age(memcached, old, HOUR + 1)
+    age_id(memcached, old, HOUR + 1)
     # Another request claimed the record a moment ago and is copying it.
     line = moving_line(new_session_id(), time.time())
     assert memcached.raw(b"ms %s %d MA\r\n%s\r\n" % (old.encode(), len(line), line)) == (b"HD\r\n")
@@ -196,7 +185,7 @@ def test_a_request_that_finds_another_rotation_under_way_keeps_the_old_id(memcac
 def test_two_tabs_rotating_at_once_agree_on_one_new_id(memcached, browser):
     browser.get("/", {"set": "a", "value": "1"})
     cookie, old = browser.cookies["sid"], sid_of(browser)
-    age(memcached, old, HOUR + 1)
+    age_id(memcached, old, HOUR + 1)
     tabs = [stale(browser, cookie) for _ in range(4)]
     barrier = threading.Barrier(len(tabs))
     seen: list[Any] = []
@@ -261,7 +250,7 @@ def test_the_rotating_request_costs_four_more_round_trips(memcached, proxy):
     browser = webtest.TestApp(build(proxy.address))
     browser.get("/", {"set": "a", "value": "1"})
     browser.get("/", {"get": "a"})
-    age(memcached, sid_of(browser), HOUR + 1)
+    age_id(memcached, sid_of(browser), HOUR + 1)
     proxy.reset()
     browser.get("/", {"get": "a"})
     assert proxy.round_trips == 1 + 4  # load; claim, copy, pointer, old variables
@@ -279,7 +268,7 @@ def test_a_remembered_session_stays_remembered_across_rotation(memcached, browse
     tab = webtest.TestApp(app)
     tab.get("/remember", {"remember": "1", "set": "a", "value": "1"})
     old = sid_of(tab)
-    age(memcached, old, HOUR + 1)
+    age_id(memcached, old, HOUR + 1)
     response = tab.get("/", {"get": "a"})
     assert sid_of(tab) != old
     assert "Max-Age=2592000" in response.headers["Set-Cookie"]
