@@ -86,11 +86,18 @@ class Form(SessionHandlerMixin, webapp2.RequestHandler):
         self.response.write("accepted")
 
 
+class Guarded(SessionHandlerMixin, webapp2.RequestHandler):
+    def post(self) -> None:
+        self.check_csrf()
+        self.response.write("accepted")
+
+
 def form_app(memcached: Any) -> webtest.TestApp:
     config = {"memcache_servers": [memcached.address], "cookie_name": "sid", **PATIENT}
     return webtest.TestApp(
         webapp2.WSGIApplication(
-            [("/form", Form), ("/read", Reads)], config={"webapp2_sessions": config}
+            [("/form", Form), ("/read", Reads), ("/guarded", Guarded)],
+            config={"webapp2_sessions": config},
         )
     )
 
@@ -127,6 +134,20 @@ def test_a_post_without_the_sessions_token_is_refused_and_saves_nothing(memcache
         fields["csrf_token"] = sent
     browser.post("/form", fields, status=403)
     assert memcached.mg(f"{browser.cookies['sid']}-posted") is None
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data",  # no boundary: WebOb cannot parse it
+        "application/x-www-form-urlencoded; charset=no-such-charset",
+    ],
+)
+def test_a_post_whose_body_cannot_be_parsed_is_refused_not_a_server_error(memcached, content_type):
+    browser = form_app(memcached)
+    token = browser.get("/form").text
+    body = f"csrf_token={token}".encode()
+    browser.post("/guarded", body, headers={"Content-Type": content_type}, status=403)
 
 
 def test_a_cross_site_post_from_a_visitor_without_a_session_creates_none(memcached):

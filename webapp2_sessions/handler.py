@@ -195,7 +195,11 @@ class SessionHandlerMixin:
         """
         sent = self.request.headers.get(csrf.HEADER)
         if sent is None:
-            form = self.request.POST
+            try:
+                form = self.request.POST
+            except (ValueError, LookupError, Warning):
+                # An unparsable body (no boundary, unknown charset): no token.
+                form = None
             sent = form.get(csrf.FIELD) if hasattr(form, "get") else None
         if not csrf.matches(self.get_session_var(csrf.VARIABLE), sent):
             self._session_discard = True
