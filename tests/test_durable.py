@@ -421,6 +421,27 @@ def test_a_session_renewed_while_purge_runs_keeps_its_row_and_its_variables(pg_u
         other.dispose()
 
 
+def test_purge_works_through_any_backlog_in_chunks_and_keeps_to_its_limit(engine, monkeypatch):
+    from webapp2_sessions import sql
+    from webapp2_sessions.sql import Database, StoredSession
+
+    monkeypatch.setattr(sql, "PURGE_CHUNK", 3)  # 500 in use: bound ids stay few
+    database = Database(engine)
+    expired = [f"{n:032x}" for n in range(10)]
+    live = "f" * 32
+    for sid in [*expired, live]:
+        ends = time.time() + 3600 if sid == live else 2.0
+        with database.create(sid, StoredSession(1.0, ends, None, None)) as writer:
+            writer.set({"a": b"1"}, 0)
+
+    assert database.purge(time.time(), limit=4) == 4
+    assert database.purge(time.time()) == 6
+
+    assert [sid for sid in expired if session_row(engine, sid) is not None] == []
+    assert [sid for sid in expired if rows(engine, sid)] == []
+    assert rows(engine, live) == {"a": b"1"}
+
+
 def test_purge_deletes_expired_sessions_from_the_command_line(memcached, engine, tmp_path):
     import subprocess
     import sys

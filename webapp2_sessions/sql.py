@@ -46,6 +46,9 @@ from .sql_writer import Writer as Writer
 
 log = logging.getLogger("webapp2_sessions")
 
+#: Sessions deleted per transaction by ``Database.purge``.
+PURGE_CHUNK = 500
+
 
 @dataclass
 class StoredSession:
@@ -250,22 +253,31 @@ class Database:
     def purge(self, now: float, limit: int | None = None) -> int:
         """Delete sessions expired before ``now`` (at most ``limit``); how many.
 
+        In transactions of ``PURGE_CHUNK`` sessions: one statement's bound
+        ids stay far below every driver's limit (SQLite's 32,766, say), so a
+        purge that fell behind catches up instead of failing every time.
         The session rows go first, each only if still expired: a request may
         renew one after it was listed. Then the variables of the sessions
         that are gone, never those of one renewed meanwhile.
         """
         s, v = sessions_table, variables_table
-        expired = sa.select(s.c.id).where(s.c.expires < now)
-        if limit is not None:
-            expired = expired.limit(limit)
-        with self._connect(write=True) as conn:
-            ids = [row.id for row in conn.execute(expired)]
-            if not ids:
-                return 0
-            gone = conn.execute(sa.delete(s).where(s.c.id.in_(ids), s.c.expires < now))
-            alive = sa.select(s.c.id).where(s.c.id.in_(ids))
-            conn.execute(sa.delete(v).where(v.c.session_id.in_(ids), v.c.session_id.not_in(alive)))
-        return int(gone.rowcount)
+        purged = 0
+        while limit is None or purged < limit:
+            size = PURGE_CHUNK if limit is None else min(PURGE_CHUNK, limit - purged)
+            with self._connect(write=True) as conn:
+                expired = sa.select(s.c.id).where(s.c.expires < now).limit(size)
+                ids = [row.id for row in conn.execute(expired)]
+                if not ids:
+                    break
+                gone = conn.execute(sa.delete(s).where(s.c.id.in_(ids), s.c.expires < now))
+                alive = sa.select(s.c.id).where(s.c.id.in_(ids))
+                conn.execute(
+                    sa.delete(v).where(v.c.session_id.in_(ids), v.c.session_id.not_in(alive))
+                )
+            purged += int(gone.rowcount)
+            if len(ids) < size:
+                break
+        return purged
 
 
 def sqlite_engine(path: str, *, wal: bool = False) -> Engine:
