@@ -92,6 +92,19 @@ def test_show_prints_each_variable_on_a_line_with_creation_time_and_time_left(me
     assert any(line.startswith("ends in:  ") and "(idle timeout)" in line for line in lines)
 
 
+def test_show_escapes_what_a_terminal_would_act_on_in_visitor_typed_values(memcached, capsys):
+    visitor = browser(memcached)
+    typed = "bob\u009b2J\u009b31mHACKED\u202e\u007f"  # 8-bit CSI, bidi override, DEL
+    visitor.get("/", {"set": ["name", "city"], "value": [json.dumps(typed), '"Zürich"']})
+
+    code, out, err = run(capsys, "show", sid_of(visitor), *on(memcached))
+
+    assert code == 0, err
+    assert '  name = "bob\\u009b2J\\u009b31mHACKED\\u202e\\u007f"' in out.splitlines()
+    assert '  city = "Zürich"' in out.splitlines()  # readable text stays readable
+    assert all(c.isprintable() for c in out.replace("\n", ""))
+
+
 def test_show_json_gives_values_and_the_timeout_that_ends_first(memcached, capsys):
     visitor = browser(memcached, idle_timeout=600, absolute_timeout=300)
     visitor.get("/", {"set": ["cart", "n"], "value": ["[1, 2]", "7"]})

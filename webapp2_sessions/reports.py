@@ -61,7 +61,7 @@ def session_report(found: Found) -> Report:
     if record.flashes:
         lines.append("flashes:  some waiting to be shown")
     lines.append(f"variables ({len(found.values)}):")
-    lines += [f"  {_name(n)} = {json.dumps(v, ensure_ascii=False)}" for n, v in values.items()]
+    lines += [f"  {_name(n)} = {_value(v)}" for n, v in values.items()]
     lines += [f"  {_name(n)}: ({why})" for n, why in unreadable.items()]
     lines += [f"  {_name(n)}: (missing: evicted or expired)" for n in missing]
     return data, "\n".join(lines)
@@ -101,6 +101,14 @@ def _name(name: str) -> str:
     carries terminal control characters)."""
     plain = name.isascii() and name.isprintable() and not any(c in name for c in ' ="')
     return name if plain else json.dumps(name)
+
+
+def _value(value: Any) -> str:
+    """A decoded value as printed: JSON, readable non-ASCII kept, but every
+    character a terminal could act on (C1 controls, bidi overrides) escaped:
+    values are often text a visitor typed."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if text.isprintable() else json.dumps(value)
 
 
 def _whole(seconds: float | None) -> int | None:
