@@ -124,6 +124,18 @@ def test_marking_private_adds_vary_cookie_and_keeps_shared_caches_out():
     assert store[0] == ("Cache-Control", "no-store")
 
 
+def test_several_cache_control_or_vary_headers_are_read_as_one_list():
+    headers = [
+        ("Cache-Control", "public"),
+        ("Vary", "Cookie"),
+        ("Cache-Control", "max-age=600"),
+        ("Vary", "Accept-Encoding"),
+    ]
+    mark_private(headers)
+    assert [v for n, v in headers if n == "Cache-Control"] == ["max-age=600, private"]
+    assert [v for n, v in headers if n == "Vary"] == ["Cookie", "Accept-Encoding"]
+
+
 def test_our_set_cookie_replaces_one_for_the_same_name_only():
     headers = [("Set-Cookie", "sid=old; Path=/"), ("Set-Cookie", "sidx=kept")]
     put_cookie(headers, ("Set-Cookie", "sid=new; Path=/"))

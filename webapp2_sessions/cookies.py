@@ -200,20 +200,28 @@ def mark_private(headerlist: list[tuple[str, str]]) -> None:
     rescans the list on every get, set and delete.
     """
     vary_at = cache_at = -1
-    for index, (name, _) in enumerate(headerlist):
+    varies: set[str] = set()
+    more_caches = False
+    for index, (name, value) in enumerate(headerlist):
         lowered = name.lower()
         if lowered == "vary":
             vary_at = index
+            varies.update(v.strip().lower() for v in value.split(","))
         elif lowered == "cache-control":
+            more_caches = cache_at >= 0
             cache_at = index
     if vary_at < 0:
         headerlist.append(("Vary", "Cookie"))
-    else:
-        vary = headerlist[vary_at][1]
-        if "cookie" not in {v.strip().lower() for v in vary.split(",")}:
-            headerlist[vary_at] = ("Vary", vary + ", Cookie")
+    elif "cookie" not in varies and "*" not in varies:
+        headerlist[vary_at] = ("Vary", headerlist[vary_at][1] + ", Cookie")
     if cache_at < 0:
         headerlist.append(("Cache-Control", "private"))
+    elif more_caches:
+        # Several Cache-Control headers are one list (RFC 9110): merged, so
+        # that a "public" in any of them goes.
+        values = [v for n, v in headerlist if n.lower() == "cache-control"]
+        headerlist[:] = [(n, v) for n, v in headerlist if n.lower() != "cache-control"]
+        headerlist.append(("Cache-Control", _private(", ".join(values))))
     else:
         headerlist[cache_at] = ("Cache-Control", _private(headerlist[cache_at][1]))
 
