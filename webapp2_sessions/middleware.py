@@ -5,7 +5,8 @@
 ``Session`` is ``environ["webapp2_sessions.session"]`` and, while the request
 runs, ``get_current_session()``. Changes are saved when the application starts
 its response (one batch, as with the handler mixin) and discarded when it
-raises or answers with a status of 500 or above.
+raises or answers with a status of 500 or above. The first ``start_response``
+decides: a second one (with ``exc_info``) cannot take back what was saved.
 """
 
 from __future__ import annotations
