@@ -119,6 +119,11 @@ class DurableTier:
         tier = self
         assert life.sid is not None
         sid = life.sid
+        if tier.database.owes(sid):
+            # Logged out while the database failed: its rows are deleted once
+            # it answers, and until then this process must not read them back.
+            life.start_fresh()
+            return None
         results = life.cache(plan.ops)
         if results is not None:
             item = results[LoadPlan.RECORD]
