@@ -6,6 +6,7 @@ locked by another writer (a migration, a backup), or a PostgreSQL server killed.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -64,6 +65,15 @@ def outage(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Outage]:
         engine.dispose()
 
 
+class Required(Handler):
+    session_required = ("user",)
+
+    def get(self) -> None:
+        out = {"user": self.get_session_var("user"), "available": self.session.available}
+        self.response.content_type = "application/json"
+        self.response.write(json.dumps(out))
+
+
 def build(memcached: Any, engine: sa.engine.Engine) -> webapp2.WSGIApplication:
     config = {
         "memcache_servers": [memcached.address],
@@ -74,7 +84,9 @@ def build(memcached: Any, engine: sa.engine.Engine) -> webapp2.WSGIApplication:
         "dead_retry": DEAD_RETRY,
         **PATIENT,
     }
-    return webapp2.WSGIApplication([("/", Handler)], config={"webapp2_sessions": config})
+    return webapp2.WSGIApplication(
+        [("/", Handler), ("/required", Required)], config={"webapp2_sessions": config}
+    )
 
 
 def test_a_logout_while_the_database_is_down_never_comes_back_and_its_rows_go_later(
@@ -100,6 +112,26 @@ def test_a_logout_while_the_database_is_down_never_comes_back_and_its_rows_go_la
     thief = webtest.TestApp(app)
     thief.set_cookie("sid", stolen)
     assert thief.get("/", {"get": "secret"}).json == {"secret": None}
+
+
+def test_a_required_variable_evicted_while_the_database_is_down_keeps_the_session(
+    memcached, outage
+):
+    engine, down = outage
+    app = build(memcached, engine)
+    browser = webtest.TestApp(app)
+    browser.get("/", {"set": "user", "value": '"ann"'})
+    sid = sid_of(browser)
+    assert memcached.raw(f"delete {sid}-user\r\n".encode()) == b"DELETED\r\n"
+    with down():
+        during = browser.get("/required")
+    # Unreadable this request, not lost: the session is kept, and says it is not available.
+    assert during.json == {"user": None, "available": False}
+    assert "sid=" not in during.headers.get("Set-Cookie", "")
+    assert session_row(engine, sid) is not None
+    time.sleep(DEAD_RETRY * 1.5)
+    assert browser.get("/required").json == {"user": "ann", "available": True}
+    assert sid_of(browser) == sid
 
 
 def test_deletions_owed_are_bounded_and_the_oldest_is_dropped_with_a_log_line(

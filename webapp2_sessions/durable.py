@@ -159,7 +159,11 @@ class DurableTier:
         return plan, results_from(record, names, stored.variables, plan.flashes >= 0)
 
     def fill(self, life: Lifecycle, names: Sequence[str], values: list[Result]) -> None:
-        """Read listed variables memcached no longer has back from the database."""
+        """Read listed variables memcached no longer has back from the database.
+
+        If the database fails, those names are unread this request
+        (``life.unread``), not lost, and the session is not available.
+        """
         tier = self
         assert life.sid is not None
         listed = life.record.names
@@ -169,6 +173,10 @@ class DurableTier:
         try:
             found = tier.database.load_variables(life.sid, missing)
         except SessionUnavailableError:
+            life.failed = True
+            life.unread = life.unread.union(missing)
+            if life.config.strict:
+                raise
             return
         for index, name in enumerate(names):
             if name in found:
