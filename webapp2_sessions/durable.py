@@ -119,6 +119,11 @@ class DurableTier:
         tier = self
         assert life.sid is not None
         sid = life.sid
+        if tier.database.owes(sid):
+            # Logged out while the database failed: its rows are deleted once
+            # it answers, and until then this process must not read them back.
+            life.start_fresh()
+            return None
         results = life.cache(plan.ops)
         if results is not None:
             item = results[LoadPlan.RECORD]
@@ -154,7 +159,11 @@ class DurableTier:
         return plan, results_from(record, names, stored.variables, plan.flashes >= 0)
 
     def fill(self, life: Lifecycle, names: Sequence[str], values: list[Result]) -> None:
-        """Read listed variables memcached no longer has back from the database."""
+        """Read listed variables memcached no longer has back from the database.
+
+        If the database fails, those names are unread this request
+        (``life.unread``), not lost, and the session is not available.
+        """
         tier = self
         assert life.sid is not None
         listed = life.record.names
@@ -164,6 +173,10 @@ class DurableTier:
         try:
             found = tier.database.load_variables(life.sid, missing)
         except SessionUnavailableError:
+            life.failed = True
+            life.unread = life.unread.union(missing)
+            if life.config.strict:
+                raise
             return
         for index, name in enumerate(names):
             if name in found:

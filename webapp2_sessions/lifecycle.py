@@ -94,6 +94,8 @@ class Lifecycle:
     forward: str | None = None
     #: Pointers followed this request (a bound against chains).
     hops = 0
+    #: Names the database could not read back this request: unknown, not lost.
+    unread: frozenset[str] = frozenset()
 
     def __init__(
         self,

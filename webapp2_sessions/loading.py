@@ -98,5 +98,7 @@ def _decode(session: Session, names: Sequence[str], results: Sequence[Result]) -
         server.record.names,
         server.log_id,
     )
+    if lost and server.unread:
+        lost = lost - server.unread  # the database could not say: not known lost
     if lost:
         session._lost = session._lost | lost

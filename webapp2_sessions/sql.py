@@ -19,9 +19,11 @@ compiled in ``sql_statements.py``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +50,10 @@ log = logging.getLogger("webapp2_sessions")
 
 #: Sessions deleted per transaction by ``Database.purge``.
 PURGE_CHUNK = 500
+#: Deletions that failed, remembered by a process until the database answers.
+MAX_OWED = 10_000
+#: Owed deletions completed at the start of one transaction, at most.
+SETTLE_BATCH = 100
 
 
 @dataclass
@@ -76,6 +82,7 @@ class Database:
     since (``owner`` with its index, ``expiry``, ``issued``), nullable. A database that
     fails is logged once and skipped for ``dead_retry`` seconds, like a
     memcached node; its failures surface as ``SessionUnavailableError``.
+    A ``delete`` that fails is owed: see ``owes``.
     """
 
     def __init__(self, source: str | Engine, *, dead_retry: float = 10.0) -> None:
@@ -86,6 +93,8 @@ class Database:
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._down = False
+        self._owed: OrderedDict[str, None] = OrderedDict()
+        self._owed_lock = threading.Lock()
 
     def describe(self) -> str:
         url = self.engine.url
@@ -103,6 +112,8 @@ class Database:
             raise SessionUnavailableError("marked down after a failure", self.describe())
         try:
             self._ensure_schema()
+            if self._owed:
+                self._settle()
             with self.engine.connect() as conn, conn.begin():
                 yield conn
         except sa.exc.SQLAlchemyError as exc:
@@ -127,6 +138,45 @@ class Database:
                 self.dead_retry,
             )
 
+    # ------------------------------------------------------------------ owed deletions
+
+    def owes(self, session_id: str) -> bool:
+        """True while a failed ``delete`` of the session is not done yet: this
+        process reads it as gone (``load`` and ``load_variables`` find nothing)."""
+        return session_id in self._owed
+
+    def _owe(self, session_id: str) -> None:
+        with self._owed_lock:
+            self._owed[session_id] = None
+            self._owed.move_to_end(session_id)
+            dropped = 0
+            while len(self._owed) > MAX_OWED:
+                self._owed.popitem(last=False)
+                dropped += 1
+        if dropped:
+            log.error(
+                "%s: %d owed deletion(s) dropped (more than %d waiting); "
+                "those sessions' rows stay until they expire",
+                self.describe(),
+                dropped,
+                MAX_OWED,
+            )
+
+    def _settle(self) -> None:
+        """Delete the rows of up to ``SETTLE_BATCH`` owed sessions, in a
+        transaction of their own (two statements)."""
+        with self._owed_lock:
+            ids = list(itertools.islice(self._owed, SETTLE_BATCH))
+        if not ids:
+            return
+        with self.engine.connect() as conn, conn.begin():
+            conn.execute(sa.delete(sessions_table).where(sessions_table.c.id.in_(ids)))
+            conn.execute(sa.delete(variables_table).where(variables_table.c.session_id.in_(ids)))
+        with self._owed_lock:
+            for session_id in ids:
+                self._owed.pop(session_id, None)
+        log.warning("%s: %d owed deletion(s) completed", self.describe(), len(ids))
+
     def _ensure_schema(self) -> None:
         if self._ready:
             return
@@ -138,7 +188,10 @@ class Database:
     # ------------------------------------------------------------------ reading
 
     def load(self, session_id: str, now: float) -> StoredSession | None:
-        """The session and every variable, in one query; None if gone or expired."""
+        """The session and every variable, in one query; None if gone, expired
+        or owed a deletion (``owes``)."""
+        if session_id in self._owed:
+            return None
         with self._connect(write=False) as conn:
             rows = conn.execute(LOAD, {"sid": session_id}).all()
         if not rows or rows[0].expires < now:
@@ -161,7 +214,10 @@ class Database:
     def load_variables(
         self, session_id: str, names: Iterable[str]
     ) -> dict[str, tuple[bytes, int]]:
-        """``names`` of a session, where the database has them (one query)."""
+        """``names`` of a session, where the database has them (one query);
+        none of a session owed a deletion (``owes``)."""
+        if session_id in self._owed:
+            return {}
         v = variables_table
         query = sa.select(v.c.name, v.c.value, v.c.flags).where(
             v.c.session_id == session_id, v.c.name.in_(list(names))
@@ -215,15 +271,29 @@ class Database:
             )
 
     def delete(self, session_id: str) -> bool:
-        """Delete the session and its variables; False if it had no row."""
-        with self._connect(write=True) as conn:
-            # The session's row first: that waits for a write holding it, so the
-            # variables' delete then sees every row that write added.
-            gone = conn.execute(sa.delete(sessions_table).where(sessions_table.c.id == session_id))
-            conn.execute(
-                sa.delete(variables_table).where(variables_table.c.session_id == session_id)
-            )
-            return gone.rowcount > 0
+        """Delete the session and its variables; False if it had no row.
+
+        If the database fails, ``SessionUnavailableError`` is raised and the
+        deletion is owed: until it is done this process reads the session as
+        gone (``owes``), and its next transaction, once the database answers,
+        begins by deleting the rows of the sessions owed (at most
+        ``SETTLE_BATCH`` each time; ``MAX_OWED`` remembered, the oldest
+        dropped with a log line).
+        """
+        try:
+            with self._connect(write=True) as conn:
+                # The session's row first: that waits for a write holding it, so the
+                # variables' delete then sees every row that write added.
+                s, v = sessions_table, variables_table
+                gone = conn.execute(sa.delete(s).where(s.c.id == session_id))
+                conn.execute(sa.delete(v).where(v.c.session_id == session_id))
+        except SessionUnavailableError:
+            self._owe(session_id)
+            raise
+        if self._owed:
+            with self._owed_lock:
+                self._owed.pop(session_id, None)
+        return gone.rowcount > 0
 
     def set_owner(self, session_id: str, owner_hash: str) -> bool:
         """Record the session's owner (one statement); False if it has no row."""

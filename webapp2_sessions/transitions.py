@@ -103,8 +103,10 @@ def execute_or_defer(
 
 
 def _delete_durable(life: Lifecycle, sid: str) -> bool:
-    """Delete the session's rows; False (and it is only marked dead in
-    memcached, so it reads as ended there) if the database cannot."""
+    """Delete the session's rows; False if the database cannot. Then it is
+    marked dead in memcached, so it reads as ended there, and the database
+    owes the deletion (``Database.owes``): this process reads it as gone and
+    deletes the rows once the database answers."""
     assert life.durable is not None
     try:
         life.durable.database.delete(sid)
@@ -112,7 +114,8 @@ def _delete_durable(life: Lifecycle, sid: str) -> bool:
     except SessionUnavailableError:
         life.failed = True
         log.error(
-            "session %s: %s unavailable, its rows not deleted; marked dead in memcached",
+            "session %s: %s unavailable, its rows deleted when it answers; "
+            "marked dead in memcached",
             log_token(sid),
             life.durable.database.describe(),
         )
