@@ -709,6 +709,37 @@ def fill_owner_renewals(ctx: Context) -> Row | None:
     )
 
 
+def fill_owed_deletions(ctx: Context) -> Row | None:
+    """Deletions a database owes after an outage (only with a database)."""
+    module = sys.modules.get(f"{PACKAGE}.sql")  # loaded for the traced pass only
+    if module is None:
+        return None
+    cls = getattr(module, "Database", None)
+    found = int_constant(module.__name__, r"OWED")
+    if cls is None or not hasattr(cls, "_owe"):
+        return None
+    if found is None:
+        raise LookupError("no ...OWED... bound in sql")
+    database = cls("sqlite://")  # never connected: the list is this process's own
+    ctx.keep.append(database)
+    base = traced()  # the list alone, not the engine around it
+    for _ in range(found[1]):
+        database._owe(uuid.uuid4().hex)
+    held = traced() - base
+    attr, owed = largest_container(database)
+    return Row(
+        "database: owed deletions",
+        f"{short(module.__name__)}.{cls.__name__}.{attr}",
+        "runtime",
+        found[1],
+        len(owed),
+        held,
+        note="session ids whose rows a database outage kept (only with a database)",
+        tokens=(attr, found[0]),
+        optional=True,
+    )
+
+
 OTHER_FILLS: list[Callable[[Context], Row | None]] = [
     fill_codec,
     fill_renewals,
@@ -718,6 +749,7 @@ OTHER_FILLS: list[Callable[[Context], Row | None]] = [
     fill_durable,
     fill_remembered,
     fill_owner_renewals,
+    fill_owed_deletions,
 ]
 
 
