@@ -76,10 +76,10 @@ class DurableTier:
         still serves them.
         """
         now = time.monotonic()
+        last = self._touched.get(session_id)  # a read: no lock on the usual path
+        if last is not None and now - last < record_ttl / 2:
+            return
         with self._lock:
-            last = self._touched.get(session_id)
-            if last is not None and now - last < record_ttl / 2:
-                return
             self._touched[session_id] = now
             self._touched.move_to_end(session_id)
             while len(self._touched) > TOUCHES_REMEMBERED:
@@ -124,20 +124,27 @@ class DurableTier:
             # it answers, and until then this process must not read them back.
             life.start_fresh()
             return None
-        results = life.cache(plan.ops)
+        try:  # life.cache(), inline: every returning visitor's request runs this
+            results: list[Result] | None = life.store.execute(sid, plan.ops)
+        except SessionUnavailableError:
+            life.cache_down = True
+            results = None
         if results is not None:
             item = results[LoadPlan.RECORD]
             if isinstance(item, Item):
                 if not life.adopt(sid, item):
                     return None
+                record = life.record
                 record_ttl = life.record_ttl
-                if life.record.expiry is not None:
-                    record_ttl = max(record_ttl, life.record.expiry)
-                tier.touch_if_due(sid, life.record.created, record_ttl)
+                if record.expiry is not None:
+                    record_ttl = max(record_ttl, record.expiry)
+                tier.touch_if_due(sid, record.created, record_ttl)
                 values = results[plan.values]
-                if None in values:
-                    self.fill(life, names, values)
-                    results[plan.values] = values
+                for value in values:  # not `None in values`: no Item.__eq__ calls
+                    if value is None:
+                        self.fill(life, names, values)
+                        results[plan.values] = values
+                        break
                 return plan, results
         try:
             stored = tier.database.load(sid, time.time())
