@@ -16,7 +16,7 @@ from conftest import PATIENT, SECRET, Handler
 from webapp2_sessions import ConfigurationError, Session, SessionConfig, SessionHandlerMixin
 from webapp2_sessions.durable import DurableTier
 from webapp2_sessions.runtime import build_store
-from webapp2_sessions.sql import Database, sessions_table, variables_table
+from webapp2_sessions.sql import Database, StoredSession, sessions_table, variables_table
 
 HOUR = 3600
 
@@ -279,6 +279,34 @@ def test_a_read_only_visitor_is_renewed_in_the_database_at_most_once_per_half_wi
     assert session_row(engine, sid).expires > first  # renewed while only read
     assert 1 <= spent <= 4  # not once per request
     assert browser.get("/", {"get": "user"}).json == {"user": "ann"}
+
+
+def test_requests_of_one_session_arriving_together_renew_it_once(engine):
+    database = Database(engine)
+    sid, now = "a" * 32, time.time()
+    with database.create(sid, StoredSession(now, now + 60, None, None)):
+        pass
+    tier = DurableTier(database, SessionConfig.from_mapping({"database": engine}))
+    touches: list[str] = []
+    real_touch = database.touch
+
+    def counting_touch(session_id: str, expires: float) -> None:
+        touches.append(session_id)
+        real_touch(session_id, expires)
+
+    database.touch = counting_touch  # type: ignore[method-assign]
+    # Every thread gets past the check that takes no lock before any of them
+    # records its renewal: the one that then holds the lock must check again.
+    tier._lock.acquire()
+    threads = [threading.Thread(target=tier.touch_if_due, args=(sid, now, 3600)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    tier._lock.release()
+    for thread in threads:
+        thread.join(timeout=30)
+    database.close()
+    assert touches == [sid]
 
 
 def test_a_writer_racing_a_logout_does_not_recreate_the_session(memcached, engine):

@@ -80,6 +80,9 @@ class DurableTier:
         if last is not None and now - last < record_ttl / 2:
             return
         with self._lock:
+            last = self._touched.get(session_id)  # again: another thread may have
+            if last is not None and now - last < record_ttl / 2:
+                return
             self._touched[session_id] = now
             self._touched.move_to_end(session_id)
             while len(self._touched) > TOUCHES_REMEMBERED:
