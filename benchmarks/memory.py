@@ -722,9 +722,19 @@ def fill_owed_deletions(ctx: Context) -> Row | None:
         raise LookupError("no ...OWED... bound in sql")
     database = cls("sqlite://")  # never connected: the list is this process's own
     ctx.keep.append(database)
+    # Each entry keeps what a logout leaves to run once the rows are gone
+    # (transitions.mark_dead bound to the store, the key scheme and the id);
+    # the store and the key scheme are shared, so stand-ins do here.
+    transitions = sys.modules.get(f"{PACKAGE}.transitions")
+    mark_dead = getattr(transitions, "mark_dead", None)
+    store, keys = object(), object()
     base = traced()  # the list alone, not the engine around it
     for _ in range(found[1]):
-        database._owe(uuid.uuid4().hex)
+        sid = uuid.uuid4().hex
+        if mark_dead is None:
+            database._owe(sid)
+        else:
+            database._owe(sid, functools.partial(mark_dead, store, keys, sid))
     held = traced() - base
     attr, owed = largest_container(database)
     return Row(

@@ -148,3 +148,122 @@ def test_deletions_owed_are_bounded_and_the_oldest_is_dropped_with_a_log_line(
     assert [database.owes(s * 32) for s in "abc"] == [False, True, True]
     assert "1 owed deletion(s) dropped" in caplog.text
     database.close()
+
+
+def build_impatient(memcached: Any, engine: sa.engine.Engine) -> webapp2.WSGIApplication:
+    """``build``, with memcached timeouts short enough to stall it in a test."""
+    config = {
+        "memcache_servers": [memcached.address],
+        "cookie_name": "sid",
+        "secret_key": SECRET,
+        "database": engine,
+        "sweep_percent": 0,
+        "dead_retry": DEAD_RETRY,
+        "timeout": 0.3,
+        "connect_timeout": 0.3,
+    }
+    return webapp2.WSGIApplication([("/", Handler)], config={"webapp2_sessions": config})
+
+
+def test_a_logout_while_memcached_and_the_database_both_fail_holds_after_the_rows_go(
+    memcached, outage
+):
+    engine, down = outage
+    app = build_impatient(memcached, engine)
+    browser = webtest.TestApp(app)
+    browser.get("/", {"set": "secret", "value": '"s"'})
+    stolen, sid = browser.cookies["sid"], sid_of(browser)
+    with memcached.paused(), down():
+        browser.get("/", {"destroy": "1"})
+    time.sleep(DEAD_RETRY * 3)  # both are tried again from here on
+    thief = webtest.TestApp(app)
+    thief.set_cookie("sid", stolen)
+    assert thief.get("/", {"get": "secret"}).json == {"secret": None}
+    webtest.TestApp(app).get("/", {"set": "other", "value": "1"})  # settles what is owed
+    assert session_row(engine, sid) is None
+    # No longer owed: what memcached holds for the id must read as ended by itself.
+    thief = webtest.TestApp(app)
+    thief.set_cookie("sid", stolen)
+    assert thief.get("/", {"get": "secret"}).json == {"secret": None}
+
+
+def test_a_copy_another_process_refilled_while_a_deletion_was_owed_ends_with_the_rows(
+    memcached, outage
+):
+    engine, down = outage
+    here, there = build(memcached, engine), build(memcached, engine)  # two processes
+    browser = webtest.TestApp(here)
+    browser.get("/", {"set": "secret", "value": '"s"'})
+    stolen, sid = browser.cookies["sid"], sid_of(browser)
+    with down():
+        browser.get("/", {"destroy": "1"})
+    time.sleep(DEAD_RETRY * 1.5)
+    memcached.raw(b"flush_all\r\n")  # the dead mark is gone with everything else
+    elsewhere = webtest.TestApp(there)
+    elsewhere.set_cookie("sid", stolen)
+    # The window the README states: another process reads the rows back ...
+    assert elsewhere.get("/", {"get": "secret"}).json == {"secret": "s"}
+    # ... but not this one, which owes the deletion, though memcached now has a live record.
+    thief = webtest.TestApp(here)
+    thief.set_cookie("sid", stolen)
+    assert thief.get("/", {"get": "secret"}).json == {"secret": None}
+    webtest.TestApp(here).get("/", {"set": "other", "value": "1"})  # settles
+    assert session_row(engine, sid) is None
+    for app in (here, there):
+        thief = webtest.TestApp(app)
+        thief.set_cookie("sid", stolen)
+        assert thief.get("/", {"get": "secret"}).json == {"secret": None}
+
+
+def test_an_owed_deletion_makes_the_database_read_the_session_as_gone_though_its_rows_remain(
+    outage,
+):
+    from webapp2_sessions import SessionUnavailableError
+    from webapp2_sessions.sql import Database, StoredSession
+
+    engine, down = outage
+    database = Database(engine, dead_retry=DEAD_RETRY)
+    sid, now = "d" * 32, time.time()
+    with database.create(sid, StoredSession(now, now + 600, None, None)) as writer:
+        writer.set({"user": b'"ann"'}, 0)
+    with down(), pytest.raises(SessionUnavailableError):
+        database.delete(sid)
+    time.sleep(DEAD_RETRY * 1.5)
+    assert session_row(engine, sid) is not None  # only a write settles it
+    assert database.load(sid, time.time()) is None
+    assert database.load_variables(sid, ["user"]) == {}
+
+
+def test_a_deletion_owed_never_makes_reads_wait_for_the_lock_it_needs(memcached, tmp_path):
+    path = tmp_path / "sessions.db"
+    engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.3})
+    config = {
+        "memcache_servers": [memcached.address],
+        "cookie_name": "sid",
+        "secret_key": SECRET,
+        "database": engine,
+        "sweep_percent": 0,
+        "dead_retry": DEAD_RETRY,
+        **PATIENT,
+    }
+    app = webapp2.WSGIApplication(
+        [("/", Handler), ("/required", Required)], config={"webapp2_sessions": config}
+    )
+    ann, bob = webtest.TestApp(app), webtest.TestApp(app)
+    ann.get("/", {"set": "user", "value": '"ann"'})
+    bob.get("/", {"set": "user", "value": '"bob"'})
+    a = sid_of(ann)
+    writer = sqlite3.connect(path)  # another process's long write (a batch job, a migration)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        # Reads beside that writer work: an evicted variable is read back.
+        assert memcached.raw(f"delete {a}-user\r\n".encode()) == b"DELETED\r\n"
+        assert ann.get("/required").json == {"user": "ann", "available": True}
+        bob.get("/", {"destroy": "1"})  # cannot take the lock: the deletion is owed
+        time.sleep(DEAD_RETRY * 1.5)
+        assert memcached.raw(f"delete {a}-user\r\n".encode()) == b"DELETED\r\n"
+        assert ann.get("/required").json == {"user": "ann", "available": True}
+    finally:
+        writer.rollback()
+        writer.close()
+        engine.dispose()

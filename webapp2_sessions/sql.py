@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,7 +93,8 @@ class Database:
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._down = False
-        self._owed: OrderedDict[str, None] = OrderedDict()
+        #: Session id -> what to run once its rows are deleted (``delete``'s ``settled``).
+        self._owed: OrderedDict[str, Callable[[], object] | None] = OrderedDict()
         self._owed_lock = threading.Lock()
 
     def describe(self) -> str:
@@ -112,7 +113,9 @@ class Database:
             raise SessionUnavailableError("marked down after a failure", self.describe())
         try:
             self._ensure_schema()
-            if self._owed:
+            if write and self._owed:
+                # Only a write: a read must not wait on (or fail for) a
+                # deletion; ``load`` and ``load_variables`` skip owed ids.
                 self._settle()
             with self.engine.connect() as conn, conn.begin():
                 yield conn
@@ -145,9 +148,9 @@ class Database:
         process reads it as gone (``load`` and ``load_variables`` find nothing)."""
         return session_id in self._owed
 
-    def _owe(self, session_id: str) -> None:
+    def _owe(self, session_id: str, settled: Callable[[], object] | None = None) -> None:
         with self._owed_lock:
-            self._owed[session_id] = None
+            self._owed[session_id] = settled or self._owed.get(session_id)
             self._owed.move_to_end(session_id)
             dropped = 0
             while len(self._owed) > MAX_OWED:
@@ -173,9 +176,14 @@ class Database:
             conn.execute(sa.delete(sessions_table).where(sessions_table.c.id.in_(ids)))
             conn.execute(sa.delete(variables_table).where(variables_table.c.session_id.in_(ids)))
         with self._owed_lock:
-            for session_id in ids:
-                self._owed.pop(session_id, None)
+            done = [self._owed.pop(session_id, None) for session_id in ids]
         log.warning("%s: %d owed deletion(s) completed", self.describe(), len(ids))
+        for settled in done:
+            if settled is not None:
+                try:
+                    settled()
+                except Exception:  # the rows are gone; this is the cache's part
+                    log.exception("%s: after an owed deletion", self.describe())
 
     def _ensure_schema(self) -> None:
         if self._ready:
@@ -270,15 +278,18 @@ class Database:
                 .values(expires=expires)
             )
 
-    def delete(self, session_id: str) -> bool:
+    def delete(self, session_id: str, settled: Callable[[], object] | None = None) -> bool:
         """Delete the session and its variables; False if it had no row.
 
         If the database fails, ``SessionUnavailableError`` is raised and the
         deletion is owed: until it is done this process reads the session as
-        gone (``owes``), and its next transaction, once the database answers,
-        begins by deleting the rows of the sessions owed (at most
+        gone (``owes``), and its next write transaction, once the database
+        answers, begins by deleting the rows of the sessions owed (at most
         ``SETTLE_BATCH`` each time; ``MAX_OWED`` remembered, the oldest
-        dropped with a log line).
+        dropped with a log line), then calls their ``settled``: from then on
+        this process no longer skips the id, so what memcached still holds
+        for it must read as ended (another process may have refilled it from
+        the rows meanwhile).
         """
         try:
             with self._connect(write=True) as conn:
@@ -288,7 +299,7 @@ class Database:
                 gone = conn.execute(sa.delete(s).where(s.c.id == session_id))
                 conn.execute(sa.delete(v).where(v.c.session_id == session_id))
         except SessionUnavailableError:
-            self._owe(session_id)
+            self._owe(session_id, settled)
             raise
         if self._owed:
             with self._owed_lock:

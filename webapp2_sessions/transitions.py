@@ -10,16 +10,17 @@ that raced it.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .errors import SessionUnavailableError
-from .keys import log_token
+from .keys import KeyScheme, log_token
 from .loading import fetch, fetch_flashes
 from .plans import deletion_ops, mark_batch, merged
 from .record import Record, parse_or_none
-from .stores import Get, Item, Op, Result
+from .stores import Get, Item, Op, Result, Store
 from .values import MISSING, stored_form
 
 if TYPE_CHECKING:
@@ -108,8 +109,9 @@ def _delete_durable(life: Lifecycle, sid: str) -> bool:
     owes the deletion (``Database.owes``): this process reads it as gone and
     deletes the rows once the database answers."""
     assert life.durable is not None
+    settled = functools.partial(mark_dead, life.store, life.keys, sid)
     try:
-        life.durable.database.delete(sid)
+        life.durable.database.delete(sid, settled=settled)
         return True
     except SessionUnavailableError:
         life.failed = True
@@ -119,10 +121,21 @@ def _delete_durable(life: Lifecycle, sid: str) -> bool:
             log_token(sid),
             life.durable.database.describe(),
         )
-        life.cache(mark_batch(life.keys, sid).ops, sid=sid)
+        mark_dead(life.store, life.keys, sid)
         if life.config.strict:
             raise
         return False
+
+
+def mark_dead(store: Store, keys: KeyScheme, sid: str) -> None:
+    """Append the logout mark to the session's record, now or once its node
+    answers: a record memcached holds (or gets back from a refill) then
+    reads as ended. The durable tier's part of a logout its database owes."""
+    ops = mark_batch(keys, sid).ops
+    try:
+        store.execute(sid, ops)
+    except SessionUnavailableError:
+        store.defer(sid, ops)
 
 
 def claim(life: Lifecycle) -> Record | None:
