@@ -13,7 +13,6 @@ database's sake are built, without I/O, in ``refill.py``.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import OrderedDict
@@ -28,7 +27,7 @@ from .plans import LoadPlan, WritePlan, undo_ops, write_plan_for
 from .record import FLAGS_FLASHES, Record
 from .refill import invalidation, record_of, refill_ops, results_from
 from .sql import FLASHES, Database, SessionGone, StoredSession, Writer
-from .stores import Item, Op, Result, Set
+from .stores import Delete, Item, Op, Result, Set
 
 if TYPE_CHECKING:
     from .lifecycle import Lifecycle
@@ -83,10 +82,7 @@ class DurableTier:
             last = self._touched.get(session_id)  # again: another thread may have
             if last is not None and now - last < record_ttl / 2:
                 return
-            self._touched[session_id] = now
-            self._touched.move_to_end(session_id)
-            while len(self._touched) > TOUCHES_REMEMBERED:
-                self._touched.popitem(last=False)
+            self._note(session_id, now)
         try:
             self.database.touch(session_id, self.expires(created, time.time(), record_ttl))
         except SessionUnavailableError:
@@ -96,22 +92,14 @@ class DurableTier:
     def noted_write(self, session_id: str) -> None:
         """A write renewed the session in the database: no touch needed soon."""
         with self._lock:
-            self._touched[session_id] = time.monotonic()
-            self._touched.move_to_end(session_id)
-            while len(self._touched) > TOUCHES_REMEMBERED:
-                self._touched.popitem(last=False)
+            self._note(session_id, time.monotonic())
 
-    def sweep(self) -> None:
-        """Now and then (``sweep_percent`` of writes), purge a few expired sessions."""
-        config = self.config
-        if config.sweep_percent <= 0 or random.random() * 100 >= config.sweep_percent:  # noqa: S311
-            return
-        try:
-            purged = self.database.purge(time.time(), limit=config.sweep_limit)
-        except SessionUnavailableError:
-            return
-        if purged:
-            log.info("%s: %d expired session(s) purged", self.database.describe(), purged)
+    def _note(self, session_id: str, now: float) -> None:
+        touched = self._touched  # the caller holds the lock
+        touched[session_id] = now
+        touched.move_to_end(session_id)
+        while len(touched) > TOUCHES_REMEMBERED:
+            touched.popitem(last=False)
 
     # ------------------------------------------------------------------ a request's part
 
@@ -119,10 +107,9 @@ class DurableTier:
         self, life: Lifecycle, plan: LoadPlan, names: Sequence[str]
     ) -> tuple[LoadPlan, Sequence[Result]] | None:
         """``Lifecycle.load`` with the database behind memcached."""
-        tier = self
         assert life.sid is not None
         sid = life.sid
-        if tier.database.owes(sid):
+        if self.database.owes(sid):
             # Logged out while the database failed: its rows are deleted once
             # it answers, and until then this process must not read them back.
             life.start_fresh()
@@ -141,16 +128,18 @@ class DurableTier:
                 record_ttl = life.record_ttl
                 if record.expiry is not None:
                     record_ttl = max(record_ttl, record.expiry)
-                tier.touch_if_due(sid, record.created, record_ttl)
+                self.touch_if_due(sid, record.created, record_ttl)
                 values = results[plan.values]
                 for value in values:  # not `None in values`: no Item.__eq__ calls
                     if value is None:
                         self.fill(life, names, values)
                         results[plan.values] = values
                         break
+                if plan.flashes >= 0 and results[plan.flashes] is None and record.flashes:
+                    results[plan.flashes] = self.fetch_flashes(life)  # gone from memcached
                 return plan, results
         try:
-            stored = tier.database.load(sid, time.time())
+            stored = self.database.load(sid, time.time())
         except SessionUnavailableError:
             life.unavailable()
             return None
@@ -174,14 +163,13 @@ class DurableTier:
         If the database fails, those names are unread this request
         (``life.unread``), not lost, and the session is not available.
         """
-        tier = self
         assert life.sid is not None
         listed = life.record.names
         missing = [n for n, r in zip(names, values, strict=True) if r is None and n in listed]
         if not missing:
             return
         try:
-            found = tier.database.load_variables(life.sid, missing)
+            found = self.database.load_variables(life.sid, missing)
         except SessionUnavailableError:
             life.failed = True
             life.unread = life.unread.union(missing)
@@ -195,11 +183,13 @@ class DurableTier:
             life.cache(refill_ops(life.keys, life.sid, None, found, (life.ttl, 0)))
 
     def fetch_flashes(self, life: Lifecycle) -> Item | None:
-        tier = self
         assert life.sid is not None
         try:
-            found = tier.database.load_variables(life.sid, [FLASHES])
+            found = self.database.load_variables(life.sid, [FLASHES])
         except SessionUnavailableError:
+            life.failed = True  # none consumed, so none lost
+            if life.config.strict:
+                raise
             return None
         if FLASHES not in found:
             return None
@@ -219,13 +209,12 @@ class DurableTier:
         Returns ``"stored"``, ``"taken"`` (the id exists in memcached: try
         another) or ``"failed"`` (the database failed: nothing kept).
         """
-        tier = self
         assert life.sid is not None
         sid = life.sid
         results: list[Result] | None = None
         try:
-            stored = tier.stored(life.record, time.time(), life.record_ttl)
-            with tier.database.create(sid, stored) as writer:
+            stored = self.stored(life.record, time.time(), life.record_ttl)
+            with self.database.create(sid, stored) as writer:
                 if changes is not None:
                     changes.apply(writer, life.config.serializer.flags)
                 results = life.cache(ops, on_sent)
@@ -241,7 +230,7 @@ class DurableTier:
             if life.config.strict:
                 raise
             return "failed"
-        tier.noted_write(sid)
+        self.noted_write(sid)
         if results is not None:
             life.report(ops, results)
         return "stored"
@@ -264,27 +253,29 @@ class DurableTier:
         write, and the keys it touched are deleted from memcached once the node
         answers again, so the node never serves what this write replaced.
         """
-        tier = self
         assert life.sid is not None
         sid = life.sid
         config = life.config
         plan: WritePlan | None = None
         results: list[Result] | None = None
+        direct: list[Result] | None = None
         body: Sequence[Op] = ()
-        too_long = False
         try:
-            with tier.database.update(
-                sid, tier.expires(life.record.created, time.time(), life.record_ttl)
+            with self.database.update(
+                sid, self.expires(life.record.created, time.time(), life.record_ttl)
             ) as writer:
                 if life.expiry_changed:
                     writer.remember(life.record.expiry)
                 body = make(writer)
                 writer.hold()  # the row is locked before memcached hears of the write
                 plan = write_plan_for(life, body, written, deleted, new_flashes)
-                # An index too long for an item is never sent (memcached would
-                # delete the record); the database keeps the write regardless.
-                too_long = len(plan.lines) > config.item_room
-                if not too_long:
+                if len(plan.lines) > config.item_room:
+                    # An index too long for an item is never sent (memcached
+                    # would delete the record). The values are, while the row
+                    # is held, and the record is deleted: the next read
+                    # rebuilds it from the database.
+                    direct = life.cache([*body, Delete(life.keys.record(sid))], on_sent)
+                else:
                     results = life.cache(plan.ops, on_sent)
                     seen = None if results is None else plan.outcome(results)
                     if seen is not None and seen.dead:
@@ -305,38 +296,55 @@ class DurableTier:
             life.start_fresh()
             return None
         except SessionUnavailableError:
-            if plan is not None and results is not None:
-                life.cache(undo_ops(life.keys, sid, plan.ops))
+            if plan is not None and (results is not None or direct is not None):
+                # The database took nothing (its commit may be what failed),
+                # but memcached ran the batch: forget all it touched, deletes
+                # and index lines included, so it is read back from the database.
+                _invalidate(life, sid, invalidation(life.keys, sid, plan.ops))
             life.failed = True
             log.debug(
                 "session %s: changes not saved, %s unavailable",
                 life.log_id(),
-                tier.database.describe(),
+                self.database.describe(),
             )
             if config.strict:
                 raise
             return None
-        tier.noted_write(sid)
-        tier.sweep()
+        self.noted_write(sid)
+        self.database.sweep(config.sweep_percent, config.sweep_limit)
         if life.max_age is not None:
             life.cookie_action = "set"
         assert plan is not None
         if results is None:
-            if too_long:
-                life.cache(invalidation(life.keys, sid, plan.ops))
-            else:
-                life.store.defer(sid, invalidation(life.keys, sid, plan.ops))
+            if direct is not None:
+                return direct[: len(body)]
+            life.store.defer(sid, invalidation(life.keys, sid, plan.ops))
             return [True] * len(body)
         outcome = plan.outcome(results)
         if outcome.gone or outcome.refused is not None:
-            # memcached lost the record, or it could not list the new names: the
-            # database is right, and the next read rebuilds the record from it.
-            life.cache(invalidation(life.keys, sid, plan.ops))
+            # memcached lost the record, or it could not list the new names:
+            # the next read rebuilds the record from the database. The values
+            # this batch stored while the row was held stay, so a refill racing
+            # this write (``add``) cannot put an older value in their place;
+            # only a value memcached refused is deleted.
+            record_key = life.keys.record(sid)
+            refused = [
+                Delete(op.key)
+                for op, result in zip(body, outcome.body, strict=True)
+                if isinstance(op, Set) and result is not True and op.key != record_key
+            ]
+            _invalidate(life, sid, [Delete(record_key), *refused])
             return outcome.body
         life.record = outcome.record
         if outcome.relist:
             life.cache([Set(life.keys.record(sid), outcome.relist, mode="append")])
         return outcome.body
+
+
+def _invalidate(life: Lifecycle, sid: str, deletes: list[Op]) -> None:
+    """Run ``deletes`` on memcached now or, if it cannot be reached, once it answers."""
+    if life.cache_down or life.cache(deletes) is None:
+        life.store.defer(sid, deletes)
 
 
 class _LoggingOut(Exception):

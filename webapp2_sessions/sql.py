@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -305,6 +306,18 @@ class Database:
             with self._owed_lock:
                 self._owed.pop(session_id, None)
         return gone.rowcount > 0
+
+    def sweep(self, percent: float, limit: int) -> None:
+        """Now and then (``percent`` of calls), purge up to ``limit`` expired
+        sessions: the bounded sweep a write pays for now and then."""
+        if percent <= 0 or random.random() * 100 >= percent:  # noqa: S311
+            return
+        try:
+            purged = self.purge(time.time(), limit=limit)
+        except SessionUnavailableError:
+            return
+        if purged:
+            log.info("%s: %d expired session(s) purged", self.describe(), purged)
 
     def set_owner(self, session_id: str, owner_hash: str) -> bool:
         """Record the session's owner (one statement); False if it has no row."""
