@@ -102,10 +102,15 @@ class DurableChanges:
     def __bool__(self) -> bool:
         return bool(self.written or self.deleted or self.flash_lines or self.flashes_read)
 
-    def apply(self, writer: Writer, value_flags: int) -> None:
+    def apply(self, writer: Writer, value_flags: int) -> bytes | None:
+        """Write these changes; if they touched the flash list, return it as
+        the database now holds it (b"" for none), for memcached to copy."""
         writer.delete(self.deleted)
         writer.set(self.written, value_flags)
+        if self.flashes_read is None and not self.flash_lines:
+            return None
         if self.flashes_read is not None:
             writer.consume_flashes(self.flashes_read, FLAGS_FLASHES)
         if self.flash_lines:
             writer.append_flashes(self.flash_lines, FLAGS_FLASHES)
+        return writer.flash_list()

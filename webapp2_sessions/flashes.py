@@ -82,3 +82,12 @@ def write_ops(
         ops.append(Set(key, b"", FLAGS_FLASHES, ttl, mode="add"))
         ops.append(Set(key, lines, mode="append"))
     return ops
+
+
+def mirrored(ops: Sequence[Op], key: str, value: bytes, ttl: int, room: int) -> list[Op]:
+    """``ops`` with each one on the flash list ``key`` replaced by a copy of
+    ``value``, the database's list read under the session's lock (the durable
+    tier): appending to what memcached holds would lose the flashes it no
+    longer has (expired, evicted) and keep ones the database took out."""
+    put: Op = Set(key, value, FLAGS_FLASHES, ttl) if value and len(value) <= room else Delete(key)
+    return [put if op.key == key else op for op in ops]

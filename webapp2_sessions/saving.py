@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from . import expiry, rotation
+from . import expiry, flashes, rotation
 from .changes import NO_CHANGES, DurableChanges
 from .keys import log_token
 from .lifecycle import NEW, STORED, UNAVAILABLE
@@ -137,12 +137,17 @@ def guarded_write(
     """
     sid = life.sid
     assert sid is not None
-    if life.durable is not None and changes:
+    if life.durable is not None and changes is not None and (changes or life.expiry_changed):
+        # A lifetime set alone (``set_expiry``) is the database's too.
         flags = life.config.serializer.flags
 
         def apply(writer: Writer) -> Sequence[Op]:
-            changes.apply(writer, flags)
-            return body
+            flash_list = changes.apply(writer, flags)
+            if flash_list is None:
+                return body
+            key = life.keys.internal(sid, "flashes")
+            room = life.config.item_room
+            return flashes.mirrored(body, key, flash_list, life.ttl, room)
 
         return life.durable.write_through(life, apply, written, deleted, new_flashes, on_sent)
     plan = write_plan_for(life, body, written, deleted, new_flashes)
@@ -155,6 +160,14 @@ def guarded_write(
     if results is None:
         return None
     outcome = plan.outcome(results)
+    if outcome.gone and life.durable is not None:
+        # Quick variables only (memcached's alone), and memcached lost the
+        # record (evicted, restarted): the session lives on in the database
+        # and the next read rebuilds the record from it, without these names.
+        life.execute(undo_ops(life.keys, sid, plan.ops))
+        life.failed = True
+        log.info("session %s: record evicted; quick variables not saved", log_token(sid))
+        return None
     if outcome.ended or outcome.refused is not None or outcome.moved:
         life.execute(undo_ops(life.keys, sid, plan.ops))
         if outcome.moved:

@@ -142,6 +142,11 @@ class Writer:
         self.set({name: b"%d" % value}, flags)
         return value
 
+    def flash_list(self) -> bytes:
+        """The flash list as this transaction sees it (b"" for none)."""
+        current = self.read(FLASHES)
+        return b"" if current is None else current[0]
+
     def append_flashes(self, lines: bytes, flags: int) -> None:
         current = self.read(FLASHES)
         self.set({FLASHES: (current[0] if current else b"") + lines}, flags)

@@ -1,0 +1,60 @@
+"""``set_expiry`` on the durable tier: a lifetime set or dropped in a request
+that changes nothing else reaches the database too."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import webapp2
+import webtest
+from conftest import PATIENT, SECRET, Handler
+from test_durable import session_row, sid_of
+
+
+class Remember(Handler):
+    def get(self) -> None:
+        q = self.request.GET
+        if "expiry" in q:
+            self.session.set_expiry(json.loads(q["expiry"]))
+        if "set" in q:
+            self.session[q["set"]] = 1
+        self.response.content_type = "application/json"
+        self.response.write(json.dumps({"expiry": self.session.expiry}))
+
+
+def build(memcached, engine):
+    config = {
+        "memcache_servers": [memcached.address],
+        "cookie_name": "sid",
+        "secret_key": SECRET,
+        "database": engine,
+        "sweep_percent": 0,
+        **PATIENT,
+    }
+    return webapp2.WSGIApplication([("/", Remember)], config={"webapp2_sessions": config})
+
+
+def test_set_expiry_alone_is_kept_by_the_database(memcached, engine):
+    browser = webtest.TestApp(build(memcached, engine))
+    browser.get("/", {"set": "user"})  # a stored session, without a lifetime
+    sid = sid_of(browser)
+    assert browser.get("/", {"expiry": "2592000"}).json == {"expiry": 2592000}
+    assert browser.get("/").json == {"expiry": 2592000}  # memcached's record has it
+    row = session_row(engine, sid)
+    # The row must outlive the idle window (a day) now, or a sweep purges it.
+    outlives = row.expires > time.time() + 2592000 - 3600
+    memcached.raw(b"flush_all\r\n")  # a restart: the record comes back from the row
+    after = browser.get("/").json
+    assert (row.expiry, outlives, after) == (2592000, True, {"expiry": 2592000})
+
+
+def test_forgetting_the_lifetime_alone_is_kept_by_the_database(memcached, engine):
+    browser = webtest.TestApp(build(memcached, engine))
+    browser.get("/", {"set": "user", "expiry": "2592000"})  # remembered, written with a var
+    sid = sid_of(browser)
+    assert session_row(engine, sid).expiry == 2592000
+    # "Forget me": the lifetime goes, alone.
+    assert browser.get("/", {"expiry": "null"}).json == {"expiry": None}
+    memcached.raw(b"flush_all\r\n")
+    assert (session_row(engine, sid).expiry, browser.get("/").json) == (None, {"expiry": None})
