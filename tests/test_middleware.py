@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
@@ -192,3 +193,86 @@ def test_the_middleware_on_the_database_tier_keeps_the_session_through_a_flush(m
         assert replay.get("/get").text == "None"  # the database let it go too
     finally:
         middleware.close()
+
+
+def _saving_app(behaviour: str) -> Any:
+    """Apps that store ``v=new`` and then start their response in various ways."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        session = environ["webapp2_sessions.session"]
+        if environ["PATH_INFO"] == "/get":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [repr(session.get("v")).encode()]
+        if environ["PATH_INFO"] == "/seed":
+            session["v"] = "old"
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"seeded"]
+        session["v"] = "new"
+        if behaviour == "raise after start_response":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            raise RuntimeError("found a problem after starting the response")
+        if behaviour == "500 with exc_info after 200":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            try:
+                raise RuntimeError("found a problem after starting the response")
+            except RuntimeError:
+                start_response("500 Internal Server Error", [], sys.exc_info())
+            return [b"failed"]
+
+        def generator() -> Any:
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            if behaviour == "generator raising before its first chunk":
+                raise RuntimeError("failed while producing the body")
+            yield b"streamed"
+
+        if behaviour.startswith("generator"):
+            return generator()
+        assert behaviour == "legacy write()"
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written")
+        return []
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        "raise after start_response",
+        "500 with exc_info after 200",
+        "generator raising before its first chunk",
+    ],
+)
+def test_an_app_that_fails_after_start_response_but_before_its_body_saves_nothing(
+    memcached, behaviour
+):
+    middleware = SessionMiddleware(
+        _saving_app(behaviour),
+        config={"memcache_servers": [memcached.address], "cookie_name": "sid", **PATIENT},
+    )
+    browser = webtest.TestApp(middleware)
+    browser.get("/seed")
+    if behaviour == "500 with exc_info after 200":
+        browser.get("/", status=500)
+    else:
+        with pytest.raises(RuntimeError):
+            browser.get("/")
+    assert browser.get("/get").text == "'old'"
+    middleware.close()
+
+
+@pytest.mark.parametrize("behaviour", ["generator starting the response", "legacy write()"])
+def test_an_app_that_starts_its_response_from_its_body_or_with_write_is_saved(
+    memcached, behaviour
+):
+    middleware = SessionMiddleware(
+        _saving_app(behaviour),
+        config={"memcache_servers": [memcached.address], "cookie_name": "sid", **PATIENT},
+    )
+    browser = webtest.TestApp(middleware)
+    response = browser.get("/")
+    assert response.text in ("streamed", "written")
+    assert response.headers["Set-Cookie"].startswith("sid=")
+    assert response.headers["Vary"] == "Cookie"
+    assert browser.get("/get").text == "'new'"
+    middleware.close()

@@ -3,10 +3,12 @@
 ``SessionMiddleware(app, config={...})`` takes the same settings as
 ``app.config['webapp2_sessions']``. Inside the application the request's
 ``Session`` is ``environ["webapp2_sessions.session"]`` and, while the request
-runs, ``get_current_session()``. Changes are saved when the application starts
-its response (one batch, as with the handler mixin) and discarded when it
-raises or answers with a status of 500 or above. The first ``start_response``
-decides: a second one (with ``exc_info``) cannot take back what was saved.
+runs, ``get_current_session()``. Changes are saved when the application
+returns its response (one batch, as with the handler mixin), or when its body
+yields its first chunk if it starts the response only then, and discarded
+when it raises first or its last ``start_response`` gives a status of 500 or
+above. Until then the server's ``start_response`` is held back, since the
+session's cookie belongs in the headers it sends.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from .prefetch import Prefetch
-from .response import open_session
+from .response import SessionResponse, open_session
 from .runtime import runtime_for
 from .session import Session
 
@@ -78,37 +80,91 @@ class SessionMiddleware:
         session, response = open_session(runtime, environ, self._prefetch, quick=self._quick)
         environ[ENVIRON_KEY] = session
         token = _current.set(session)
-
-        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            headers = list(headers)
-            code = int(status.split(" ", 1)[0]) if status[:3].isdigit() else 500
-            if exc_info is None and code < 500:
-                response.commit(headers)
-            else:
-                response.apply(headers)  # nothing saved; the cookie and Vary as they stand
-            return start_response(status, headers, exc_info)
-
+        started = _Start(start_response, response)
         try:
-            body = self.app(environ, start)
+            body = self.app(environ, started)
         except BaseException:
             _current.reset(token)
             raise
-        return _Body(body, lambda: _forget(token))
+        started.send()
+        return _Body(body, started, lambda: _forget(token))
+
+
+class _Start:
+    """The ``start_response`` the application gets: it holds the status and
+    headers back until the application has returned (or its body yields), so
+    that an exception raised in between saves nothing, and then saves the
+    session, or not, by the last status given."""
+
+    __slots__ = ("_server", "exc_info", "headers", "response", "sent", "status")
+
+    def __init__(self, server: StartResponse, response: SessionResponse) -> None:
+        self._server = server
+        self.response = response
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.exc_info: Any = None
+        self.sent: Callable[[bytes], Any] | None = None
+
+    def __call__(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if self.sent is not None:
+            # Too late to save differently: the server decides (PEP 3333: it
+            # re-raises if the headers have gone out already).
+            return self._server(status, headers, exc_info)
+        self.status, self.headers, self.exc_info = status, list(headers), exc_info
+        return self.write
+
+    def write(self, data: bytes) -> Any:
+        """The legacy ``write()``: the headers must go first."""
+        self.send()
+        assert self.sent is not None
+        return self.sent(data)
+
+    def send(self) -> None:
+        """Save (or not) and pass the status and headers to the server, once.
+
+        Nothing to pass if the application never called ``start_response``:
+        the server then finds that out for itself.
+        """
+        status = self.status
+        if self.sent is not None or status is None:
+            return
+        headers = self.headers
+        code = int(status[:3]) if status[:3].isdigit() else 500
+        if code < 500 and self.exc_info is None:
+            self.response.commit(headers)
+        else:
+            self.response.apply(headers)  # nothing saved; the cookie and Vary as they stand
+        self.sent = self._server(status, headers, self.exc_info)
 
 
 class _Body:
     """The application's response body, passed through; ``close()`` ends the request.
 
     Servers call ``close()`` once the body is sent (or abandoned): only then
-    does ``get_current_session()`` stop answering for this request.
+    does ``get_current_session()`` stop answering for this request. A body
+    that starts the response itself (a generator) is saved for before its
+    first chunk reaches the server.
     """
 
-    def __init__(self, body: Iterable[bytes], done: Callable[[], None]) -> None:
+    def __init__(self, body: Iterable[bytes], started: _Start, done: Callable[[], None]) -> None:
         self._body = body
+        self._started = started
         self._done = done
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
+        if self._started.sent is not None:
+            return iter(self._body)
+        return self._first_chunk_sends()
+
+    def _first_chunk_sends(self) -> Iterator[bytes]:
+        chunks = iter(self._body)
+        for chunk in chunks:
+            self._started.send()
+            yield chunk
+            yield from chunks
+            return
+        self._started.send()  # an empty body
 
     def close(self) -> None:
         try:
