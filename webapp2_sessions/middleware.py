@@ -86,7 +86,18 @@ class SessionMiddleware:
         except BaseException:
             _current.reset(token)
             raise
-        started.send()
+        try:
+            started.send()
+        except BaseException:
+            # Saving failed (strict mode), or the server refused the headers:
+            # the body is closed all the same (PEP 3333), and the request ends.
+            try:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
+            finally:
+                _current.reset(token)
+            raise
         return _Body(body, started, lambda: _forget(token))
 
 
@@ -108,8 +119,11 @@ class _Start:
 
     def __call__(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         if self.sent is not None:
-            # Too late to save differently: the server decides (PEP 3333: it
-            # re-raises if the headers have gone out already).
+            # Too late to save differently; the server decides (PEP 3333: it
+            # re-raises if the headers have gone out already, else replaces
+            # them), and the replacement carries the session's headers too.
+            headers = list(headers)
+            self.response.apply(headers)
             return self._server(status, headers, exc_info)
         self.status, self.headers, self.exc_info = status, list(headers), exc_info
         return self.write
