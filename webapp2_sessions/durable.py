@@ -193,8 +193,9 @@ class DurableTier:
             return None
         if FLASHES not in found:
             return None
-        if not life.cache_down:
-            life.cache(refill_ops(life.keys, life.sid, None, found, (life.ttl, 0)))
+        # Not put back in memcached: a request showing them meanwhile empties
+        # the list there, and an ``add`` after that would bring them back.
+        # The next write of the list copies it (``flashes.mirrored``).
         return Item(found[FLASHES][0], FLAGS_FLASHES)
 
     def store_new(
@@ -298,9 +299,11 @@ class DurableTier:
         except SessionUnavailableError:
             if plan is not None and (results is not None or direct is not None):
                 # The database took nothing (its commit may be what failed),
-                # but memcached ran the batch: forget all it touched, deletes
-                # and index lines included, so it is read back from the database.
-                _invalidate(life, sid, invalidation(life.keys, sid, plan.ops))
+                # but memcached ran the batch: forget what it touched, so it
+                # is read back from the database. The record goes only if the
+                # batch changed its index (its quick variables then with it).
+                deletes = invalidation(life.keys, sid, plan.ops)
+                _invalidate(life, sid, deletes if plan.lines else deletes[1:])
             life.failed = True
             log.debug(
                 "session %s: changes not saved, %s unavailable",

@@ -23,7 +23,7 @@ from .changes import NO_CHANGES, DurableChanges
 from .keys import log_token
 from .lifecycle import NEW, STORED, UNAVAILABLE
 from .plans import new_record_op, undo_ops, write_plan_for
-from .stores import Failed, Get, Item, Op, Result, Set
+from .stores import Delete, Failed, Get, Item, Op, Result, Set
 
 if TYPE_CHECKING:
     from .lifecycle import Lifecycle
@@ -141,15 +141,25 @@ def guarded_write(
         # A lifetime set alone (``set_expiry``) is the database's too.
         flags = life.config.serializer.flags
 
+        mirrored: list[Op] = []
+
         def apply(writer: Writer) -> Sequence[Op]:
             flash_list = changes.apply(writer, flags)
             if flash_list is None:
                 return body
             key = life.keys.internal(sid, "flashes")
             room = life.config.item_room
-            return flashes.mirrored(body, key, flash_list, life.ttl, room)
+            mirrored[:] = flashes.mirrored(body, key, flash_list, life.ttl, room)
+            return mirrored
 
-        return life.durable.write_through(life, apply, written, deleted, new_flashes, on_sent)
+        results = life.durable.write_through(life, apply, written, deleted, new_flashes, on_sent)
+        if results is None or not mirrored:
+            return results
+        # A flash list deleted by its first operation is not found by the next.
+        return [
+            True if r is False and isinstance(op, Delete) else r
+            for op, r in zip(mirrored, results, strict=True)
+        ]
     plan = write_plan_for(life, body, written, deleted, new_flashes)
     if len(plan.lines) > life.config.item_room:
         # memcached would not only refuse a data block this large: it
