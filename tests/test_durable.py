@@ -41,7 +41,10 @@ class Quick(Handler):
     session_quick = ("visits",)
 
 
-def build(memcached: Any, database: Any, **settings: Any) -> webapp2.WSGIApplication:
+def app_with(
+    routes: list[Any], memcached: Any, database: Any, **settings: Any
+) -> webapp2.WSGIApplication:
+    """An app on ``routes`` with the settings every durable-tier test starts from."""
     config = {
         "memcache_servers": [memcached.address],
         "cookie_name": "sid",
@@ -51,9 +54,11 @@ def build(memcached: Any, database: Any, **settings: Any) -> webapp2.WSGIApplica
         **PATIENT,
         **settings,
     }
-    return webapp2.WSGIApplication(
-        [("/", Handler), ("/quick", Quick)], config={"webapp2_sessions": config}
-    )
+    return webapp2.WSGIApplication(routes, config={"webapp2_sessions": config})
+
+
+def build(memcached: Any, database: Any, **settings: Any) -> webapp2.WSGIApplication:
+    return app_with([("/", Handler), ("/quick", Quick)], memcached, database, **settings)
 
 
 def sid_of(browser: webtest.TestApp) -> str:

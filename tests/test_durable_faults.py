@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 import webapp2
 import webtest
-from conftest import PATIENT, SECRET, Handler
-from test_durable import rows, session_row, sid_of
+from conftest import Handler
+from test_durable import app_with, rows, session_row, sid_of
 
 DEAD_RETRY = 0.2
 
@@ -75,18 +75,16 @@ class Required(Handler):
 
 
 def build(memcached: Any, engine: sa.engine.Engine) -> webapp2.WSGIApplication:
-    config = {
-        "memcache_servers": [memcached.address],
-        "cookie_name": "sid",
-        "secret_key": SECRET,
-        "database": engine,
-        "sweep_percent": 0,
-        "dead_retry": DEAD_RETRY,
-        **PATIENT,
-    }
-    return webapp2.WSGIApplication(
-        [("/", Handler), ("/required", Required)], config={"webapp2_sessions": config}
+    return app_with(
+        [("/", Handler), ("/required", Required)], memcached, engine, dead_retry=DEAD_RETRY
     )
+
+
+def secret_seen_with(cookie: str, app: webapp2.WSGIApplication) -> Any:
+    """What a visitor presenting ``cookie`` (a stolen copy, say) reads as "secret"."""
+    thief = webtest.TestApp(app)
+    thief.set_cookie("sid", cookie)
+    return thief.get("/", {"get": "secret"}).json["secret"]
 
 
 def test_a_logout_while_the_database_is_down_never_comes_back_and_its_rows_go_later(
@@ -102,16 +100,12 @@ def test_a_logout_while_the_database_is_down_never_comes_back_and_its_rows_go_la
     assert session_row(engine, sid) is not None  # the database could not delete them yet
     time.sleep(DEAD_RETRY * 1.5)  # the database is tried again from here on
     memcached.raw(b"flush_all\r\n")  # the dead mark is gone with everything else
-    thief = webtest.TestApp(app)
-    thief.set_cookie("sid", stolen)
-    assert thief.get("/", {"get": "secret"}).json == {"secret": None}
+    assert secret_seen_with(stolen, app) is None
     # The next request that uses the database deletes the rows first.
     webtest.TestApp(app).get("/", {"set": "other", "value": "1"})
     assert session_row(engine, sid) is None and rows(engine, sid) == {}
     memcached.raw(b"flush_all\r\n")
-    thief = webtest.TestApp(app)
-    thief.set_cookie("sid", stolen)
-    assert thief.get("/", {"get": "secret"}).json == {"secret": None}
+    assert secret_seen_with(stolen, app) is None
 
 
 def test_a_required_variable_evicted_while_the_database_is_down_keeps_the_session(
@@ -152,17 +146,8 @@ def test_deletions_owed_are_bounded_and_the_oldest_is_dropped_with_a_log_line(
 
 def build_impatient(memcached: Any, engine: sa.engine.Engine) -> webapp2.WSGIApplication:
     """``build``, with memcached timeouts short enough to stall it in a test."""
-    config = {
-        "memcache_servers": [memcached.address],
-        "cookie_name": "sid",
-        "secret_key": SECRET,
-        "database": engine,
-        "sweep_percent": 0,
-        "dead_retry": DEAD_RETRY,
-        "timeout": 0.3,
-        "connect_timeout": 0.3,
-    }
-    return webapp2.WSGIApplication([("/", Handler)], config={"webapp2_sessions": config})
+    settings = {"dead_retry": DEAD_RETRY, "timeout": 0.3, "connect_timeout": 0.3}
+    return app_with([("/", Handler)], memcached, engine, **settings)
 
 
 def test_a_logout_while_memcached_and_the_database_both_fail_holds_after_the_rows_go(
@@ -176,15 +161,11 @@ def test_a_logout_while_memcached_and_the_database_both_fail_holds_after_the_row
     with memcached.paused(), down():
         browser.get("/", {"destroy": "1"})
     time.sleep(DEAD_RETRY * 3)  # both are tried again from here on
-    thief = webtest.TestApp(app)
-    thief.set_cookie("sid", stolen)
-    assert thief.get("/", {"get": "secret"}).json == {"secret": None}
+    assert secret_seen_with(stolen, app) is None
     webtest.TestApp(app).get("/", {"set": "other", "value": "1"})  # settles what is owed
     assert session_row(engine, sid) is None
     # No longer owed: what memcached holds for the id must read as ended by itself.
-    thief = webtest.TestApp(app)
-    thief.set_cookie("sid", stolen)
-    assert thief.get("/", {"get": "secret"}).json == {"secret": None}
+    assert secret_seen_with(stolen, app) is None
 
 
 def test_a_copy_another_process_refilled_while_a_deletion_was_owed_ends_with_the_rows(
@@ -199,20 +180,14 @@ def test_a_copy_another_process_refilled_while_a_deletion_was_owed_ends_with_the
         browser.get("/", {"destroy": "1"})
     time.sleep(DEAD_RETRY * 1.5)
     memcached.raw(b"flush_all\r\n")  # the dead mark is gone with everything else
-    elsewhere = webtest.TestApp(there)
-    elsewhere.set_cookie("sid", stolen)
     # The window the README states: another process reads the rows back ...
-    assert elsewhere.get("/", {"get": "secret"}).json == {"secret": "s"}
+    assert secret_seen_with(stolen, there) == "s"
     # ... but not this one, which owes the deletion, though memcached now has a live record.
-    thief = webtest.TestApp(here)
-    thief.set_cookie("sid", stolen)
-    assert thief.get("/", {"get": "secret"}).json == {"secret": None}
+    assert secret_seen_with(stolen, here) is None
     webtest.TestApp(here).get("/", {"set": "other", "value": "1"})  # settles
     assert session_row(engine, sid) is None
-    for app in (here, there):
-        thief = webtest.TestApp(app)
-        thief.set_cookie("sid", stolen)
-        assert thief.get("/", {"get": "secret"}).json == {"secret": None}
+    assert secret_seen_with(stolen, here) is None
+    assert secret_seen_with(stolen, there) is None
 
 
 def test_an_owed_deletion_makes_the_database_read_the_session_as_gone_though_its_rows_remain(
@@ -237,18 +212,7 @@ def test_an_owed_deletion_makes_the_database_read_the_session_as_gone_though_its
 def test_a_deletion_owed_never_makes_reads_wait_for_the_lock_it_needs(memcached, tmp_path):
     path = tmp_path / "sessions.db"
     engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.3})
-    config = {
-        "memcache_servers": [memcached.address],
-        "cookie_name": "sid",
-        "secret_key": SECRET,
-        "database": engine,
-        "sweep_percent": 0,
-        "dead_retry": DEAD_RETRY,
-        **PATIENT,
-    }
-    app = webapp2.WSGIApplication(
-        [("/", Handler), ("/required", Required)], config={"webapp2_sessions": config}
-    )
+    app = build(memcached, engine)
     ann, bob = webtest.TestApp(app), webtest.TestApp(app)
     ann.get("/", {"set": "user", "value": '"ann"'})
     bob.get("/", {"set": "user", "value": '"bob"'})

@@ -8,8 +8,8 @@ from typing import Any
 
 import webapp2
 import webtest
-from conftest import PATIENT, SECRET, Handler, capture_errors
-from test_durable import sid_of
+from conftest import Handler, capture_errors
+from test_durable import app_with, sid_of
 from test_durable_faults import DEAD_RETRY, outage  # noqa: F401  (the fixture)
 
 
@@ -24,17 +24,7 @@ class Flashes(Handler):
 
 
 def build(memcached: Any, engine: Any, **settings: Any) -> webapp2.WSGIApplication:
-    config = {
-        "memcache_servers": [memcached.address],
-        "cookie_name": "sid",
-        "secret_key": SECRET,
-        "database": engine,
-        "sweep_percent": 0,
-        "dead_retry": DEAD_RETRY,
-        **PATIENT,
-        **settings,
-    }
-    return webapp2.WSGIApplication([("/", Flashes)], config={"webapp2_sessions": config})
+    return app_with([("/", Flashes)], memcached, engine, dead_retry=DEAD_RETRY, **settings)
 
 
 def test_flashes_the_database_cannot_read_back_make_the_session_unavailable(memcached, outage):  # noqa: F811

@@ -9,8 +9,8 @@ from typing import Any
 
 import webapp2
 import webtest
-from conftest import PATIENT, SECRET, Handler
-from test_durable import rows, sid_of
+from conftest import Handler
+from test_durable import app_with, rows, sid_of
 
 FLUSH: list[Any] = []
 
@@ -28,17 +28,7 @@ class QuickFlush(Handler):
 
 
 def build(memcached: Any, engine: Any) -> webapp2.WSGIApplication:
-    config = {
-        "memcache_servers": [memcached.address],
-        "cookie_name": "sid",
-        "secret_key": SECRET,
-        "database": engine,
-        "sweep_percent": 0,
-        **PATIENT,
-    }
-    return webapp2.WSGIApplication(
-        [("/", Handler), ("/quickflush", QuickFlush)], config={"webapp2_sessions": config}
-    )
+    return app_with([("/", Handler), ("/quickflush", QuickFlush)], memcached, engine)
 
 
 def test_a_quick_write_after_memcached_lost_the_record_keeps_the_session(memcached, engine):

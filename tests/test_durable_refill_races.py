@@ -9,8 +9,8 @@ from typing import Any
 
 import webapp2
 import webtest
-from conftest import PATIENT, SECRET, Handler
-from test_durable import rows, sid_of
+from conftest import Handler
+from test_durable import app_with, rows, sid_of
 
 from webapp2_sessions.sql import Database
 
@@ -27,17 +27,7 @@ class EvictingWriter(Handler):
 
 
 def build(memcached: Any, engine: Any) -> webapp2.WSGIApplication:
-    config = {
-        "memcache_servers": [memcached.address],
-        "cookie_name": "sid",
-        "secret_key": SECRET,
-        "database": engine,
-        "sweep_percent": 0,
-        **PATIENT,
-    }
-    return webapp2.WSGIApplication(
-        [("/", Handler), ("/write", EvictingWriter)], config={"webapp2_sessions": config}
-    )
+    return app_with([("/", Handler), ("/write", EvictingWriter)], memcached, engine)
 
 
 def test_a_refill_racing_a_write_that_found_the_record_evicted_never_serves_the_older_value(

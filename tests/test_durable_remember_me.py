@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import webapp2
 import webtest
-from conftest import PATIENT, SECRET, Handler
-from test_durable import session_row, sid_of
+from conftest import Handler
+from test_durable import app_with, session_row, sid_of
 
 
 class Remember(Handler):
@@ -23,16 +24,8 @@ class Remember(Handler):
         self.response.write(json.dumps({"expiry": self.session.expiry}))
 
 
-def build(memcached, engine):
-    config = {
-        "memcache_servers": [memcached.address],
-        "cookie_name": "sid",
-        "secret_key": SECRET,
-        "database": engine,
-        "sweep_percent": 0,
-        **PATIENT,
-    }
-    return webapp2.WSGIApplication([("/", Remember)], config={"webapp2_sessions": config})
+def build(memcached: Any, engine: Any) -> webapp2.WSGIApplication:
+    return app_with([("/", Remember)], memcached, engine)
 
 
 def test_set_expiry_alone_is_kept_by_the_database(memcached, engine):

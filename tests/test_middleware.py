@@ -235,6 +235,11 @@ def _saving_app(behaviour: str) -> Any:
     return app
 
 
+def _saving_middleware(memcached: Any, behaviour: str) -> SessionMiddleware:
+    config = {"memcache_servers": [memcached.address], "cookie_name": "sid", **PATIENT}
+    return SessionMiddleware(_saving_app(behaviour), config=config)
+
+
 @pytest.mark.parametrize(
     "behaviour",
     [
@@ -246,10 +251,7 @@ def _saving_app(behaviour: str) -> Any:
 def test_an_app_that_fails_after_start_response_but_before_its_body_saves_nothing(
     memcached, behaviour
 ):
-    middleware = SessionMiddleware(
-        _saving_app(behaviour),
-        config={"memcache_servers": [memcached.address], "cookie_name": "sid", **PATIENT},
-    )
+    middleware = _saving_middleware(memcached, behaviour)
     browser = webtest.TestApp(middleware)
     browser.get("/seed")
     if behaviour == "500 with exc_info after 200":
@@ -265,10 +267,7 @@ def test_an_app_that_fails_after_start_response_but_before_its_body_saves_nothin
 def test_an_app_that_starts_its_response_from_its_body_or_with_write_is_saved(
     memcached, behaviour
 ):
-    middleware = SessionMiddleware(
-        _saving_app(behaviour),
-        config={"memcache_servers": [memcached.address], "cookie_name": "sid", **PATIENT},
-    )
+    middleware = _saving_middleware(memcached, behaviour)
     browser = webtest.TestApp(middleware)
     response = browser.get("/")
     assert response.text in ("streamed", "written")
