@@ -115,7 +115,11 @@ def rotate(session: Session) -> None:
     if claimed is None:
         return
     record, cas = claimed
-    copy(session, record, new)
+    try:
+        copy(session, record, new)
+    except SessionUnavailableError:  # strict mode; a rotation nobody asked for never raises
+        session._changes.clear()
+        life.sid = None
     if life.sid is None or not life.stored:
         _not_copied(life, old, record, cas)
         return

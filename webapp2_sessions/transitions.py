@@ -232,7 +232,13 @@ def regenerate(session: Session) -> None:
     if claimed is None:
         session._changes.clear()
         return
-    copy(session, claimed)
+    try:
+        copy(session, claimed)
+    except SessionUnavailableError:  # strict mode: the copy could not be stored
+        session._changes.clear()
+        server.sid = None  # not copied: the old id ends all the same
+        finish_move(server, old, claimed)
+        raise
     finish_move(server, old, claimed)
 
 
