@@ -21,7 +21,7 @@ from memcached import MemcachedServer
 from postgres import PostgresServer
 from rtproxy import RoundTripProxy
 
-from webapp2_sessions import MemcacheStore, SessionHandlerMixin
+from webapp2_sessions import MemcacheStore, MemoryStore, SessionHandlerMixin
 
 SECRET = "test-secret-key-0123456789abcdef"
 #: memcached timeouts for tests that are not about timeouts: a busy 2-core
@@ -259,3 +259,16 @@ def engine(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[Any]:
     engine = sa.create_engine(url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(params=["memcached", "embedded"])
+def store(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Each store a session can live in: a real memcached, and the embedded one."""
+    if request.param == "embedded":
+        yield MemoryStore()
+        return
+    server = MemcachedServer().start()
+    try:
+        yield MemcacheStore([server.address], **PATIENT)
+    finally:
+        server.stop()

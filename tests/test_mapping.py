@@ -3,22 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import PATIENT
-from memcached import MemcachedServer
 
-from webapp2_sessions import MemcacheStore, MemoryStore, Session, SessionConfig
-
-
-@pytest.fixture(params=["memcached", "embedded"])
-def store(request):
-    if request.param == "embedded":
-        yield MemoryStore()
-        return
-    server = MemcachedServer().start()
-    try:
-        yield MemcacheStore([server.address], **PATIENT)
-    finally:
-        server.stop()
+from webapp2_sessions import Session, SessionConfig
 
 
 def fresh(store) -> Session:

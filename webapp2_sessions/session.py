@@ -296,12 +296,13 @@ class Session(MutableMapping[str, Any]):
         if self._flash_item is _MISSING:
             self._flash_item = loading.fetch_flashes(server)
         changes = self._edit()
-        if self._flash_item is not None:
+        stored = self._flash_item
+        if stored is not None:
+            if changes.flashes_read:
+                stored = None  # handed out by an earlier call in this request
             changes.flashes_read = True
         pending, changes.flashes = changes.flashes, []
-        return flash_list.decode(
-            self._flash_item, pending, self.config.serializer, server.sid or ""
-        )
+        return flash_list.decode(stored, pending, self.config.serializer, server.sid or "")
 
     # ------------------------------------------------------------------ saving
 
