@@ -52,7 +52,7 @@ def incr(session: Session, name: str, delta: int = 1) -> int:
         cached = session._values.get(name, MISSING)
         return cached if isinstance(cached, int) else 0
     session._values[name] = value
-    session._items.pop(name, None)
+    session._items[name] = Item(b"%d" % value, FLAGS_JSON)  # its stored form: a counter
     return value
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class Changes:
     """Pending sets, deletes and flash changes of one request."""
 
-    __slots__ = ("deleted", "flashes", "flashes_read", "force", "written")
+    __slots__ = ("deleted", "flashes", "flashes_read", "force", "raw", "written")
 
     def __init__(self) -> None:
         #: Serialized values set, by name.
@@ -33,6 +33,9 @@ class Changes:
         self.flashes_read = False
         #: Store the session even if nothing else changed.
         self.force = False
+        #: Names written as they were stored, with their own flags (a move
+        #: to a new id): a counter stays a counter under any serializer.
+        self.raw: dict[str, int] = {}
 
     def __bool__(self) -> bool:
         return bool(
@@ -48,6 +51,7 @@ class Changes:
         self.deleted.clear()
         self.flashes.clear()
         self.flashes_read = self.force = False
+        self.raw.clear()
 
     def ops(
         self,
@@ -73,6 +77,10 @@ class Changes:
                 keys.variables(session_id, written), written.values(), strict=True
             )
         ]
+        if self.raw:
+            for put, name in zip(ops, written, strict=True):
+                assert isinstance(put, Set)
+                put.flags = self.raw.get(name, value_flags)
         if self.deleted:
             ops += [Delete(key) for key in keys.variables(session_id, sorted(self.deleted))]
         if self.flashes_read or self.flashes:
@@ -90,10 +98,11 @@ NO_CHANGES = Changes()
 class DurableChanges:
     """The part of a request's changes the database keeps (quick names aside)."""
 
-    __slots__ = ("deleted", "flash_lines", "flashes_read", "written")
+    __slots__ = ("deleted", "flash_lines", "flashes_read", "raw", "written")
 
     def __init__(self, changes: Changes, quick: frozenset[str], read: Item | None) -> None:
         self.written = {n: d for n, d in changes.written.items() if n not in quick}
+        self.raw = {n: f for n, f in changes.raw.items() if n in self.written}
         self.deleted = {n for n in changes.deleted if n not in quick}
         self.flash_lines = b"".join(changes.flashes)
         #: The stored flashes this request read, to take out of the database.
@@ -106,7 +115,13 @@ class DurableChanges:
         """Write these changes; if they touched the flash list, return it as
         the database now holds it (b"" for none), for memcached to copy."""
         writer.delete(self.deleted)
-        writer.set(self.written, value_flags)
+        if self.raw:
+            raw = self.raw
+            writer.set({n: d for n, d in self.written.items() if n not in raw}, value_flags)
+            for name, flags in raw.items():
+                writer.set({name: self.written[name]}, flags)
+        else:
+            writer.set(self.written, value_flags)
         if self.flashes_read is None and not self.flash_lines:
             return None
         if self.flashes_read is not None:

@@ -71,14 +71,21 @@ def write_ops(
     if new:
         lines = b"".join(new)
         if len(lines) > room:
-            # Sent, memcached would refuse it and delete the flashes stored.
+            # Sent, memcached would refuse it and delete the flashes stored:
+            # the newest go until the rest fits (the first may be a list
+            # carried to a new id, never shown yet).
+            kept = list(new)
+            while kept and len(b"".join(kept)) > room:
+                kept.pop()
             log.error(
                 "session %s: %d new flash(es) not saved: %d bytes, over item_size_max",
                 log_token(session_id),
-                len(new),
+                len(new) - len(kept),
                 len(lines),
             )
-            return ops
+            if not kept:
+                return ops
+            lines = b"".join(kept)
         ops.append(Set(key, b"", FLAGS_FLASHES, ttl, mode="add"))
         ops.append(Set(key, lines, mode="append"))
     return ops

@@ -251,10 +251,14 @@ def copy(session: Session, claimed: Record, new: str | None = None) -> None:
     if claimed.flashes and session._flash_item is MISSING:
         session._flash_item = fetch_flashes(server, listed=True)
     changes = session._edit()
+    value_flags = session.config.serializer.flags
     for name in sorted(claimed.names - changes.written.keys() - changes.deleted):
         data = stored_form(values, items, name, session.config)
         if data is not None:
             changes.written[name] = data
+            item = items.get(name)
+            if item is not None and item.flags != value_flags:
+                changes.raw[name] = item.flags  # a counter, say: copied as it is
     if isinstance(session._flash_item, Item) and not changes.flashes_read:
         changes.flashes.insert(0, session._flash_item.value)
     changes.deleted.clear()
