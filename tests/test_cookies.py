@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -140,3 +143,18 @@ def test_our_set_cookie_replaces_one_for_the_same_name_only():
     headers = [("Set-Cookie", "sid=old; Path=/"), ("Set-Cookie", "sidx=kept")]
     put_cookie(headers, ("Set-Cookie", "sid=new; Path=/"))
     assert headers == [("Set-Cookie", "sidx=kept"), ("Set-Cookie", "sid=new; Path=/")]
+
+
+_NO_SURROGATES = st.characters(blacklist_categories=("Cs",))
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.text(_NO_SURROGATES, min_size=1, max_size=80), st.integers(0, 3))
+def test_the_signature_is_hmac_sha256_under_the_derived_key(secret: str, which: int):
+    sid = _IDS[which]
+    derived = hmac.digest(secret.encode("utf-8"), b"webapp2_sessions.cookie", "sha256")
+    expected = base64.urlsafe_b64encode(hmac.digest(derived, sid.encode("ascii"), "sha256"))
+    assert CookieCodec([secret]).encode(sid) == sid + "." + expected.rstrip(b"=").decode()
+
+
+_IDS = [new_session_id() for _ in range(4)]
