@@ -62,6 +62,23 @@ def test_a_write_that_adds_no_name_appends_nothing():
     assert write.lines == b""
 
 
+def test_an_unchanged_record_read_back_keeps_the_loaded_one_and_relists_nothing():
+    item = stored(Record(created=1.0, names=frozenset({"a"})))
+    loaded = Record.parse(item)
+    write = plan(loaded, frozenset({"a"}))
+    outcome = write.outcome([True, Item(item.value, FLAGS_RECORD, 8)])
+    assert outcome.record is loaded and outcome.relist == b""
+    assert not (outcome.ended or outcome.moved) and outcome.refused is None
+
+
+def test_a_record_loaded_with_a_moving_mark_reports_the_write_moved_even_unchanged():
+    mark = b'{"!":"moving","to":"%s","t":1.000}\n' % new_session_id().encode()
+    item = stored(Record(created=1.0, names=frozenset({"a"})), mark)
+    write = plan(Record.parse(item), frozenset({"a"}))
+    outcome = write.outcome([True, Item(item.value, FLAGS_RECORD, 8)])
+    assert outcome.moved and not outcome.ended
+
+
 def test_a_session_that_ended_during_the_write_is_reported_ended():
     record = Record(created=1.0, names=frozenset({"a"}))
     write = plan(record, frozenset({"b"}))

@@ -71,11 +71,9 @@ class Changes:
         if ttl is None:
             ttl = config.ttl
         written = self.written
+        stem, suffix = keys.stem(session_id), keys.suffix
         ops: list[Op] = [
-            Set(key, data, value_flags, ttl)
-            for key, data in zip(
-                keys.variables(session_id, written), written.values(), strict=True
-            )
+            Set(stem + suffix(name), data, value_flags, ttl) for name, data in written.items()
         ]
         if self.raw:
             for put, name in zip(ops, written, strict=True):

@@ -101,6 +101,14 @@ class KeyScheme:
         room = self._room
         return [base + _suffix(name, room) for name in names]
 
+    def stem(self, session_id: str) -> str:
+        """What every variable key of ``session_id`` starts with; ``suffix`` ends it."""
+        return self.prefix + session_id + "-"
+
+    def suffix(self, name: str) -> str:
+        """The end of ``name``'s key (a name that passed ``check_name``)."""
+        return _suffix(name, self._room)
+
     def internal(self, session_id: str, label: str) -> str:
         """Key of a variable the library keeps for itself (e.g. flashes).
 

@@ -167,6 +167,15 @@ class WritePlan:
         body = results[self.body]
         readback = results[self.readback]
         record = self.record
+        if (
+            self.index < 0
+            and self.compact < 0
+            and is_live(readback)
+            and parse_or_none(readback) is record
+        ):
+            # The usual write: no index lines, and the live record read back
+            # is the very one loaded (the parse cache: unchanged bytes).
+            return WriteOutcome(False, False, None, record, body, b"")
         if not is_live(readback):
             gone = not isinstance(readback, Item)
             moved = not gone and DEAD_MARK not in readback.value  # type: ignore[union-attr]

@@ -199,7 +199,10 @@ class Session(MutableMapping[str, Any]):
     # ------------------------------------------------------------------ reading
 
     def get(self, name: str, default: Any = None) -> Any:
-        value = self._get(name)
+        # A name read before (or written) in this request: no call at all.
+        value = self._values.get(name, _UNCACHED) if name.__class__ is str else _UNCACHED
+        if value is _UNCACHED:
+            value = self._get(name)
         return default if value is _MISSING else value
 
     def _get(self, name: str) -> Any:
