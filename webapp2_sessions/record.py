@@ -37,10 +37,12 @@ import math
 import re
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, dataclass_transform
 
 from .keys import is_session_id
 from .stores import Item, Result
+
+_T = TypeVar("_T")
 
 #: Client flags of session records and of flash lists.
 FLAGS_RECORD = 0x5753_0010
@@ -93,7 +95,19 @@ def _name_line(name: str) -> bytes:
     return _encode_name(name).encode("ascii") + b"\n"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_transform(frozen_default=True)
+def _immutable(cls: type[_T]) -> type[_T]:
+    """A dataclass that the type checker holds frozen (it refuses any
+    assignment to a field), built as a plain one.
+
+    A frozen dataclass sets each field through ``object.__setattr__``: with
+    13 fields, building a Record cost 3.4 us against 0.3, and a new visitor
+    builds two. Hashed by its fields, as a frozen one is.
+    """
+    return dataclass(slots=True, unsafe_hash=True)(cls)
+
+
+@_immutable
 class Record:
     """A parsed session record.
 
