@@ -17,7 +17,7 @@ import enum
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from . import expiry, owners, rotation
 from .config import SessionConfig
@@ -58,6 +58,11 @@ UNLOADED, NEW, STORED, UNAVAILABLE = (
     State.STORED,
     State.UNAVAILABLE,
 )
+
+
+class FreshStartListener(Protocol):
+    def forget_old(self) -> None:
+        """The session started afresh: drop what was read of the old one."""
 
 
 @dataclass
@@ -104,7 +109,7 @@ class Lifecycle:
         cookie_sid: str | None,
         client: ClientInfo,
         clock: Callable[[], float],
-        on_fresh: Callable[[], None],
+        view: Callable[[], FreshStartListener | None],
         durable: DurableTier | None = None,
         quick: frozenset[str] = frozenset(),
     ) -> None:
@@ -124,9 +129,10 @@ class Lifecycle:
         self.keys: KeyScheme = key_scheme(config.key_prefix)
         self.client = client
         self.clock = clock
-        #: Called after every fresh start, so the request's view forgets the
-        #: old session's values.
-        self._on_fresh = on_fresh
+        #: The request's view of the session (a weak reference: a strong one
+        #: would make every request's session a reference cycle), told of
+        #: every fresh start so that it forgets the old session's values.
+        self._view = view
         self.sid = cookie_sid
         self.state = UNLOADED if cookie_sid else NEW
         # A returning visitor's record comes from the server: until then a
@@ -333,7 +339,9 @@ class Lifecycle:
         self.expiry_changed = False
         if self.cookie_action is None:
             self.cookie_action = "delete"
-        self._on_fresh()
+        view = self._view()
+        if view is not None:
+            view.forget_old()
 
     # ------------------------------------------------------------------ writing
 

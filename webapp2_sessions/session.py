@@ -21,7 +21,6 @@ that is nothing but such a function (``regenerate_id``, ``set_expiry``,
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import weakref
@@ -48,18 +47,6 @@ log = logging.getLogger("webapp2_sessions")
 _MISSING = MISSING
 _UNCACHED: Any = object()  # not looked up yet
 _NOTHING: frozenset[str] = frozenset()
-
-
-def _forget_old_of(ref: weakref.ReferenceType[Session]) -> None:
-    """The Lifecycle's fresh-start hook, holding the session weakly.
-
-    A bound method would make the Session and its Lifecycle a reference cycle:
-    every request's session, with every value it read, would wait for the
-    cyclic garbage collector instead of going when the request ends.
-    """
-    session = ref()
-    if session is not None:
-        session._forget_old()
 
 
 class Session(MutableMapping[str, Any]):
@@ -103,7 +90,7 @@ class Session(MutableMapping[str, Any]):
             cookie_sid,
             client or NO_CLIENT,
             clock,
-            functools.partial(_forget_old_of, weakref.ref(self)),
+            weakref.ref(self),
             durable,
             frozenset(quick) if quick else _NOTHING,
         )
@@ -187,7 +174,7 @@ class Session(MutableMapping[str, Any]):
             return
         loading.load(self, extra)
 
-    def _forget_old(self) -> None:
+    def forget_old(self) -> None:
         """After a fresh start: keep only what this request wrote (still pending)."""
         pending = self._changes.written.keys() | self._changes.deleted
         kept = {n: v for n, v in self._values.items() if n in pending}
