@@ -107,7 +107,7 @@ class MemcachedServer:
         for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
             try:
                 text = (task / "stat").read_text()
-            except FileNotFoundError:  # the thread exited meanwhile
+            except (FileNotFoundError, ProcessLookupError):  # the thread exited meanwhile
                 continue
             # The state is the first field after "(comm)"; comm may hold ')'.
             states[task.name] = text[text.rindex(")") + 2 :].split(" ", 1)[0]

@@ -115,7 +115,9 @@ def _stat_fields(pid: int | str) -> tuple[str, int] | None:
 def _thread_states(pid: int) -> list[str]:
     """The scheduler state (``R``, ``S``, ``T``, ``Z``...) of each thread of ``pid``."""
     states = []
-    with contextlib.suppress(FileNotFoundError):
+    # A process that exits meanwhile: its folder is gone (ENOENT), or going
+    # while it is reaped (ESRCH).
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
         for task in Path(f"/proc/{pid}/task").iterdir():
             fields = _stat_fields(f"{pid}/task/{task.name}")
             if fields is not None:
