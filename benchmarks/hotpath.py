@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from webapp2_sessions.cookies import CookieCodec, read_cookie
 from webapp2_sessions.keys import KeyScheme, name_suffix, new_session_id
 from webapp2_sessions.memcache import encode, read_replies
-from webapp2_sessions.record import FLAGS_RECORD, Record, _parse
+from webapp2_sessions.record import FLAGS_RECORD, Record, parse_value
 from webapp2_sessions.serializers import JSONSerializer
 from webapp2_sessions.stores import Get, Item, Set
 
@@ -77,7 +77,7 @@ def rows() -> list[tuple[str, float]]:
         ("JSON out: list of 3", measure(lambda: json.dumps([1, 2, 3]))),
         ("JSON in: int", measure(lambda: json.loads(b"12345"))),
         ("JSON in: list of 3", measure(lambda: json.loads(b"[1,2,3]"))),
-        ("parse a record, first sight", measure(lambda: _parse.__wrapped__(listed))),
+        ("parse a record, first sight", measure(lambda: parse_value.__wrapped__(listed))),
         ("parse a record, seen before (cached)", measure(lambda: Record.parse(record_item))),
         ("encode a read batch (record + 3)", measure(lambda: encode(read_ops))),
         ("encode a write batch (1 set + read-back)", measure(lambda: encode(write_ops))),

@@ -238,7 +238,7 @@ class Row:
 
 
 LABELS = {  # lru caches by function name; any other is shown by its name
-    "_parse": "session record parses",
+    "parse_value": "session record parses",
     "_suffix": "variable name -> key suffix",
     "_name_line": "variable name -> index line",
     "_private": "Cache-Control rewrites",
@@ -418,9 +418,9 @@ def distinct_records(app: Any, servers: Sequence[str], count: int) -> list[str]:
 
 def fill_records(ctx: Context) -> str:
     """Real records, read back from memcached, through the record parse cache."""
-    parse = lru_named(ctx, "_parse")
+    parse = lru_named(ctx, "parse_value")
     if parse is None:
-        raise LookupError("no lru_cache named _parse (the record parse cache) found")
+        raise LookupError("no lru_cache named parse_value (the record parse cache) found")
     for value in read_records(ctx.servers, ctx.record_cookies).values():
         parse.func(value)
     return f"{len(ctx.record_cookies)} records of sessions made by GET / (CSRF token, counter)"
@@ -1070,7 +1070,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             node.start()
         servers = [node.address for node in nodes]
         app = make_app(servers)
-        record_bound = max((c.bound for c in lrus if c.name == "_parse"), default=4096)
+        record_bound = max((c.bound for c in lrus if c.name == "parse_value"), default=4096)
         scheme_bound = max((c.bound for c in lrus if c.name == "key_scheme"), default=256)
         print(f"making {record_bound} sessions with real requests...", flush=True)
         ctx = Context(

@@ -217,13 +217,13 @@ class Record:
         """
         if item.flags != FLAGS_RECORD:
             raise ValueError("foreign flags")
-        return _parse(item.value)
+        return parse_value(item.value)
 
 
 # A returning visitor's record is the same bytes request after request: parse
 # it once per process. Records are small; the cache is bounded.
 @functools.lru_cache(maxsize=4096)
-def _parse(value: bytes) -> Record:
+def parse_value(value: bytes) -> Record:
     """Decode record bytes; ``ValueError`` if they are not a record."""
     try:
         entries = json.loads(b"[" + value.rstrip(b"\n").replace(b"\n", b",") + b"]")

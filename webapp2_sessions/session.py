@@ -197,7 +197,8 @@ class Session(MutableMapping[str, Any]):
         value = self._values.get(name, _UNCACHED) if isinstance(name, str) else _UNCACHED
         if value is not _UNCACHED:
             return value
-        check_name(name)
+        if name.__class__ is not str or not name:
+            check_name(name)
         self.prefetch.note_read(name)
         self._ensure_loaded((name,))
         if name not in self._values:
