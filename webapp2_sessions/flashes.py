@@ -75,8 +75,9 @@ def write_ops(
             # the newest go until the rest fits (the first may be a list
             # carried to a new id, never shown yet).
             kept = list(new)
-            while kept and len(b"".join(kept)) > room:
-                kept.pop()
+            size = len(lines)
+            while kept and size > room:
+                size -= len(kept.pop())
             log.error(
                 "session %s: %d new flash(es) not saved: %d bytes, over item_size_max",
                 log_token(session_id),
