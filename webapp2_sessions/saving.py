@@ -22,7 +22,7 @@ from . import expiry, flashes, rotation
 from .changes import NO_CHANGES, DurableChanges
 from .keys import log_token
 from .lifecycle import NEW, STORED, UNAVAILABLE
-from .plans import WritePlan, new_record_op, undo_ops
+from .plans import new_record_op, undo_ops, write_plan_for
 from .stores import Delete, Failed, Get, Item, Op, Result, Set
 
 if TYPE_CHECKING:
@@ -160,17 +160,7 @@ def guarded_write(
             True if r is False and isinstance(op, Delete) else r
             for op, r in zip(mirrored, results, strict=True)
         ]
-    plan = WritePlan(
-        life.keys,
-        sid,
-        life.record,
-        life.record_cas,
-        body,
-        written,
-        deleted,
-        new_flashes,
-        life.record_ttl,
-    )
+    plan = write_plan_for(life, body, written, deleted, new_flashes)
     if len(plan.lines) > life.config.item_room:
         # memcached would not only refuse a data block this large: it
         # would delete the record, ending the session.
