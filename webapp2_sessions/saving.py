@@ -37,8 +37,11 @@ OnSent = Callable[[str, bool], object]
 
 def save(session: Session, on_sent: OnSent | None) -> None:
     """Write ``session``'s pending changes (there are some) in one batch."""
-    session._ensure_loaded()
     server = session._server
+    if server.state is STORED:  # the usual case: loaded by a read before
+        _save_stored(session, on_sent)
+        return
+    session._ensure_loaded()
     if not session._changes:
         return  # saved while loading (an id rotation carried them over)
     if server.state is UNAVAILABLE:
