@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from webapp2_sessions.serializers import JSONSerializer
@@ -52,3 +52,31 @@ def test_a_malformed_string_raises_value_error(data: bytes) -> None:
 
 def test_an_escaped_string_is_unescaped() -> None:
     assert SERIALIZER.loads(b'"a\\"b\\\\c\\u00e9\\n"') == 'a"b\\c\u00e9\n'
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(deadline=None, max_examples=300)
+@given(_JSON, st.sampled_from([(",", ":"), (", ", ": ")]), st.sampled_from(["", " ", "\n"]))
+def test_any_json_text_decodes_as_the_json_decoder_decodes_it(value, separators, pad):
+    text = pad + json.dumps(value, separators=separators) + pad
+    assert SERIALIZER.loads(text.encode("utf-8")) == _json(text.encode("utf-8"))
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.text(alphabet='[]{}",:0123456789 .-etrunlfa\\', max_size=16))
+def test_malformed_text_raises_value_error_where_the_json_decoder_does(text):
+    data = text.encode("utf-8")
+    assume(not data.isdigit())  # decimal text is a counter's stored form, read as a number
+    try:
+        expected = _json(data)
+    except ValueError:
+        with pytest.raises(ValueError):
+            SERIALIZER.loads(data)
+        return
+    assert SERIALIZER.loads(data) == expected
