@@ -17,6 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING
 
 from . import expiry, rotation
@@ -240,8 +241,8 @@ class DurableTier:
         self,
         life: Lifecycle,
         make: Callable[[Writer], Sequence[Op]],
-        written: frozenset[str],
-        deleted: frozenset[str],
+        written: AbstractSet[str],
+        deleted: AbstractSet[str],
         new_flashes: bool = False,
         on_sent: Callable[[], object] | None = None,
     ) -> Sequence[Result] | None:

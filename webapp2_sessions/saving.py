@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING
 
 from . import expiry, flashes, rotation
@@ -125,8 +126,8 @@ def store_new(
 def guarded_write(
     life: Lifecycle,
     body: Sequence[Op],
-    written: frozenset[str],
-    deleted: frozenset[str],
+    written: AbstractSet[str],
+    deleted: AbstractSet[str],
     new_flashes: bool = False,
     on_sent: Callable[[], object] | None = None,
     changes: DurableChanges | None = None,
@@ -228,14 +229,16 @@ def _save_stored(session: Session, on_sent: OnSent | None) -> None:
     results = guarded_write(
         server,
         body,
-        frozenset(changes.written),
-        frozenset(changes.deleted),
+        # Views, not copies: these changes are dropped, never changed, after.
+        changes.written.keys(),
+        changes.deleted,
         bool(changes.flashes) and not server.record.flashes,
         notify,
         None if server.durable is None else durable_changes(session),
     )
     if results is not None:
-        expiry.written(server)
+        if server.expiry_changed:
+            expiry.written(server)
         if results.count(True) != len(results):  # not the usual all-stored
             server.report(body, results)
         if changes.flashes_read:
