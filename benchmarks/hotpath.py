@@ -76,6 +76,7 @@ def rows() -> list[tuple[str, float]]:
         ("JSON out: short str", measure(lambda: json.dumps("hello"))),
         ("JSON out: list of 3", measure(lambda: json.dumps([1, 2, 3]))),
         ("JSON in: int", measure(lambda: json.loads(b"12345"))),
+        ("JSON in: short str", measure(lambda: json.loads(b'"hello"'))),
         ("JSON in: list of 3", measure(lambda: json.loads(b"[1,2,3]"))),
         ("parse a record, first sight", measure(lambda: parse_value.__wrapped__(listed))),
         ("parse a record, seen before (cached)", measure(lambda: Record.parse(record_item))),

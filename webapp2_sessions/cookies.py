@@ -97,8 +97,8 @@ class _Signer:
 
     The same bytes as ``hmac.digest(key, message, "sha256")`` (RFC 2104), for
     a fraction of its cost: ``hmac`` looks the digest up in OpenSSL and
-    hashes the padded key anew on every call, which inside a request (cold
-    caches) cost about 14 us per new visitor against about 3 for this.
+    hashes the padded key anew on every call (under the profiler, in a
+    whole request, 29 us of a new visitor's against 15 for this).
     """
 
     __slots__ = ("_inner", "_outer")
