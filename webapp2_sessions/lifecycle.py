@@ -61,7 +61,7 @@ UNLOADED, NEW, STORED, UNAVAILABLE = (
 
 
 class FreshStartListener(Protocol):
-    def forget_old(self) -> None:
+    def _forget_old(self) -> None:
         """The session started afresh: drop what was read of the old one."""
 
 
@@ -343,7 +343,7 @@ class Lifecycle:
             self.cookie_action = "delete"
         view = self._view()
         if view is not None:
-            view.forget_old()
+            view._forget_old()
 
     # ------------------------------------------------------------------ writing
 

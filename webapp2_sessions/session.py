@@ -174,7 +174,7 @@ class Session(MutableMapping[str, Any]):
             return
         loading.load(self, extra)
 
-    def forget_old(self) -> None:
+    def _forget_old(self) -> None:
         """After a fresh start: keep only what this request wrote (still pending)."""
         pending = self._changes.written.keys() | self._changes.deleted
         kept = {n: v for n, v in self._values.items() if n in pending}
