@@ -344,13 +344,18 @@ def parts(memcached: Any, engine: Any, **settings: Any) -> tuple[SessionConfig, 
     return config, build_store(config), DurableTier(Database(engine), config)
 
 
+def stored_with_a(config: Any, store: Any, durable: Any, **kwargs: Any) -> str:
+    """A new session storing a = 1, saved in both tiers; its id."""
+    first = Session(config, store, None, durable=durable, **kwargs)
+    first["a"] = 1
+    first.save()
+    return first.session_id
+
+
 def test_a_write_racing_a_rotation_is_reported_not_saved_and_keeps_the_session(memcached, engine):
     config, store, durable = parts(memcached, engine, rotate_after=HOUR, **PATIENT)
     try:
-        first = Session(config, store, None, durable=durable)
-        first["a"] = 1
-        first.save()
-        old = first.session_id
+        old = stored_with_a(config, store, durable)
         slow = Session(config, store, old, durable=durable)
         assert slow.get("a") == 1  # loaded before the rotation, writes after it
         later = Session(config, store, old, durable=durable, clock=lambda: time.time() + HOUR)
@@ -375,10 +380,7 @@ def test_an_old_id_served_from_the_database_while_memcached_is_down_is_not_rotat
 ):
     config, store, durable = parts(memcached, engine, rotate_after=HOUR, strict=True)
     try:
-        first = Session(config, store, None, durable=durable)
-        first["a"] = 1
-        first.save()
-        sid = first.session_id
+        sid = stored_with_a(config, store, durable)
         memcached.stop()  # the database serves
 
         later = Session(config, store, sid, durable=durable, clock=lambda: time.time() + HOUR)

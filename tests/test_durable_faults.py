@@ -80,6 +80,13 @@ def build(memcached: Any, engine: sa.engine.Engine) -> webapp2.WSGIApplication:
     )
 
 
+def with_a_secret(app: webapp2.WSGIApplication) -> tuple[webtest.TestApp, str, str]:
+    """A visitor who stored "secret": their browser, a copy of their cookie, their id."""
+    browser = webtest.TestApp(app)
+    browser.get("/", {"set": "secret", "value": '"s"'})
+    return browser, browser.cookies["sid"], sid_of(browser)
+
+
 def secret_seen_with(cookie: str, app: webapp2.WSGIApplication) -> Any:
     """What a visitor presenting ``cookie`` (a stolen copy, say) reads as "secret"."""
     thief = webtest.TestApp(app)
@@ -92,9 +99,7 @@ def test_a_logout_while_the_database_is_down_never_comes_back_and_its_rows_go_la
 ):
     engine, down = outage
     app = build(memcached, engine)
-    browser = webtest.TestApp(app)
-    browser.get("/", {"set": "secret", "value": '"s"'})
-    stolen, sid = browser.cookies["sid"], sid_of(browser)
+    browser, stolen, sid = with_a_secret(app)
     with down():
         browser.get("/", {"destroy": "1"})
     assert session_row(engine, sid) is not None  # the database could not delete them yet
@@ -155,9 +160,7 @@ def test_a_logout_while_memcached_and_the_database_both_fail_holds_after_the_row
 ):
     engine, down = outage
     app = build_impatient(memcached, engine)
-    browser = webtest.TestApp(app)
-    browser.get("/", {"set": "secret", "value": '"s"'})
-    stolen, sid = browser.cookies["sid"], sid_of(browser)
+    browser, stolen, sid = with_a_secret(app)
     with memcached.paused(), down():
         browser.get("/", {"destroy": "1"})
     time.sleep(DEAD_RETRY * 3)  # both are tried again from here on
@@ -173,9 +176,7 @@ def test_a_copy_another_process_refilled_while_a_deletion_was_owed_ends_with_the
 ):
     engine, down = outage
     here, there = build(memcached, engine), build(memcached, engine)  # two processes
-    browser = webtest.TestApp(here)
-    browser.get("/", {"set": "secret", "value": '"s"'})
-    stolen, sid = browser.cookies["sid"], sid_of(browser)
+    browser, stolen, sid = with_a_secret(here)
     with down():
         browser.get("/", {"destroy": "1"})
     time.sleep(DEAD_RETRY * 1.5)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import PATIENT
-from test_durable import parts, rows
+from test_durable import parts, rows, stored_with_a
 
 from webapp2_sessions import Session, SessionUnavailableError
 
@@ -32,10 +32,8 @@ def test_a_rotation_due_while_the_database_is_down_raises_nothing_and_loses_no_l
 ):
     config, store, durable = parts(memcached, engine, rotate_after=HOUR, strict=True, **PATIENT)
     try:
-        first = Session(config, store, None, durable=durable, clock=lambda: time.time() - HOUR)
-        first["a"] = 1
-        first.save()  # issued an hour ago: the next request rotates it
-        sid = first.session_id
+        # Issued an hour ago: the next request rotates it.
+        sid = stored_with_a(config, store, durable, clock=lambda: time.time() - HOUR)
         db_down(durable)
 
         reader = Session(config, store, sid, durable=durable)
@@ -62,10 +60,7 @@ def test_a_regeneration_that_fails_on_the_database_still_ends_the_old_id_after_a
 ):
     config, store, durable = parts(memcached, engine, strict=True, **PATIENT)
     try:
-        first = Session(config, store, None, durable=durable)
-        first["a"] = 1
-        first.save()
-        old = first.session_id
+        old = stored_with_a(config, store, durable)
         db_down(durable)
 
         login = Session(config, store, old, durable=durable)
