@@ -191,8 +191,6 @@ class Store(abc.ABC):
 #: (its header, CAS and the value's CRLF), as measured.
 _ITEM_OVERHEAD = 59
 _TOO_LARGE = Failed("SERVER_ERROR object too large for cache")
-#: The expiry of an item stored with TTL 0: never.
-_NEVER = float("inf")
 
 
 class MemoryStore(Store):
@@ -244,7 +242,7 @@ class MemoryStore(Store):
 
     @staticmethod
     def _expiry(now: float, ttl: int) -> float:
-        return _NEVER if ttl == 0 else now + ttl  # 0: never, as in memcached
+        return float("inf") if ttl == 0 else now + ttl  # 0: never, as in memcached
 
     def _live(self, key: str, now: float) -> tuple[bytes, int, float, int] | None:
         entry = self._data.get(key)
@@ -268,20 +266,14 @@ class MemoryStore(Store):
         return len(key) + len(value) + _ITEM_OVERHEAD > self.item_size_max
 
     def _run(self, op: Op, now: float) -> Result:
-        if op.__class__ is Get:  # most of every batch: _live() and _expiry() inline
-            key, data = op.key, self._data
-            entry = data.get(key)
+        entry = self._live(op.key, now)
+        if isinstance(op, Get):
             if entry is None:
                 return None
-            if entry[2] <= now:
-                del data[key]
-                return None
-            data.move_to_end(key)
-            touch = op.touch
-            if touch is not None:
-                data[key] = (entry[0], entry[1], now + touch if touch else _NEVER, entry[3])
+            if op.touch is not None:
+                expires = self._expiry(now, op.touch)
+                self._data[op.key] = (entry[0], entry[1], expires, entry[3])
             return Item(entry[0], entry[1], entry[3])
-        entry = self._live(op.key, now)
         if isinstance(op, Delete):
             if entry is None or (op.cas is not None and entry[3] != op.cas):
                 return False
