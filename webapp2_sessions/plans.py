@@ -30,7 +30,6 @@ from .record import (
     index_lines,
     is_live,
     parse_or_none,
-    parse_value,
 )
 from .stores import Batch, Delete, Failed, Get, Item, Op, Result, Set
 
@@ -172,8 +171,7 @@ class WritePlan:
             self.index < 0
             and self.compact < 0
             and is_live(readback)
-            and readback.flags == FLAGS_RECORD  # type: ignore[union-attr]
-            and parse_value(readback.value) is record  # type: ignore[union-attr]
+            and parse_or_none(readback) is record
         ):
             # The usual write: no index lines, and the live record read back
             # is the very one loaded (the parse cache: unchanged bytes).
