@@ -71,14 +71,11 @@ class Changes:
         if ttl is None:
             ttl = config.ttl
         written = self.written
-        stem, suffix = keys.stem(session_id), keys.suffix
+        stem, suffix, raw = keys.stem(session_id), keys.suffix, self.raw
         ops: list[Op] = [
-            Set(stem + suffix(name), data, value_flags, ttl) for name, data in written.items()
+            Set(stem + suffix(name), data, raw.get(name, value_flags), ttl)
+            for name, data in written.items()
         ]
-        if self.raw:
-            for put, name in zip(ops, written, strict=True):
-                assert isinstance(put, Set)
-                put.flags = self.raw.get(name, value_flags)
         if self.deleted:
             ops += [Delete(key) for key in keys.variables(session_id, sorted(self.deleted))]
         if self.flashes_read or self.flashes:
