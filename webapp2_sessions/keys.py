@@ -93,11 +93,11 @@ class KeyScheme:
 
     def variable(self, session_id: str, name: str) -> str:
         """The key of variable ``name`` (a name that passed ``check_name``)."""
-        return self.prefix + session_id + "-" + _suffix(name, self._room)
+        return self.stem(session_id) + _suffix(name, self._room)
 
     def variables(self, session_id: str, names: Iterable[str]) -> list[str]:
         """``variable`` for each of ``names``, in order (one batch's keys)."""
-        base = self.prefix + session_id + "-"
+        base = self.stem(session_id)
         room = self._room
         return [base + _suffix(name, room) for name in names]
 
