@@ -910,8 +910,9 @@ def legend(runners: list[Runner], sql: bool = False) -> list[str]:
     ]
     if sql:
         lines += [
-            "  SQL/req: SQL statements sent through a cursor (SQLAlchemy before_cursor_execute,",
-            "          Django execute_wrapper; the bare commit's 1 by construction), counted in",
+            "  SQL/req: SQL statements sent through a cursor (ours: the driver's cursor;",
+            "          Beaker: SQLAlchemy before_cursor_execute; Django: execute_wrapper;",
+            "          the bare commit's 1 by construction; an executemany counts once), in",
             "          the same pass; transaction control (BEGIN, COMMIT) is not counted, whether",
             "          the driver sends it or the library (Django's SQLite backend sends BEGIN)",
             "  db RT/req: PostgreSQL round trips (BEGIN and COMMIT included), counted on the wire",

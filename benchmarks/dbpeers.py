@@ -27,13 +27,15 @@ Rows per database (``Databases.builders``):
 
 On ``sqlite WAL`` only the bare commit and ours run.
 
-The counting instances (bench.py's untimed pass) count SQL statements:
-SQLAlchemy's ``before_cursor_execute`` for ours and Beaker, Django's
-``execute_wrapper`` for Django, by construction for the bare commit. Each is
-a statement sent through a cursor, except transaction control (``BEGIN``,
-``COMMIT``, ``ROLLBACK``): the drivers mostly send it on their own, uncounted,
-but Django's SQLite backend sends its ``BEGIN`` through the cursor, and it is
-left out there too so that every row counts the same thing. On PostgreSQL the
+The counting instances (bench.py's untimed pass) count SQL statements: the
+driver's own cursors for ours (``tests/sqlcount.py``: its writes run on the
+DBAPI cursor, past SQLAlchemy's events), SQLAlchemy's
+``before_cursor_execute`` for Beaker, Django's ``execute_wrapper`` for
+Django, by construction for the bare commit. Each is a statement sent through
+a cursor (an ``executemany`` counts once), except transaction control
+(``BEGIN``, ``COMMIT``, ``ROLLBACK``): the drivers mostly send it on their
+own, uncounted, but Django's SQLite backend sends its ``BEGIN`` through the
+cursor, and it is left out there too so that every row counts the same thing. On PostgreSQL the
 counting instances also connect through a RoundTripProxy of their own, which
 counts the database's round trips on the wire (``BEGIN`` and ``COMMIT``
 included).
@@ -148,6 +150,18 @@ class Database:
 
         from webapp2_sessions.sql import sqlite_engine
 
+        if link.counting:
+            from sqlcount import counting_engine
+
+            engine = counting_engine(link.url)
+            if self.wal:  # as sqlite_engine(path, wal=True) sets up each connection
+
+                @sa.event.listens_for(engine, "connect")
+                def _pragmas(connection: Any, record: Any) -> None:
+                    connection.execute("PRAGMA journal_mode=WAL")
+                    connection.execute("PRAGMA synchronous=NORMAL")
+
+            return engine
         if self.path is not None:
             return sqlite_engine(self.path, wal=self.wal)
         return sa.create_engine(link.url)
@@ -502,8 +516,10 @@ def build_ours_db(db: Database, counting: bool, *, make_proxy: ProxyFactory) -> 
     impl.db_proxy = link.proxy
     impl.durability = db.durability_of_engine(engine)
     if counting:
-        impl.statements, stop = _sa_counter(engine)
-        impl.closers.append(stop)
+        from sqlcount import tally_of
+
+        tally = tally_of(engine)
+        impl.statements = lambda: tally.count
     impl.closers.append(engine.dispose)
     how = "sqlite_engine(path, wal=True)" if db.wal else "sqlalchemy.create_engine(url)"
     impl.note += f"; the Engine: {how}"

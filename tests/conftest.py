@@ -252,11 +252,12 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[Any]:
-    """A SQLite file, or a fresh database on the run's throwaway PostgreSQL."""
-    import sqlalchemy as sa
+    """A SQLite file, or a fresh database on the run's throwaway PostgreSQL; its
+    statements are counted (``sqlcount.tally_of``)."""
+    from sqlcount import counting_engine
 
     url = sqlite_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    engine = sa.create_engine(url)
+    engine = counting_engine(url)
     yield engine
     engine.dispose()
 

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 import webapp2
 import webtest
 from conftest import PATIENT, SECRET, Handler
+from sqlcount import counting_engine, tally_of
 
 from webapp2_sessions import ConfigurationError, Session, SessionConfig, SessionHandlerMixin
 from webapp2_sessions.durable import DurableTier
@@ -19,22 +20,6 @@ from webapp2_sessions.runtime import build_store
 from webapp2_sessions.sql import Database, StoredSession, sessions_table, variables_table
 
 HOUR = 3600
-
-
-class Statements:
-    """Counts the SQL statements an engine runs."""
-
-    def __init__(self, engine: sa.engine.Engine) -> None:
-        self.count = 0
-        sa.event.listen(engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, *args: Any) -> None:
-        self.count += 1
-
-    def during(self, action: Any) -> int:
-        before = self.count
-        action()
-        return self.count - before
 
 
 class Quick(Handler):
@@ -81,7 +66,7 @@ def session_row(engine: sa.engine.Engine, sid: str) -> Any:
 
 
 def test_a_flushed_memcached_logs_no_one_out_and_is_refilled_in_one_query(memcached, engine):
-    statements = Statements(engine)
+    statements = tally_of(engine)
     browser = webtest.TestApp(build(memcached, engine))
     browser.get("/", {"set": ["cart", "user"], "value": ["[1, 2]", '"ann"'], "flash": "hi"})
     sid = sid_of(browser)
@@ -99,7 +84,7 @@ def test_a_flushed_memcached_logs_no_one_out_and_is_refilled_in_one_query(memcac
 
 
 def test_a_returning_visitor_who_only_reads_costs_no_sql(memcached, engine):
-    statements = Statements(engine)
+    statements = tally_of(engine)
     browser = webtest.TestApp(build(memcached, engine))
     browser.get("/", {"set": "user", "value": '"ann"'})
     browser.get("/", {"get": "user"})  # the renewal of a read-only visitor, once
@@ -108,7 +93,7 @@ def test_a_returning_visitor_who_only_reads_costs_no_sql(memcached, engine):
 
 
 def test_a_write_is_one_transaction_in_the_database_before_memcached(memcached, engine):
-    statements = Statements(engine)
+    statements = tally_of(engine)
     browser = webtest.TestApp(build(memcached, engine))
     browser.get("/", {"set": "a", "value": "1"})
     sid = sid_of(browser)
@@ -121,7 +106,7 @@ def test_a_write_is_one_transaction_in_the_database_before_memcached(memcached, 
 def test_writing_one_variable_is_one_upsert_beside_the_renewal_and_on_postgresql_one_statement(
     memcached, engine
 ):
-    statements = Statements(engine)
+    statements = tally_of(engine)
     browser = webtest.TestApp(build(memcached, engine))
     browser.get("/", {"set": "a", "value": "1"})
     sid = sid_of(browser)
@@ -149,9 +134,9 @@ def test_a_dialect_without_an_upsert_replaces_a_variable_with_a_delete_and_an_in
     from webapp2_sessions import sql_statements
 
     monkeypatch.setattr(sql_statements, "_upserts", lambda dialect: None)
-    engine = sa.create_engine(sqlite_url)
+    engine = counting_engine(sqlite_url)
     try:
-        statements = Statements(engine)
+        statements = tally_of(engine)
         browser = webtest.TestApp(build(memcached, engine))
         browser.get("/", {"set": ["a", "b"], "value": ["1", "2"]})
         sid = sid_of(browser)
@@ -271,7 +256,7 @@ def test_quick_variables_stay_in_memcached_only(memcached, engine):
 def test_a_read_only_visitor_is_renewed_in_the_database_at_most_once_per_half_window(
     memcached, engine
 ):
-    statements = Statements(engine)
+    statements = tally_of(engine)
     browser = webtest.TestApp(build(memcached, engine, idle_timeout=2, ttl=2))
     browser.get("/", {"set": "user", "value": '"ann"'})
     sid = sid_of(browser)

@@ -7,6 +7,7 @@ locked by another writer (a migration, a backup), or a PostgreSQL server killed.
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,8 @@ import webapp2
 import webtest
 from conftest import Handler
 from test_durable import app_with, rows, session_row, sid_of
+
+from webapp2_sessions.sql import sessions_table
 
 DEAD_RETRY = 0.2
 
@@ -232,3 +235,56 @@ def test_a_deletion_owed_never_makes_reads_wait_for_the_lock_it_needs(memcached,
         writer.rollback()
         writer.close()
         engine.dispose()
+
+
+class Interrupted(Exception):
+    """What a per-request time limit raises from its signal handler."""
+
+
+# The pool's own rollback on return would also catch this one; without it
+# (pool_reset_on_return=None, a setting some apps use), only the durable tier does.
+@pytest.mark.parametrize("reset", ["rollback", None])
+def test_an_interrupt_in_the_middle_of_a_write_statement_closes_that_database_connection(
+    pg_url, reset
+):
+    from webapp2_sessions.sql import Database, StoredSession
+
+    # One pooled connection: a connection handed back would be the next one used.
+    engine = sa.create_engine(pg_url, pool_size=1, max_overflow=0, pool_reset_on_return=reset)
+    other = sa.create_engine(pg_url)
+    used: list[Any] = []
+    sa.event.listen(engine, "checkout", lambda dbapi_conn, *args: used.append(dbapi_conn))
+    try:
+        database = Database(engine)
+        sid, now = "1" * 32, time.time()
+        with database.create(sid, StoredSession(now, now + 3600, None, None)) as writer:
+            writer.set({"a": b"1"}, 0)
+
+        def interrupt(signum: int, frame: Any) -> None:
+            raise Interrupted
+
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            with other.connect() as holder, holder.begin():
+                # Another transaction holds the session's row: the write's
+                # first statement waits for the server's reply.
+                locked = sa.select(sessions_table.c.id).where(sessions_table.c.id == sid)
+                holder.execute(locked.with_for_update()).all()
+                signal.setitimer(signal.ITIMER_REAL, 0.3)
+                try:
+                    with pytest.raises(Interrupted), database.update(sid, now + 7200) as w:
+                        w.set({"a": b"2"}, 0)
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+        interrupted = used[-1]
+        assert interrupted.closed  # closed, not handed back to the pool
+        with database.update(sid, now + 7200) as writer:
+            writer.set({"a": b"3"}, 0)
+        assert used[-1] is not interrupted
+        assert rows(engine, sid) == {"a": b"3"}
+        assert not database._down  # an interrupt is not an outage
+    finally:
+        engine.dispose()
+        other.dispose()

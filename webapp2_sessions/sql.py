@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 try:
     import sqlalchemy as sa
@@ -90,6 +90,10 @@ class Database:
         self.engine = sa.create_engine(source) if isinstance(source, str) else source
         self.dead_retry = dead_retry
         self._statements = Statements(self.engine.dialect)
+        dbapi = self.engine.dialect.loaded_dbapi
+        #: What the driver raises (``_transaction`` runs statements on it directly).
+        self._dbapi_error: type[Exception] = dbapi.Error
+        self._dbapi_integrity_error: type[Exception] = dbapi.IntegrityError
         self._ready = False
         self._lock = threading.Lock()
         self._down_until = 0.0
@@ -110,8 +114,7 @@ class Database:
     @contextmanager
     def _connect(self, write: bool) -> Iterator[Connection]:
         """A connection in a transaction; failures become ``SessionUnavailableError``."""
-        if self._down and self._down_until > time.monotonic():
-            raise SessionUnavailableError("marked down after a failure", self.describe())
+        self._before()
         try:
             self._ensure_schema()
             if write and self._owed:
@@ -125,12 +128,68 @@ class Database:
             raise SessionUnavailableError(
                 f"request failed ({type(exc).__name__})", self.describe()
             ) from None
+        self._answered()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A write transaction on a DBAPI cursor, committed on a clean exit.
+
+        The connection comes from the engine's pool, so its settings and its
+        ``connect`` and ``checkout`` events apply; the statements run on the
+        driver (``sql_statements.Prepared``). Database failures become
+        ``SessionUnavailableError``. Only what this package raises between
+        statements (``SessionGone``, memcached's ``SessionUnavailableError``)
+        leaves the connection to be rolled back and reused: anything else (a
+        signal's exception, a greenlet's timeout) may have come in the middle
+        of a statement with its reply unread, so that connection is closed,
+        never handed to another request.
+        """
+        self._before()
+        try:
+            self._ensure_schema()
+            if self._owed:
+                self._settle()
+            pooled = self.engine.raw_connection()
+        except sa.exc.SQLAlchemyError as exc:
+            self._mark_down(exc)
+            raise SessionUnavailableError(
+                f"request failed ({type(exc).__name__})", self.describe()
+            ) from None
+        cursor = None
+        try:
+            cursor = pooled.cursor()
+            yield cursor
+            pooled.commit()
+        except (self._dbapi_error, sa.exc.SQLAlchemyError) as exc:
+            driver_error = exc if isinstance(exc, self._dbapi_error) else None
+            if driver_error is not None and self.engine.dialect.is_disconnect(
+                cast(Any, driver_error), pooled.dbapi_connection, cursor
+            ):
+                pooled.invalidate(exc)
+            self._mark_down(exc)
+            raise SessionUnavailableError(
+                f"request failed ({type(exc).__name__})", self.describe()
+            ) from None
+        except (SessionGone, SessionUnavailableError):
+            raise  # rolled back as the pool takes the connection back
+        except BaseException as exc:
+            pooled.invalidate(exc)
+            raise
+        finally:
+            pooled.close()
+        self._answered()
+
+    def _before(self) -> None:
+        if self._down and self._down_until > time.monotonic():
+            raise SessionUnavailableError("marked down after a failure", self.describe())
+
+    def _answered(self) -> None:
         if self._down:
             self._down = False
             log.warning("%s is answering again", self.describe())
 
     def _mark_down(self, error: BaseException) -> None:
-        if isinstance(error, sa.exc.IntegrityError):
+        if isinstance(error, (sa.exc.IntegrityError, self._dbapi_integrity_error)):
             return  # a constraint, not an outage
         self._down_until = time.monotonic() + self.dead_retry
         if not self._down:
@@ -239,9 +298,9 @@ class Database:
     @contextmanager
     def create(self, session_id: str, stored: StoredSession) -> Iterator[Writer]:
         """A transaction that inserts a new session; committed on a clean exit."""
-        with self._connect(write=True) as conn:
+        with self._transaction() as cursor:
             self._statements.insert_session.run(
-                conn,
+                cursor,
                 {
                     "id": session_id,
                     "created": stored.created,
@@ -253,7 +312,7 @@ class Database:
                     "issued": stored.issued,
                 },
             )
-            yield Writer(conn, session_id, self._statements, fresh=True)
+            yield Writer(cursor, session_id, self._statements, fresh=True)
 
     @contextmanager
     def update(self, session_id: str, expires: float) -> Iterator[Writer]:
@@ -265,19 +324,15 @@ class Database:
         dialect allows), and at the latest on ``Writer.hold()`` or on leaving
         the block: ``SessionGone`` may come from any of them.
         """
-        with self._connect(write=True) as conn:
-            writer = Writer(conn, session_id, self._statements, renew=expires)
+        with self._transaction() as cursor:
+            writer = Writer(cursor, session_id, self._statements, renew=expires)
             yield writer
             writer.hold()
 
     def touch(self, session_id: str, expires: float) -> None:
         """Renew a session that is only being read (one statement)."""
-        with self._connect(write=True) as conn:
-            conn.execute(
-                sa.update(sessions_table)
-                .where(sessions_table.c.id == session_id, sessions_table.c.expires < expires)
-                .values(expires=expires)
-            )
+        with self._transaction() as cursor:
+            self._statements.touch.run(cursor, {"sid": session_id, "expires": expires})
 
     def delete(self, session_id: str, settled: Callable[[], object] | None = None) -> bool:
         """Delete the session and its variables; False if it had no row.

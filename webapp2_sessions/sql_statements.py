@@ -1,12 +1,16 @@
 """The durable tier's hot statements: built once, compiled once per dialect.
 
 Building a SQLAlchemy statement costs more than running a small one, and so
-does the per-call work of executing a compiled one; the statements a request
-runs are therefore built at import, compiled once per engine (``Statements``)
-and run with ``exec_driver_sql``. A variable is written with one upsert where
-the dialect has one (SQLite, PostgreSQL); on PostgreSQL the renewal and the
-first upsert are a single statement. Imported through ``sql.py``, which checks
-that SQLAlchemy is installed.
+does the per-call work of executing a compiled one (the compiled-cache
+lookup, the execution context, the result object), and a request's write
+transaction pays it on every statement. The statements a request writes
+with are therefore built at import, compiled once per engine
+(``Statements``) and run on the driver's own cursor (``Prepared``), in a
+transaction ``sql.Database`` opens on a connection of the engine's pool. A
+variable is written with one upsert where the dialect has one (SQLite,
+PostgreSQL); on PostgreSQL the renewal and the first upsert are a single
+statement. Imported through ``sql.py``, which checks that SQLAlchemy is
+installed.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from .sql_schema import sessions_table, variables_table
 
@@ -48,6 +51,15 @@ _DELETE_VARIABLE = sa.delete(_v).where(
 )
 _READ_VARIABLE = sa.select(_v.c.value, _v.c.flags).where(
     _v.c.session_id == sa.bindparam("sid"), _v.c.name == sa.bindparam("var")
+)
+_REMEMBER = (
+    sa.update(_s).where(_s.c.id == sa.bindparam("sid")).values(expiry=sa.bindparam("expiry"))
+)
+#: A read-only visitor's renewal: never moves an expiry back.
+_TOUCH = (
+    sa.update(_s)
+    .where(_s.c.id == sa.bindparam("sid"), _s.c.expires < sa.bindparam("expires"))
+    .values(expires=sa.bindparam("expires"))
 )
 
 
@@ -102,23 +114,22 @@ def _upserts(dialect: sa.Dialect) -> _Upserts | None:
             index_elements=key,
             set_={"value": upsert.excluded.value, "flags": upsert.excluded.flags},
         ),
-        combined.add_cte(renewed)
-        .on_conflict_do_update(
+        # The INSERT's rowcount: 0 means no session row.
+        combined.add_cte(renewed).on_conflict_do_update(
             index_elements=key,
             set_={"value": combined.excluded.value, "flags": combined.excluded.flags},
-        )
-        # An INSERT's rowcount is kept only when asked for: 0 means no session row.
-        .execution_options(preserve_rowcount=True),
+        ),
     )
 
 
 class Prepared:
-    """A statement compiled once for one dialect, run with ``exec_driver_sql``.
+    """A statement compiled once for one dialect, run on a DBAPI cursor.
 
     The SQL text, the parameter order and the type conversions are SQLAlchemy's
-    own; what is saved is its per-call work (the compiled-cache lookup and the
-    execution context of a compiled statement), which costs more than running
-    a small statement. ``before_cursor_execute`` listeners see these calls too.
+    own; what is saved is its per-call work, which costs more than running a
+    small statement. The price: SQLAlchemy's ``before_cursor_execute`` and
+    ``after_cursor_execute`` listeners do not see these statements (the pool's
+    ``connect`` and ``checkout`` events still run).
     """
 
     def __init__(
@@ -133,23 +144,28 @@ class Prepared:
             convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if convert is not None:
                 self.convert[name] = convert
-        # An INSERT's or a text statement's rowcount is kept only when asked for.
-        self.options = {**statement.get_execution_options(), "preserve_rowcount": True}
+        #: (name, conversion or None) in placeholder order, for positional drivers.
+        self._positional = (
+            None if self.order is None else [(k, self.convert.get(k)) for k in self.order]
+        )
 
-    def run(self, conn: Connection, params: Mapping[str, Any]) -> sa.CursorResult[Any]:
-        return conn.exec_driver_sql(self.sql, self._args(params), self.options)
+    def run(self, cursor: Any, params: Mapping[str, Any]) -> Any:
+        """Run on ``cursor`` (a DBAPI cursor); returns it, for ``rowcount`` or rows."""
+        cursor.execute(self.sql, self._args(params))
+        return cursor
 
-    def run_many(
-        self, conn: Connection, params: Iterable[Mapping[str, Any]]
-    ) -> sa.CursorResult[Any]:
-        return conn.exec_driver_sql(self.sql, [self._args(p) for p in params], self.options)
+    def run_many(self, cursor: Any, params: Iterable[Mapping[str, Any]]) -> Any:
+        cursor.executemany(self.sql, [self._args(p) for p in params])
+        return cursor
 
     def _args(self, params: Mapping[str, Any]) -> Any:
+        positional = self._positional
+        if positional is not None:
+            return tuple(params[k] if c is None else c(params[k]) for k, c in positional)
         convert = self.convert
         if convert:
-            params = {k: convert[k](v) if k in convert else v for k, v in params.items()}
-        order = self.order
-        return params if order is None else tuple(params[k] for k in order)
+            return {k: convert[k](v) if k in convert else v for k, v in params.items()}
+        return params
 
 
 class Statements:
@@ -161,6 +177,8 @@ class Statements:
         self.insert_variable = Prepared(_INSERT_VARIABLE, dialect)
         self.delete_variable = Prepared(_DELETE_VARIABLE, dialect)
         self.read_variable = Prepared(_READ_VARIABLE, dialect)
+        self.remember = Prepared(_REMEMBER, dialect)
+        self.touch = Prepared(_TOUCH, dialect)
         upserts = _upserts(dialect)
         #: None: the dialect replaces a variable with a delete and an insert.
         self.upsert = None if upserts is None else Prepared(upserts.upsert, dialect)

@@ -11,11 +11,9 @@ SQLAlchemy is installed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
-from .sql_schema import FLASHES, sessions_table, value_of
+from .sql_schema import FLASHES
 from .sql_statements import Statements
 
 
@@ -24,18 +22,19 @@ class SessionGone(Exception):
 
 
 class Writer:
-    """The statements of one write transaction on one session."""
+    """The statements of one write transaction on one session, on ``cursor``
+    (a DBAPI cursor of the transaction's connection)."""
 
     def __init__(
         self,
-        conn: Connection,
+        cursor: Any,
         session_id: str,
         statements: Statements,
         *,
         fresh: bool = False,
         renew: float | None = None,
     ) -> None:
-        self._conn = conn
+        self._cursor = cursor
         self._sid = session_id
         self._statements = statements
         #: A session inserted by this transaction: only what it wrote itself
@@ -53,7 +52,7 @@ class Writer:
         """
         if self._renew is not None:
             renewed = self._statements.renew.run(
-                self._conn, {"sid": self._sid, "expires": self._renew}
+                self._cursor, {"sid": self._sid, "expires": self._renew}
             )
             self._renew = None
             if renewed.rowcount == 0:
@@ -72,7 +71,7 @@ class Writer:
         if self._renew is not None and combined is not None and len(values) == 1:
             ((name, data),) = values.items()
             done = combined.run(
-                self._conn,
+                self._cursor,
                 {"sid": sid, "expires": self._renew, "name": name, "value": data, "flags": flags},
             )
             self._renew = None
@@ -81,7 +80,7 @@ class Writer:
             return
         self.hold()
         statements.upsert.run_many(
-            self._conn,
+            self._cursor,
             [
                 {"session_id": sid, "name": n, "value": d, "flags": flags}
                 for n, d in values.items()
@@ -96,12 +95,12 @@ class Writer:
         replaced = [n for n in values if not self._fresh or n in self._inserted]
         if replaced:
             self._statements.delete_variable.run_many(
-                self._conn, [{"sid": sid, "var": n} for n in replaced]
+                self._cursor, [{"sid": sid, "var": n} for n in replaced]
             )
         if self._fresh:
             self._inserted.update(values)
         self._statements.insert_variable.run_many(
-            self._conn,
+            self._cursor,
             [
                 {"session_id": sid, "name": n, "value": d, "flags": flags}
                 for n, d in values.items()
@@ -110,21 +109,20 @@ class Writer:
 
     def remember(self, expiry: int | None) -> None:
         """Keep the session's lifetime (``set_expiry``; None: the settings')."""
-        s = sessions_table
-        self._conn.execute(sa.update(s).where(s.c.id == self._sid).values(expiry=expiry))
+        self._statements.remember.run(self._cursor, {"sid": self._sid, "expiry": expiry})
 
     def delete(self, names: Iterable[str]) -> None:
         params = [{"sid": self._sid, "var": n} for n in names]
         if params:
             self.hold()
-            self._statements.delete_variable.run_many(self._conn, params)
+            self._statements.delete_variable.run_many(self._cursor, params)
 
     def read(self, name: str) -> tuple[bytes, int] | None:
         """The variable's value as this transaction sees it (its row is ours)."""
         self.hold()
-        found = self._statements.read_variable.run(self._conn, {"sid": self._sid, "var": name})
-        row = found.first()
-        return None if row is None else value_of(row)
+        found = self._statements.read_variable.run(self._cursor, {"sid": self._sid, "var": name})
+        row = found.fetchone()
+        return None if row is None else (bytes(row[0]), row[1])
 
     def increment(self, name: str, delta: int, flags: int) -> int | None:
         """Add ``delta`` to counter ``name`` (0 if missing, never below 0).

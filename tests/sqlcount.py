@@ -1,0 +1,86 @@
+"""Counting the SQL statements an engine sends, at the driver.
+
+The durable tier runs its writes on the DBAPI cursor, past SQLAlchemy's
+cursor events, so statements are counted where every path meets: the
+driver's own cursor. An engine made by ``counting_engine`` hands out
+connections whose cursors count each ``execute`` and each ``executemany``
+(as one). Transaction control the drivers send on their own (``BEGIN``,
+``COMMIT``, ``ROLLBACK``) goes through no cursor and is not counted.
+Used by the tests and by the benchmark's counting pass.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+
+class Tally:
+    """Statements sent by the connections of one engine."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def during(self, action: Callable[[], object]) -> int:
+        """How many statements ``action`` sent."""
+        before = self.count
+        action()
+        return self.count - before
+
+    def connect_args(self, url: str) -> dict[str, Any]:
+        """The driver's ``connect()`` arguments that make its cursors count here."""
+        tally = self
+        if url.startswith("sqlite"):
+
+            class SqliteCursor(sqlite3.Cursor):
+                def execute(self, *args: Any, **kwargs: Any) -> Any:
+                    tally.count += 1
+                    return super().execute(*args, **kwargs)
+
+                def executemany(self, *args: Any, **kwargs: Any) -> Any:
+                    tally.count += 1
+                    return super().executemany(*args, **kwargs)
+
+            class SqliteConnection(sqlite3.Connection):
+                def cursor(self, factory: Any = SqliteCursor) -> Any:
+                    return super().cursor(factory)
+
+            return {"factory": SqliteConnection}
+        if url.startswith("postgresql"):
+            import psycopg
+
+            class PgCursor(psycopg.Cursor[Any]):
+                def execute(self, *args: Any, **kwargs: Any) -> Any:
+                    tally.count += 1
+                    return super().execute(*args, **kwargs)
+
+                def executemany(self, *args: Any, **kwargs: Any) -> Any:
+                    tally.count += 1
+                    return super().executemany(*args, **kwargs)
+
+            return {"cursor_factory": PgCursor}
+        raise ValueError(f"no statement counting for {url}")
+
+
+_TALLIES: weakref.WeakKeyDictionary[sa.engine.Engine, Tally] = weakref.WeakKeyDictionary()
+
+
+def counting_engine(url: str, *, connect_args: dict[str, Any] | None = None) -> sa.engine.Engine:
+    """``sqlalchemy.create_engine(url)`` whose statements ``tally_of`` counts."""
+    tally = Tally()
+    args = {**(connect_args or {}), **tally.connect_args(url)}
+    engine = sa.create_engine(url, connect_args=args)
+    _TALLIES[engine] = tally
+    return engine
+
+
+def tally_of(engine: sa.engine.Engine) -> Tally:
+    """The statement count of an engine made by ``counting_engine``."""
+    try:
+        return _TALLIES[engine]
+    except KeyError:
+        raise ValueError("not a counting engine: make it with counting_engine()") from None
