@@ -288,3 +288,21 @@ def test_an_interrupt_in_the_middle_of_a_write_statement_closes_that_database_co
     finally:
         engine.dispose()
         other.dispose()
+
+
+def test_a_write_abandoned_between_statements_rolls_back_and_keeps_its_connection(engine):
+    from webapp2_sessions.sql import Database, SessionGone, StoredSession
+
+    used: list[Any] = []
+    sa.event.listen(engine, "checkout", lambda dbapi_conn, *args: used.append(dbapi_conn))
+    database = Database(engine)
+    sid, now = "1" * 32, time.time()
+    with database.create(sid, StoredSession(now, now + 3600, None, None)) as writer:
+        writer.set({"a": b"1"}, 0)
+    # A logged-out session: no row, so the write is abandoned after its first statement.
+    with pytest.raises(SessionGone), database.update("0" * 32, now + 3600) as writer:
+        writer.set({"a": b"2"}, 0)
+    with database.update(sid, now + 7200) as writer:
+        writer.set({"a": b"3"}, 0)
+    assert used[-1] is used[-2] is used[-3]  # one connection all along, not reopened
+    assert rows(engine, sid) == {"a": b"3"} and rows(engine, "0" * 32) == {}

@@ -27,7 +27,7 @@ from .errors import SessionUnavailableError
 from .plans import LoadPlan, WritePlan, undo_ops, write_plan_for
 from .record import FLAGS_FLASHES, Record
 from .refill import invalidation, record_of, refill_ops, results_from
-from .sql import FLASHES, Database, SessionGone, StoredSession, Writer
+from .sql import FLASHES, Database, RollBack, SessionGone, StoredSession, Writer
 from .stores import Delete, Item, Op, Result, Set
 
 if TYPE_CHECKING:
@@ -351,13 +351,13 @@ def _invalidate(life: Lifecycle, sid: str, deletes: list[Op]) -> None:
         life.store.defer(sid, deletes)
 
 
-class _LoggingOut(Exception):
+class _LoggingOut(RollBack):
     """memcached shows a logout under way: the write must not outlive it."""
 
 
-class _Moving(Exception):
+class _Moving(RollBack):
     """memcached shows the id being rotated away: the write must not land."""
 
 
-class _Taken(Exception):
+class _Taken(RollBack):
     """memcached already holds a record under the new id."""

@@ -44,6 +44,7 @@ from .sql_schema import create_tables, value_of
 from .sql_schema import sessions_table as sessions_table
 from .sql_schema import variables_table as variables_table
 from .sql_statements import LOAD, Statements
+from .sql_writer import RollBack as RollBack
 from .sql_writer import SessionGone as SessionGone
 from .sql_writer import Writer as Writer
 
@@ -137,8 +138,8 @@ class Database:
         The connection comes from the engine's pool, so its settings and its
         ``connect`` and ``checkout`` events apply; the statements run on the
         driver (``sql_statements.Prepared``). Database failures become
-        ``SessionUnavailableError``. Only what this package raises between
-        statements (``SessionGone``, memcached's ``SessionUnavailableError``)
+        ``SessionUnavailableError``. Only what the tier raises between
+        statements (``RollBack``, memcached's ``SessionUnavailableError``)
         leaves the connection to be rolled back and reused: anything else (a
         signal's exception, a greenlet's timeout) may have come in the middle
         of a statement with its reply unread, so that connection is closed,
@@ -170,7 +171,7 @@ class Database:
             raise SessionUnavailableError(
                 f"request failed ({type(exc).__name__})", self.describe()
             ) from None
-        except (SessionGone, SessionUnavailableError):
+        except (RollBack, SessionUnavailableError):
             raise  # rolled back as the pool takes the connection back
         except BaseException as exc:
             pooled.invalidate(exc)

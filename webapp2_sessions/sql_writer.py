@@ -17,7 +17,12 @@ from .sql_schema import FLASHES
 from .sql_statements import Statements
 
 
-class SessionGone(Exception):
+class RollBack(Exception):
+    """Raised between statements to abandon a write transaction: it is rolled
+    back and its connection reused (anything else closes the connection)."""
+
+
+class SessionGone(RollBack):
     """The session has no row: it was logged out, or expired and purged."""
 
 
