@@ -270,7 +270,7 @@ def test_an_interrupt_in_the_middle_of_a_write_statement_closes_that_database_co
                 # first statement waits for the server's reply.
                 locked = sa.select(sessions_table.c.id).where(sessions_table.c.id == sid)
                 holder.execute(locked.with_for_update()).all()
-                signal.setitimer(signal.ITIMER_REAL, 0.3)
+                signal.setitimer(signal.ITIMER_REAL, 1.0)  # the statement waits for the lock
                 try:
                     with pytest.raises(Interrupted), database.update(sid, now + 7200) as w:
                         w.set({"a": b"2"}, 0)
