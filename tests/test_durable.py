@@ -441,6 +441,47 @@ def test_a_session_renewed_while_purge_runs_keeps_its_row_and_its_variables(pg_u
         other.dispose()
 
 
+def test_a_sweep_never_purges_a_reader_whose_row_trails_by_less_than_half_the_window(
+    memcached, engine
+):
+    # A visitor who only reads renews memcached's record on every request but
+    # the session's row at most once per half idle window: the row's expiry
+    # may pass while the session is still in use.
+    app = build(memcached, engine, sweep_percent=100)
+    reader, writer = webtest.TestApp(app), webtest.TestApp(app)
+    reader.get("/", {"set": "user", "value": '"ann"'})
+    reader_sid = sid_of(reader)
+    writer.get("/", {"set": "cart", "value": "[1]"})
+    writer_sid = sid_of(writer)
+    long_gone, remembered = webtest.TestApp(app), webtest.TestApp(app)
+    long_gone.get("/", {"set": "user", "value": '"bob"'})
+    gone_sid = sid_of(long_gone)
+    remembered.get("/", {"set": "user", "value": '"cy"'})
+    remembered_sid = sid_of(remembered)
+    now, day = time.time(), 24 * HOUR
+    s = sessions_table
+    with engine.begin() as conn:
+        # The window is a day: the reader's row trails by an hour, the other
+        # visitor's row expired more than half a day ago. A session remembered
+        # for 30 days renews its row at most every 15 days.
+        conn.execute(sa.update(s).where(s.c.id == reader_sid).values(expires=now - HOUR))
+        conn.execute(sa.update(s).where(s.c.id == gone_sid).values(expires=now - 13 * HOUR))
+        conn.execute(
+            sa.update(s)
+            .where(s.c.id == remembered_sid)
+            .values(expires=now - 10 * day, expiry=30 * day)
+        )
+    writer.get("/", {"set": "cart", "value": "[2]"})  # its sweep purges
+    assert session_row(engine, gone_sid) is None
+    assert session_row(engine, reader_sid) is not None
+    assert session_row(engine, remembered_sid) is not None
+    reader.get("/", {"set": "user", "value": '"ann2"'})  # writes again: still the same session
+    assert sid_of(reader) == reader_sid
+    assert reader.get("/", {"get": "user"}).json == {"user": "ann2"}
+    assert rows(engine, reader_sid) == {"user": b'"ann2"'}
+    assert rows(engine, writer_sid) == {"cart": b"[2]"}
+
+
 def test_purge_works_through_any_backlog_in_chunks_and_keeps_to_its_limit(engine, monkeypatch):
     from webapp2_sessions import sql
     from webapp2_sessions.sql import Database, StoredSession
@@ -471,15 +512,20 @@ def test_purge_deletes_expired_sessions_from_the_command_line(memcached, engine,
     sid = sid_of(browser)
     time.sleep(1.5)
     url = str(engine.url)
-    done = subprocess.run(
-        [sys.executable, "-m", "webapp2_sessions", "purge", "--database", url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "1" in done.stdout
+
+    def purge(*options: str) -> str:
+        command = [sys.executable, "-m", "webapp2_sessions", "purge", "--database", url]
+        done = subprocess.run(
+            [*command, *options], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    # With the default idle window (a day), a row may trail its session by half
+    # a day: this one, expired a moment ago, could belong to a visitor in mid-read.
+    assert "0 expired" in purge()
+    assert session_row(engine, sid) is not None
+    assert "1 expired" in purge("--idle-timeout", "1")
     assert session_row(engine, sid) is None and rows(engine, sid) == {}
 
 
@@ -615,8 +661,10 @@ def test_writes_sweep_a_bounded_number_of_expired_sessions_now_and_then(memcache
         browser = webtest.TestApp(old.app)
         browser.get("/", {"set": "a", "value": "1"})
         stale.append(sid_of(browser))
-    time.sleep(1.5)
-    sweeping = webtest.TestApp(build(memcached, engine, sweep_percent=100, sweep_limit=2))
+    time.sleep(2)  # past their expiry by more than half their idle window
+    sweeping = webtest.TestApp(
+        build(memcached, engine, idle_timeout=1, ttl=1, sweep_percent=100, sweep_limit=2)
+    )
     sweeping.get("/", {"set": "b", "value": "1"})  # stores a session: no sweep yet
     sweeping.get("/", {"set": "b", "value": "2"})  # a write: sweeps at most 2
     left = [sid for sid in stale if session_row(engine, sid) is not None]

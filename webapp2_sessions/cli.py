@@ -258,6 +258,15 @@ def add_purge(commands: Any) -> None:
     )
     parser.add_argument("--database", required=True, metavar="URL", help="SQLAlchemy URL")
     parser.add_argument("--limit", type=_positive, default=None, help="at most this many")
+    parser.add_argument(
+        "--idle-timeout",
+        type=_positive,
+        default=None,
+        metavar="SECONDS",
+        help="the app's idle_timeout (or ttl) if not the default: a session that is only "
+        "read renews its row at most once per half of it, so rows are purged half a "
+        "window after their expiry",
+    )
     parser.set_defaults(run=run_purge)
 
 
@@ -270,9 +279,13 @@ def _positive(text: str) -> int:
 def run_purge(args: argparse.Namespace) -> reports.Report:
     from .config import SessionConfig
 
-    tier = admin.open_tier(SessionConfig.from_mapping({"database": args.database}))
+    settings: dict[str, Any] = {"database": args.database}
+    if args.idle_timeout is not None:
+        settings["idle_timeout"] = args.idle_timeout
+    config = SessionConfig.from_mapping(settings)
+    tier = admin.open_tier(config)
     try:
-        purged = tier.database.purge(time.time(), limit=args.limit)
+        purged = tier.database.purge(time.time(), limit=args.limit, trail=config.record_ttl / 2)
     finally:
         tier.database.close()
     return {"purged": purged}, f"{purged} expired session(s) purged"

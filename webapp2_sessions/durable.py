@@ -315,7 +315,7 @@ class DurableTier:
                 raise
             return None
         self.noted_write(sid)
-        self.database.sweep(config.sweep_percent, config.sweep_limit)
+        self.database.sweep(config.sweep_percent, config.sweep_limit, trail=config.record_ttl / 2)
         if life.max_age is not None:
             life.cookie_action = "set"
         assert plan is not None

@@ -363,13 +363,14 @@ class Database:
                 self._owed.pop(session_id, None)
         return gone.rowcount > 0
 
-    def sweep(self, percent: float, limit: int) -> None:
+    def sweep(self, percent: float, limit: int, *, trail: float = 0.0) -> None:
         """Now and then (``percent`` of calls), purge up to ``limit`` expired
-        sessions: the bounded sweep a write pays for now and then."""
+        sessions (see ``purge`` for ``trail``): the bounded sweep a write pays
+        for now and then."""
         if percent <= 0 or random.random() * 100 >= percent:  # noqa: S311
             return
         try:
-            purged = self.purge(time.time(), limit=limit)
+            purged = self.purge(time.time(), limit=limit, trail=trail)
         except SessionUnavailableError:
             return
         if purged:
@@ -400,8 +401,17 @@ class Database:
             names = conn.execute(sa.select(count).where(v.c.name != FLASHES)).scalar_one()
         return {"sessions": live, "expired": expired, "variables": names}
 
-    def purge(self, now: float, limit: int | None = None) -> int:
+    def purge(self, now: float, limit: int | None = None, *, trail: float = 0.0) -> int:
         """Delete sessions expired before ``now`` (at most ``limit``); how many.
+
+        A session only read renews its row at most once per half its idle
+        window (``DurableTier.touch_if_due``), while memcached's record is
+        renewed on every request: the row's expiry may trail the session's
+        by up to ``trail`` seconds (half the settings' idle window), or half
+        the session's own remembered lifetime (``expiry``) if longer. A row is
+        purged only once its expiry is that far behind ``now``; purging it
+        sooner would end the session of a visitor who read, paused and came
+        back to write within their idle window.
 
         In transactions of ``PURGE_CHUNK`` sessions: one statement's bound
         ids stay far below every driver's limit (SQLite's 32,766, say), so a
@@ -411,15 +421,19 @@ class Database:
         that are gone, never those of one renewed meanwhile.
         """
         s, v = sessions_table, variables_table
+        own = s.c.expiry / 2.0
+        behind = sa.case((own > trail, own), else_=trail)
+        # The first bound is for the index on expires; the second is the rule.
+        is_over = sa.and_(s.c.expires < now - trail, s.c.expires < now - behind)
         purged = 0
         while limit is None or purged < limit:
             size = PURGE_CHUNK if limit is None else min(PURGE_CHUNK, limit - purged)
             with self._connect(write=True) as conn:
-                expired = sa.select(s.c.id).where(s.c.expires < now).limit(size)
+                expired = sa.select(s.c.id).where(is_over).limit(size)
                 ids = [row.id for row in conn.execute(expired)]
                 if not ids:
                     break
-                gone = conn.execute(sa.delete(s).where(s.c.id.in_(ids), s.c.expires < now))
+                gone = conn.execute(sa.delete(s).where(s.c.id.in_(ids), is_over))
                 alive = sa.select(s.c.id).where(s.c.id.in_(ids))
                 conn.execute(
                     sa.delete(v).where(v.c.session_id.in_(ids), v.c.session_id.not_in(alive))
