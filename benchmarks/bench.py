@@ -1061,7 +1061,7 @@ def build_all(
             ("bare webapp2", peers.build_bare),
             ("ours", lambda: peers.build_ours(make_proxy)),
             ("django cache sessions", lambda: peers.build_django(make_proxy)),
-            *dbs.builders(make_proxy, counting),
+            *dbs.builders(make_proxy, counting, revision),
         ]
         with_prefetch_row = False
     else:

@@ -380,15 +380,31 @@ class Databases:
     # ------------------------------------------------------------------ rows
 
     def builders(
-        self, make_proxy: ProxyFactory, counting: bool
+        self, make_proxy: ProxyFactory, counting: bool, revision: Any = None
     ) -> list[tuple[str, Callable[[], Impl]]]:
-        """Each database's rows, in table order: bare commit, ours, Django, Beaker."""
+        """Each database's rows, in table order: bare commit, ours (and ours at
+        ``revision``, bench.py's ``--compare-with``), Django, Beaker."""
         out: list[tuple[str, Callable[[], Impl]]] = []
         for db in self.items:
             out.append((f"{db.label}: bare commit", _bind(build_floor, db, counting)))
             out.append(
                 (f"ours + {db.label}", _bind(build_ours_db, db, counting, make_proxy=make_proxy))
             )
+            if revision is not None:
+                name = f"{revision.row_name} + {db.label}"
+                out.append(
+                    (
+                        name,
+                        _bind(
+                            build_ours_db,
+                            db,
+                            counting,
+                            make_proxy=make_proxy,
+                            name=name,
+                            package=revision.package,
+                        ),
+                    )
+                )
             if not db.peers:
                 continue
             name = f"django cached_db + {db.label}"
@@ -507,11 +523,21 @@ def build_floor(db: Database, counting: bool) -> Impl:
     )
 
 
-def build_ours_db(db: Database, counting: bool, *, make_proxy: ProxyFactory) -> Impl:
-    """webapp2_sessions with ``database`` set to an Engine on ``db``."""
+def build_ours_db(
+    db: Database,
+    counting: bool,
+    *,
+    make_proxy: ProxyFactory,
+    name: str | None = None,
+    package: str = "webapp2_sessions",
+) -> Impl:
+    """webapp2_sessions (or the copy of an earlier revision imported as
+    ``package``) with ``database`` set to an Engine on ``db``."""
     link = db.link(counting)
     engine = db.engine(link)
-    impl = peers.build_ours(make_proxy, name=f"ours + {db.label}", database=engine)
+    impl = peers.build_ours(
+        make_proxy, name=name or f"ours + {db.label}", package=package, database=engine
+    )
     impl.database = db.label
     impl.db_proxy = link.proxy
     impl.durability = db.durability_of_engine(engine)

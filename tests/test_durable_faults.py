@@ -290,19 +290,64 @@ def test_an_interrupt_in_the_middle_of_a_write_statement_closes_that_database_co
         other.dispose()
 
 
-def test_a_write_abandoned_between_statements_rolls_back_and_keeps_its_connection(engine):
-    from webapp2_sessions.sql import Database, SessionGone, StoredSession
+@pytest.mark.parametrize("reset", ["rollback", None])
+def test_a_write_abandoned_between_statements_is_rolled_back_and_keeps_its_connection(
+    engine, reset
+):
+    from webapp2_sessions.sql import Database, RollBack, SessionGone, StoredSession
 
+    class Abandoned(RollBack):
+        """What the tier raises when memcached shows a logout under way."""
+
+    url = engine.url.render_as_string(hide_password=False)
+    # One pooled connection, which the pool may be told not to reset on return.
+    pooled = sa.create_engine(url, pool_size=1, max_overflow=0, pool_reset_on_return=reset)
     used: list[Any] = []
-    sa.event.listen(engine, "checkout", lambda dbapi_conn, *args: used.append(dbapi_conn))
-    database = Database(engine)
-    sid, now = "1" * 32, time.time()
-    with database.create(sid, StoredSession(now, now + 3600, None, None)) as writer:
-        writer.set({"a": b"1"}, 0)
-    # A logged-out session: no row, so the write is abandoned after its first statement.
-    with pytest.raises(SessionGone), database.update("0" * 32, now + 3600) as writer:
-        writer.set({"a": b"2"}, 0)
-    with database.update(sid, now + 7200) as writer:
-        writer.set({"a": b"3"}, 0)
-    assert used[-1] is used[-2] is used[-3]  # one connection all along, not reopened
-    assert rows(engine, sid) == {"a": b"3"} and rows(engine, "0" * 32) == {}
+    sa.event.listen(pooled, "checkout", lambda dbapi_conn, *args: used.append(dbapi_conn))
+    try:
+        database = Database(pooled)
+        sid, other, now = "1" * 32, "2" * 32, time.time()
+        for session_id in (sid, other):
+            with database.create(session_id, StoredSession(now, now + 3600, None, None)) as w:
+                w.set({"a": b"1"}, 0)
+        with pytest.raises(Abandoned), database.update(sid, now + 7200) as writer:
+            writer.set({"a": b"2"}, 0)
+            raise Abandoned
+        # A logged-out session: no row, so the write is abandoned after its first statement.
+        with pytest.raises(SessionGone), database.update("0" * 32, now + 3600) as writer:
+            writer.set({"a": b"2"}, 0)
+        with database.update(other, now + 7200) as writer:  # commits on that connection
+            writer.set({"a": b"3"}, 0)
+        assert len(set(map(id, used))) == 1  # one connection all along, not reopened
+        assert rows(engine, sid) == {"a": b"1"}  # nothing of the abandoned write
+        assert rows(engine, other) == {"a": b"3"} and rows(engine, "0" * 32) == {}
+    finally:
+        pooled.dispose()
+
+
+def test_a_write_on_a_driver_connection_in_autocommit_is_still_one_transaction(tmp_path):
+    from webapp2_sessions.sql import Database, RollBack, StoredSession
+
+    # SQLAlchemy's recipe for pysqlite: the driver in autocommit, BEGIN in an event.
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'sessions.db'}")
+
+    @sa.event.listens_for(engine, "connect")
+    def _autocommit(dbapi_conn: Any, record: Any) -> None:
+        dbapi_conn.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+    try:
+        database = Database(engine)
+        sid, now = "1" * 32, time.time()
+        with database.create(sid, StoredSession(now, now + 3600, None, None)) as writer:
+            writer.set({"a": b"1"}, 0)
+        with pytest.raises(RollBack), database.update(sid, now + 7200) as writer:
+            writer.set({"a": b"2", "b": b"2"}, 0)
+            raise RollBack
+        assert rows(engine, sid) == {"a": b"1"}
+        assert session_row(engine, sid).expires == now + 3600
+    finally:
+        engine.dispose()

@@ -279,13 +279,11 @@ def _positive(text: str) -> int:
 def run_purge(args: argparse.Namespace) -> reports.Report:
     from .config import SessionConfig
 
-    settings: dict[str, Any] = {"database": args.database}
-    if args.idle_timeout is not None:
-        settings["idle_timeout"] = args.idle_timeout
-    config = SessionConfig.from_mapping(settings)
+    config = SessionConfig.from_mapping({"database": args.database})
+    window = config.record_ttl if args.idle_timeout is None else args.idle_timeout
     tier = admin.open_tier(config)
     try:
-        purged = tier.database.purge(time.time(), limit=args.limit, trail=config.record_ttl / 2)
+        purged = tier.database.purge(time.time(), limit=args.limit, trail=window / 2)
     finally:
         tier.database.close()
     return {"purged": purged}, f"{purged} expired session(s) purged"

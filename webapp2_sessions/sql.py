@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -159,6 +160,10 @@ class Database:
         cursor = None
         try:
             cursor = pooled.cursor()
+            if _autocommits(pooled.dbapi_connection):
+                # Set so by the app (SQLAlchemy's recipe for pysqlite, say),
+                # which then begins transactions in an event this path skips.
+                cursor.execute("BEGIN")
             yield cursor
             pooled.commit()
         except (self._dbapi_error, sa.exc.SQLAlchemyError) as exc:
@@ -167,16 +172,22 @@ class Database:
                 cast(Any, driver_error), pooled.dbapi_connection, cursor
             ):
                 pooled.invalidate(exc)
+            else:
+                _roll_back(pooled)
             self._mark_down(exc)
             raise SessionUnavailableError(
                 f"request failed ({type(exc).__name__})", self.describe()
             ) from None
         except (RollBack, SessionUnavailableError):
-            raise  # rolled back as the pool takes the connection back
+            # Here, not left to the pool: it may be set not to reset connections.
+            _roll_back(pooled)
+            raise
         except BaseException as exc:
             pooled.invalidate(exc)
             raise
         finally:
+            if cursor is not None and pooled.is_valid:
+                cursor.close()
             pooled.close()
         self._answered()
 
@@ -442,6 +453,26 @@ class Database:
             if len(ids) < size:
                 break
         return purged
+
+
+def _autocommits(connection: Any) -> bool:
+    """Whether a driver connection runs each statement in a transaction of its own."""
+    if getattr(connection, "autocommit", None) is True:  # psycopg; sqlite3 from 3.12
+        return True
+    return (
+        isinstance(connection, sqlite3.Connection)
+        and connection.isolation_level is None
+        and not connection.in_transaction
+    )
+
+
+def _roll_back(pooled: Any) -> None:
+    """Roll back the transaction of a connection that goes back to the pool; a
+    connection that cannot is closed instead."""
+    try:
+        pooled.rollback()
+    except Exception as exc:
+        pooled.invalidate(exc)
 
 
 def sqlite_engine(path: str, *, wal: bool = False) -> Engine:
