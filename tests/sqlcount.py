@@ -33,37 +33,34 @@ class Tally:
 
     def connect_args(self, url: str) -> dict[str, Any]:
         """The driver's ``connect()`` arguments that make its cursors count here."""
-        tally = self
         if url.startswith("sqlite"):
-
-            class SqliteCursor(sqlite3.Cursor):
-                def execute(self, *args: Any, **kwargs: Any) -> Any:
-                    tally.count += 1
-                    return super().execute(*args, **kwargs)
-
-                def executemany(self, *args: Any, **kwargs: Any) -> Any:
-                    tally.count += 1
-                    return super().executemany(*args, **kwargs)
+            counting = self._counting(sqlite3.Cursor)
 
             class SqliteConnection(sqlite3.Connection):
-                def cursor(self, factory: Any = SqliteCursor) -> Any:
+                def cursor(self, factory: Any = counting) -> Any:
                     return super().cursor(factory)
 
             return {"factory": SqliteConnection}
         if url.startswith("postgresql"):
             import psycopg
 
-            class PgCursor(psycopg.Cursor[Any]):
-                def execute(self, *args: Any, **kwargs: Any) -> Any:
-                    tally.count += 1
-                    return super().execute(*args, **kwargs)
-
-                def executemany(self, *args: Any, **kwargs: Any) -> Any:
-                    tally.count += 1
-                    return super().executemany(*args, **kwargs)
-
-            return {"cursor_factory": PgCursor}
+            return {"cursor_factory": self._counting(psycopg.Cursor)}
         raise ValueError(f"no statement counting for {url}")
+
+    def _counting(self, cursor: Any) -> Any:
+        """A subclass of the driver's ``cursor`` class that counts here."""
+        tally = self
+
+        class Counting(cursor):  # type: ignore[misc, valid-type]
+            def execute(self, *args: Any, **kwargs: Any) -> Any:
+                tally.count += 1
+                return super().execute(*args, **kwargs)
+
+            def executemany(self, *args: Any, **kwargs: Any) -> Any:
+                tally.count += 1
+                return super().executemany(*args, **kwargs)
+
+        return Counting
 
 
 _TALLIES: weakref.WeakKeyDictionary[sa.engine.Engine, Tally] = weakref.WeakKeyDictionary()
