@@ -116,20 +116,12 @@ class Database:
     @contextmanager
     def _connect(self, write: bool) -> Iterator[Connection]:
         """A connection in a transaction; failures become ``SessionUnavailableError``."""
-        self._before()
         try:
-            self._ensure_schema()
-            if write and self._owed:
-                # Only a write: a read must not wait on (or fail for) a
-                # deletion; ``load`` and ``load_variables`` skip owed ids.
-                self._settle()
+            self._prepare(write)
             with self.engine.connect() as conn, conn.begin():
                 yield conn
         except sa.exc.SQLAlchemyError as exc:
-            self._mark_down(exc)
-            raise SessionUnavailableError(
-                f"request failed ({type(exc).__name__})", self.describe()
-            ) from None
+            raise self._failed(exc) from None
         self._answered()
 
     @contextmanager
@@ -146,17 +138,11 @@ class Database:
         of a statement with its reply unread, so that connection is closed,
         never handed to another request.
         """
-        self._before()
         try:
-            self._ensure_schema()
-            if self._owed:
-                self._settle()
+            self._prepare(write=True)
             pooled = self.engine.raw_connection()
         except sa.exc.SQLAlchemyError as exc:
-            self._mark_down(exc)
-            raise SessionUnavailableError(
-                f"request failed ({type(exc).__name__})", self.describe()
-            ) from None
+            raise self._failed(exc) from None
         cursor = None
         try:
             cursor = pooled.cursor()
@@ -167,17 +153,13 @@ class Database:
             yield cursor
             pooled.commit()
         except (self._dbapi_error, sa.exc.SQLAlchemyError) as exc:
-            driver_error = exc if isinstance(exc, self._dbapi_error) else None
-            if driver_error is not None and self.engine.dialect.is_disconnect(
-                cast(Any, driver_error), pooled.dbapi_connection, cursor
+            if isinstance(exc, self._dbapi_error) and self.engine.dialect.is_disconnect(
+                cast(Any, exc), pooled.dbapi_connection, cursor
             ):
                 pooled.invalidate(exc)
             else:
                 _roll_back(pooled)
-            self._mark_down(exc)
-            raise SessionUnavailableError(
-                f"request failed ({type(exc).__name__})", self.describe()
-            ) from None
+            raise self._failed(exc) from None
         except (RollBack, SessionUnavailableError):
             # Here, not left to the pool: it may be set not to reset connections.
             _roll_back(pooled)
@@ -191,14 +173,27 @@ class Database:
             pooled.close()
         self._answered()
 
-    def _before(self) -> None:
+    def _prepare(self, write: bool) -> None:
+        """What comes before a transaction: fail fast while marked down, make
+        the tables on first use, and, before a write, the owed deletions."""
         if self._down and self._down_until > time.monotonic():
             raise SessionUnavailableError("marked down after a failure", self.describe())
+        self._ensure_schema()
+        if write and self._owed:
+            # Only a write: a read must not wait on (or fail for) a
+            # deletion; ``load`` and ``load_variables`` skip owed ids.
+            self._settle()
 
     def _answered(self) -> None:
         if self._down:
             self._down = False
             log.warning("%s is answering again", self.describe())
+
+    def _failed(self, error: BaseException) -> SessionUnavailableError:
+        """What a request that failed with ``error`` raises; marks the database
+        down unless the error is a constraint."""
+        self._mark_down(error)
+        return SessionUnavailableError(f"request failed ({type(error).__name__})", self.describe())
 
     def _mark_down(self, error: BaseException) -> None:
         if isinstance(error, (sa.exc.IntegrityError, self._dbapi_integrity_error)):
