@@ -282,8 +282,10 @@ def run_purge(args: argparse.Namespace) -> reports.Report:
     config = SessionConfig.from_mapping({"database": args.database})
     window = config.record_ttl if args.idle_timeout is None else args.idle_timeout
     tier = admin.open_tier(config)
+    from .sql import RENEWAL_SHARE  # SQLAlchemy is there: open_tier needs it
+
     try:
-        purged = tier.database.purge(time.time(), limit=args.limit, trail=window / 2)
+        purged = tier.database.purge(time.time(), limit=args.limit, trail=window * RENEWAL_SHARE)
     finally:
         tier.database.close()
     return {"purged": purged}, f"{purged} expired session(s) purged"

@@ -27,7 +27,15 @@ from .errors import SessionUnavailableError
 from .plans import LoadPlan, WritePlan, undo_ops, write_plan_for
 from .record import FLAGS_FLASHES, Record
 from .refill import invalidation, record_of, refill_ops, results_from
-from .sql import FLASHES, Database, RollBack, SessionGone, StoredSession, Writer
+from .sql import (
+    FLASHES,
+    RENEWAL_SHARE,
+    Database,
+    RollBack,
+    SessionGone,
+    StoredSession,
+    Writer,
+)
 from .stores import Delete, Item, Op, Result, Set
 
 if TYPE_CHECKING:
@@ -77,11 +85,11 @@ class DurableTier:
         """
         now = time.monotonic()
         last = self._touched.get(session_id)  # a read: no lock on the usual path
-        if last is not None and now - last < record_ttl / 2:
+        if last is not None and now - last < record_ttl * RENEWAL_SHARE:
             return
         with self._lock:
             last = self._touched.get(session_id)  # again: another thread may have
-            if last is not None and now - last < record_ttl / 2:
+            if last is not None and now - last < record_ttl * RENEWAL_SHARE:
                 return
             self._note(session_id, now)
         try:
@@ -315,7 +323,9 @@ class DurableTier:
                 raise
             return None
         self.noted_write(sid)
-        self.database.sweep(config.sweep_percent, config.sweep_limit, trail=config.record_ttl / 2)
+        self.database.sweep(
+            config.sweep_percent, config.sweep_limit, trail=config.record_ttl * RENEWAL_SHARE
+        )
         if life.max_age is not None:
             life.cookie_action = "set"
         assert plan is not None

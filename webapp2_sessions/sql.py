@@ -51,6 +51,11 @@ from .sql_writer import Writer as Writer
 
 log = logging.getLogger("webapp2_sessions")
 
+#: Of a session's idle window, how long its row may go unrenewed while the
+#: session is in use: a visitor who only reads renews it no more often
+#: (``DurableTier.touch_if_due``), so a row's expiry may trail its session's
+#: by this much, and ``Database.purge`` waits as long past it.
+RENEWAL_SHARE = 0.5
 #: Sessions deleted per transaction by ``Database.purge``.
 PURGE_CHUNK = 500
 #: Deletions that failed, remembered by a process until the database answers.
@@ -413,8 +418,9 @@ class Database:
         A session only read renews its row at most once per half its idle
         window (``DurableTier.touch_if_due``), while memcached's record is
         renewed on every request: the row's expiry may trail the session's
-        by up to ``trail`` seconds (half the settings' idle window), or half
-        the session's own remembered lifetime (``expiry``) if longer. A row is
+        by up to ``trail`` seconds (``RENEWAL_SHARE`` of the settings' idle
+        window), or that share of the session's own remembered lifetime
+        (``expiry``) if longer. A row is
         purged only once its expiry is that far behind ``now``; purging it
         sooner would end the session of a visitor who read, paused and came
         back to write within their idle window.
@@ -427,7 +433,7 @@ class Database:
         that are gone, never those of one renewed meanwhile.
         """
         s, v = sessions_table, variables_table
-        own = s.c.expiry / 2.0
+        own = s.c.expiry * RENEWAL_SHARE
         behind = sa.case((own > trail, own), else_=trail)
         # The first bound is for the index on expires; the second is the rule.
         is_over = sa.and_(s.c.expires < now - trail, s.c.expires < now - behind)
