@@ -150,21 +150,15 @@ class Database:
 
         from webapp2_sessions.sql import sqlite_engine
 
-        if link.counting:
-            from sqlcount import counting_engine
-
-            engine = counting_engine(link.url)
-            if self.wal:  # as sqlite_engine(path, wal=True) sets up each connection
-
-                @sa.event.listens_for(engine, "connect")
-                def _pragmas(connection: Any, record: Any) -> None:
-                    connection.execute("PRAGMA journal_mode=WAL")
-                    connection.execute("PRAGMA synchronous=NORMAL")
-
-            return engine
         if self.path is not None:
-            return sqlite_engine(self.path, wal=self.wal)
-        return sa.create_engine(link.url)
+            engine = sqlite_engine(self.path, wal=self.wal)
+        else:
+            engine = sa.create_engine(link.url)
+        if link.counting:
+            from sqlcount import counted
+
+            counted(engine)
+        return engine
 
     def raw_connect(self, link: Link) -> Any:
         """A DBAPI connection of the driver SQLAlchemy uses, in its default transaction mode."""

@@ -2,9 +2,9 @@
 
 The durable tier runs its writes on the DBAPI cursor, past SQLAlchemy's
 cursor events, so statements are counted where every path meets: the
-driver's own cursor. An engine made by ``counting_engine`` hands out
-connections whose cursors count each ``execute`` and each ``executemany``
-(as one). Transaction control the drivers send on their own (``BEGIN``,
+driver's own cursor. An engine passed to ``counted`` (or made by
+``counting_engine``) opens connections whose cursors count each ``execute``
+and each ``executemany`` (as one). Transaction control the drivers send on their own (``BEGIN``,
 ``COMMIT``, ``ROLLBACK``) goes through no cursor and is not counted.
 Used by the tests and by the benchmark's counting pass.
 """
@@ -31,9 +31,9 @@ class Tally:
         action()
         return self.count - before
 
-    def connect_args(self, url: str) -> dict[str, Any]:
+    def connect_args(self, dialect: str) -> dict[str, Any]:
         """The driver's ``connect()`` arguments that make its cursors count here."""
-        if url.startswith("sqlite"):
+        if dialect == "sqlite":
             counting = self._counting(sqlite3.Cursor)
 
             class SqliteConnection(sqlite3.Connection):
@@ -41,11 +41,11 @@ class Tally:
                     return super().cursor(factory)
 
             return {"factory": SqliteConnection}
-        if url.startswith("postgresql"):
+        if dialect == "postgresql":
             import psycopg
 
             return {"cursor_factory": self._counting(psycopg.Cursor)}
-        raise ValueError(f"no statement counting for {url}")
+        raise ValueError(f"no statement counting for {dialect}")
 
     def _counting(self, cursor: Any) -> Any:
         """A subclass of the driver's ``cursor`` class that counts here."""
@@ -66,18 +66,28 @@ class Tally:
 _TALLIES: weakref.WeakKeyDictionary[sa.engine.Engine, Tally] = weakref.WeakKeyDictionary()
 
 
-def counting_engine(url: str, *, connect_args: dict[str, Any] | None = None) -> sa.engine.Engine:
-    """``sqlalchemy.create_engine(url)`` whose statements ``tally_of`` counts."""
+def counted(engine: sa.engine.Engine) -> sa.engine.Engine:
+    """``engine``, its statements counted (``tally_of``) from its next new
+    connection on: whatever else it sets up for its connections still applies."""
     tally = Tally()
-    args = {**(connect_args or {}), **tally.connect_args(url)}
-    engine = sa.create_engine(url, connect_args=args)
+    args = tally.connect_args(engine.dialect.name)
+
+    @sa.event.listens_for(engine, "do_connect")
+    def _counting(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        cparams.update(args)
+
     _TALLIES[engine] = tally
     return engine
 
 
+def counting_engine(url: str) -> sa.engine.Engine:
+    """``sqlalchemy.create_engine(url)``, ``counted``."""
+    return counted(sa.create_engine(url))
+
+
 def tally_of(engine: sa.engine.Engine) -> Tally:
-    """The statement count of an engine made by ``counting_engine``."""
+    """The statement count of an engine passed to ``counted``."""
     try:
         return _TALLIES[engine]
     except KeyError:
-        raise ValueError("not a counting engine: make it with counting_engine()") from None
+        raise ValueError("not a counting engine: pass it to counted()") from None
