@@ -21,7 +21,7 @@ import webtest
 from conftest import Handler
 from test_durable import app_with, rows, session_row, sid_of
 
-from webapp2_sessions.sql import sessions_table
+from webapp2_sessions.sql import Database, RollBack, SessionGone, StoredSession, sessions_table
 
 DEAD_RETRY = 0.2
 
@@ -237,6 +237,19 @@ def test_a_deletion_owed_never_makes_reads_wait_for_the_lock_it_needs(memcached,
         engine.dispose()
 
 
+def stored_with_a(database: Any, sid: str, now: float) -> None:
+    """Session ``sid`` in the database alone, holding a = 1 for an hour from ``now``."""
+    with database.create(sid, StoredSession(now, now + 3600, None, None)) as writer:
+        writer.set({"a": b"1"}, 0)
+
+
+def checkouts(engine: sa.engine.Engine) -> list[Any]:
+    """The driver connection of each checkout from ``engine``'s pool, from now on."""
+    used: list[Any] = []
+    sa.event.listen(engine, "checkout", lambda dbapi_conn, *args: used.append(dbapi_conn))
+    return used
+
+
 class Interrupted(Exception):
     """What a per-request time limit raises from its signal handler."""
 
@@ -247,18 +260,14 @@ class Interrupted(Exception):
 def test_an_interrupt_in_the_middle_of_a_write_statement_closes_that_database_connection(
     pg_url, reset
 ):
-    from webapp2_sessions.sql import Database, StoredSession
-
     # One pooled connection: a connection handed back would be the next one used.
     engine = sa.create_engine(pg_url, pool_size=1, max_overflow=0, pool_reset_on_return=reset)
     other = sa.create_engine(pg_url)
-    used: list[Any] = []
-    sa.event.listen(engine, "checkout", lambda dbapi_conn, *args: used.append(dbapi_conn))
+    used = checkouts(engine)
     try:
         database = Database(engine)
         sid, now = "1" * 32, time.time()
-        with database.create(sid, StoredSession(now, now + 3600, None, None)) as writer:
-            writer.set({"a": b"1"}, 0)
+        stored_with_a(database, sid, now)
 
         def interrupt(signum: int, frame: Any) -> None:
             raise Interrupted
@@ -294,22 +303,18 @@ def test_an_interrupt_in_the_middle_of_a_write_statement_closes_that_database_co
 def test_a_write_abandoned_between_statements_is_rolled_back_and_keeps_its_connection(
     engine, reset
 ):
-    from webapp2_sessions.sql import Database, RollBack, SessionGone, StoredSession
-
     class Abandoned(RollBack):
         """What the tier raises when memcached shows a logout under way."""
 
     url = engine.url.render_as_string(hide_password=False)
     # One pooled connection, which the pool may be told not to reset on return.
     pooled = sa.create_engine(url, pool_size=1, max_overflow=0, pool_reset_on_return=reset)
-    used: list[Any] = []
-    sa.event.listen(pooled, "checkout", lambda dbapi_conn, *args: used.append(dbapi_conn))
+    used = checkouts(pooled)
     try:
         database = Database(pooled)
         sid, other, now = "1" * 32, "2" * 32, time.time()
         for session_id in (sid, other):
-            with database.create(session_id, StoredSession(now, now + 3600, None, None)) as w:
-                w.set({"a": b"1"}, 0)
+            stored_with_a(database, session_id, now)
         with pytest.raises(Abandoned), database.update(sid, now + 7200) as writer:
             writer.set({"a": b"2"}, 0)
             raise Abandoned
@@ -326,8 +331,6 @@ def test_a_write_abandoned_between_statements_is_rolled_back_and_keeps_its_conne
 
 
 def test_a_write_on_a_driver_connection_in_autocommit_is_still_one_transaction(tmp_path):
-    from webapp2_sessions.sql import Database, RollBack, StoredSession
-
     # SQLAlchemy's recipe for pysqlite: the driver in autocommit, BEGIN in an event.
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'sessions.db'}")
 
@@ -342,8 +345,7 @@ def test_a_write_on_a_driver_connection_in_autocommit_is_still_one_transaction(t
     try:
         database = Database(engine)
         sid, now = "1" * 32, time.time()
-        with database.create(sid, StoredSession(now, now + 3600, None, None)) as writer:
-            writer.set({"a": b"1"}, 0)
+        stored_with_a(database, sid, now)
         with pytest.raises(RollBack), database.update(sid, now + 7200) as writer:
             writer.set({"a": b"2", "b": b"2"}, 0)
             raise RollBack
