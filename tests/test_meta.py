@@ -92,7 +92,8 @@ def test_a_connection_closed_mid_reply_is_a_connection_error():
 
 
 @pytest.mark.parametrize(
-    "key", ["a b", "a\x00b", "a\r\nflush_all", "", "é", "a\x7f", "x" * 251, " a", "a "]
+    "key",
+    ["a b", "a\x00b", "a\tb", "a\x1fb", "a\r\nflush_all", "", "é", "a\x7f", "x" * 251, " a", "a "],
 )
 def test_a_malformed_key_anywhere_in_a_batch_is_refused_before_sending(key):
     for ops in ([Get(key)], [Get("ok"), Set(key, b"v")], [Get("ok"), Delete(key), Get("ok2")]):

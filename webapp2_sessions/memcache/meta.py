@@ -18,8 +18,6 @@ from ..stores import Delete, Failed, Get, Incr, Item, Op, Result, Set
 #: memcached reads a larger expiry as an absolute Unix time.
 _MAX_RELATIVE_EXPTIME = 30 * 24 * 3600
 _MODE_FLAG = {"set": b"", "add": b" ME", "append": b" MA"}
-# Bytes no key may hold, but NUL (see encode()).
-_UNSAFE_KEY_CHAR = re.compile(r"[\x01-\x20\x7f]")
 
 
 def exptime(ttl: int) -> int:
@@ -36,22 +34,18 @@ def exptime(ttl: int) -> int:
 def encode(ops: Sequence[Op]) -> bytes:
     """The meta-protocol text of a batch."""
     # Keys are built from validated parts only; this is the last defence, run
-    # once over all of them: joined by NULs, which must then number exactly
-    # one fewer than the keys.
+    # once over all of them: joined by spaces, the text must be printable
+    # ASCII (no control character, no DEL) with exactly one space fewer than
+    # the keys, so that none holds a space of its own. Encoded once, then split.
     keys = [op.key for op in ops]
-    joined = "\x00".join(keys)
-    if (
-        not joined.isascii()
-        or _UNSAFE_KEY_CHAR.search(joined) is not None
-        or joined.count("\x00") != len(keys) - 1
-    ):
+    joined = " ".join(keys)
+    if not joined.isascii() or not joined.isprintable() or joined.count(" ") != len(keys) - 1:
         raise ValueError(f"refusing to send a malformed memcached key in {joined[:40]!r}")
     out: list[bytes] = []
     append = out.append
-    for op, text in zip(ops, keys, strict=True):
-        key = text.encode("ascii")
+    for op, key in zip(ops, joined.encode("ascii").split(b" "), strict=True):
         if len(key) > 250 or not key:
-            raise ValueError(f"refusing to send malformed memcached key {text[:40]!r}")
+            raise ValueError(f"refusing to send malformed memcached key {key[:40]!r}")
         kind = op.__class__
         if kind is Get:
             touch = op.touch  # type: ignore[union-attr]
