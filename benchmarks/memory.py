@@ -711,32 +711,32 @@ def fill_owner_renewals(ctx: Context) -> Row | None:
 
 def fill_owed_deletions(ctx: Context) -> Row | None:
     """Deletions a database owes after an outage (only with a database)."""
-    module = sys.modules.get(f"{PACKAGE}.sql")  # loaded for the traced pass only
+    module = sys.modules.get(f"{PACKAGE}.sql_owed")  # loaded for the traced pass only
     if module is None:
         return None
-    cls = getattr(module, "Database", None)
+    cls = getattr(module, "OwedDeletions", None)
     found = int_constant(module.__name__, r"OWED")
-    if cls is None or not hasattr(cls, "_owe"):
+    if cls is None:
         return None
     if found is None:
-        raise LookupError("no ...OWED... bound in sql")
-    database = cls("sqlite://")  # never connected: the list is this process's own
-    ctx.keep.append(database)
+        raise LookupError("no ...OWED... bound in sql_owed")
+    owed_deletions = cls(lambda: "database")  # the list is this process's own
+    ctx.keep.append(owed_deletions)
     # Each entry keeps what a logout leaves to run once the rows are gone
     # (transitions.mark_dead bound to the store, the key scheme and the id);
     # the store and the key scheme are shared, so stand-ins do here.
     transitions = sys.modules.get(f"{PACKAGE}.transitions")
     mark_dead = getattr(transitions, "mark_dead", None)
     store, keys = object(), object()
-    base = traced()  # the list alone, not the engine around it
+    base = traced()
     for _ in range(found[1]):
         sid = uuid.uuid4().hex
         if mark_dead is None:
-            database._owe(sid)
+            owed_deletions.add(sid)
         else:
-            database._owe(sid, functools.partial(mark_dead, store, keys, sid))
+            owed_deletions.add(sid, functools.partial(mark_dead, store, keys, sid))
     held = traced() - base
-    attr, owed = largest_container(database)
+    attr, owed = largest_container(owed_deletions)
     return Row(
         "database: owed deletions",
         f"{short(module.__name__)}.{cls.__name__}.{attr}",

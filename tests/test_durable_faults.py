@@ -139,9 +139,9 @@ def test_a_required_variable_evicted_while_the_database_is_down_keeps_the_sessio
 def test_deletions_owed_are_bounded_and_the_oldest_is_dropped_with_a_log_line(
     sqlite_url, monkeypatch, caplog
 ):
-    from webapp2_sessions import SessionUnavailableError, sql
+    from webapp2_sessions import SessionUnavailableError, sql, sql_owed
 
-    monkeypatch.setattr(sql, "MAX_OWED", 2)
+    monkeypatch.setattr(sql_owed, "MAX_OWED", 2)
     database = sql.Database(sqlite_url, dead_retry=3600)
     database._mark_down(sa.exc.OperationalError("stopped", {}, Exception()))
     for sid in ("a" * 32, "b" * 32, "c" * 32):

@@ -10,39 +10,39 @@ that locks it (PostgreSQL) or the database (SQLite), so writes to one session
 are applied one at a time in both tiers, and a write after a logout finds no
 row and changes nothing. Install with ``pip install webapp2-sessions[sql]``.
 
-This module is what callers import: ``Database`` (the connection, its
-availability, reads and whole-session writes) and ``sqlite_engine`` live here;
-the tables (``sql_schema.py``) and one write transaction (``sql_writer.py``)
-are re-exported from theirs. The statements a request runs are built and
-compiled in ``sql_statements.py``.
+This module is what callers import: ``Database`` (the session queries: reads,
+writes, logouts, purges) and ``sqlite_engine`` live here; the tables
+(``sql_schema.py``) and one write transaction (``sql_writer.py``) are
+re-exported from theirs. Around them: the engine's availability and the two
+kinds of transaction (``sql_link.py``, ``Database``'s base), the logouts a
+failed database still owes (``sql_owed.py``) and the statements a request
+runs, compiled once (``sql_statements.py``).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import random
-import sqlite3
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 try:
     import sqlalchemy as sa
-    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.engine import Engine
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError(
         "the 'database' setting needs SQLAlchemy: pip install 'webapp2-sessions[sql]'"
     ) from exc
 
 from .errors import SessionUnavailableError
+from .sql_link import DatabaseLink
+from .sql_owed import OwedDeletions
 from .sql_schema import FLASHES as FLASHES
-from .sql_schema import create_tables, value_of
 from .sql_schema import sessions_table as sessions_table
+from .sql_schema import value_of
 from .sql_schema import variables_table as variables_table
 from .sql_statements import LOAD, Statements
 from .sql_writer import RollBack as RollBack
@@ -58,10 +58,6 @@ log = logging.getLogger("webapp2_sessions")
 RENEWAL_SHARE = 0.5
 #: Sessions deleted per transaction by ``Database.purge``.
 PURGE_CHUNK = 500
-#: Deletions that failed, remembered by a process until the database answers.
-MAX_OWED = 10_000
-#: Owed deletions completed at the start of one transaction, at most.
-SETTLE_BATCH = 100
 
 
 @dataclass
@@ -82,195 +78,53 @@ class StoredSession:
     issued: float | None = None
 
 
-class Database:
-    """The durable tier's connection to one database.
+class Database(DatabaseLink):
+    """The durable tier's queries on one database.
 
     ``source`` is a SQLAlchemy URL or ``Engine``. Tables are created on first
     use; a sessions table made by an earlier version gets the columns added
-    since (``owner`` with its index, ``expiry``, ``issued``), nullable. A database that
-    fails is logged once and skipped for ``dead_retry`` seconds, like a
-    memcached node; its failures surface as ``SessionUnavailableError``.
-    A ``delete`` that fails is owed: see ``owes``.
+    since (``owner`` with its index, ``expiry``, ``issued``), nullable. A
+    database that fails is logged once and skipped for ``dead_retry`` seconds,
+    like a memcached node (``DatabaseLink``); its failures surface as
+    ``SessionUnavailableError``. A ``delete`` that fails is owed: see ``owes``.
     """
 
     def __init__(self, source: str | Engine, *, dead_retry: float = 10.0) -> None:
-        self.engine = sa.create_engine(source) if isinstance(source, str) else source
-        self.dead_retry = dead_retry
+        super().__init__(source, dead_retry=dead_retry)
         self._statements = Statements(self.engine.dialect)
-        dbapi = self.engine.dialect.loaded_dbapi
-        #: What the driver raises (``_transaction`` runs statements on it directly).
-        self._dbapi_error: type[Exception] = dbapi.Error
-        self._dbapi_integrity_error: type[Exception] = dbapi.IntegrityError
-        self._ready = False
-        self._lock = threading.Lock()
-        self._down_until = 0.0
-        self._down = False
-        #: Session id -> what to run once its rows are deleted (``delete``'s ``settled``).
-        self._owed: OrderedDict[str, Callable[[], object] | None] = OrderedDict()
-        self._owed_lock = threading.Lock()
-
-    def describe(self) -> str:
-        url = self.engine.url
-        return f"database {url.get_backend_name()}://{url.host or ''}{url.database or ''}"
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    # ------------------------------------------------------------------ availability
-
-    @contextmanager
-    def _connect(self, write: bool) -> Iterator[Connection]:
-        """A connection in a transaction; failures become ``SessionUnavailableError``."""
-        try:
-            self._prepare(write)
-            with self.engine.connect() as conn, conn.begin():
-                yield conn
-        except sa.exc.SQLAlchemyError as exc:
-            raise self._failed(exc) from None
-        self._answered()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        """A write transaction on a DBAPI cursor, committed on a clean exit.
-
-        The connection comes from the engine's pool, so its settings and its
-        ``connect`` and ``checkout`` events apply; the statements run on the
-        driver (``sql_statements.Prepared``). Database failures become
-        ``SessionUnavailableError``. Only what the tier raises between
-        statements (``RollBack``, memcached's ``SessionUnavailableError``)
-        leaves the connection to be rolled back and reused: anything else (a
-        signal's exception, a greenlet's timeout) may have come in the middle
-        of a statement with its reply unread, so that connection is closed,
-        never handed to another request.
-        """
-        try:
-            self._prepare(write=True)
-            pooled = self.engine.raw_connection()
-        except sa.exc.SQLAlchemyError as exc:
-            raise self._failed(exc) from None
-        cursor = None
-        try:
-            cursor = pooled.cursor()
-            if _autocommits(pooled.dbapi_connection):
-                # Set so by the app (SQLAlchemy's recipe for pysqlite, say),
-                # which then begins transactions in an event this path skips.
-                cursor.execute("BEGIN")
-            yield cursor
-            pooled.commit()
-        except (self._dbapi_error, sa.exc.SQLAlchemyError) as exc:
-            if isinstance(exc, self._dbapi_error) and self.engine.dialect.is_disconnect(
-                cast(Any, exc), pooled.dbapi_connection, cursor
-            ):
-                pooled.invalidate(exc)
-            else:
-                _roll_back(pooled)
-            raise self._failed(exc) from None
-        except (RollBack, SessionUnavailableError):
-            # Here, not left to the pool: it may be set not to reset connections.
-            _roll_back(pooled)
-            raise
-        except BaseException as exc:
-            pooled.invalidate(exc)
-            raise
-        finally:
-            if cursor is not None and pooled.is_valid:
-                cursor.close()
-            pooled.close()
-        self._answered()
-
-    def _prepare(self, write: bool) -> None:
-        """What comes before a transaction: fail fast while marked down, make
-        the tables on first use, and, before a write, the owed deletions."""
-        if self._down and self._down_until > time.monotonic():
-            raise SessionUnavailableError("marked down after a failure", self.describe())
-        self._ensure_schema()
-        if write and self._owed:
-            # Only a write: a read must not wait on (or fail for) a
-            # deletion; ``load`` and ``load_variables`` skip owed ids.
-            self._settle()
-
-    def _answered(self) -> None:
-        if self._down:
-            self._down = False
-            log.warning("%s is answering again", self.describe())
-
-    def _failed(self, error: BaseException) -> SessionUnavailableError:
-        """What a request that failed with ``error`` raises; marks the database
-        down unless the error is a constraint."""
-        self._mark_down(error)
-        return SessionUnavailableError(f"request failed ({type(error).__name__})", self.describe())
-
-    def _mark_down(self, error: BaseException) -> None:
-        if isinstance(error, (sa.exc.IntegrityError, self._dbapi_integrity_error)):
-            return  # a constraint, not an outage
-        self._down_until = time.monotonic() + self.dead_retry
-        if not self._down:
-            self._down = True
-            log.error(
-                "%s unavailable (%s); writes are not saved for %gs",
-                self.describe(),
-                type(error).__name__,
-                self.dead_retry,
-            )
+        #: Logouts whose deletion failed (``delete``), done once it answers.
+        self.owed = OwedDeletions(self.describe)
 
     # ------------------------------------------------------------------ owed deletions
 
     def owes(self, session_id: str) -> bool:
         """True while a failed ``delete`` of the session is not done yet: this
         process reads it as gone (``load`` and ``load_variables`` find nothing)."""
-        return session_id in self._owed
+        return session_id in self.owed
 
-    def _owe(self, session_id: str, settled: Callable[[], object] | None = None) -> None:
-        with self._owed_lock:
-            self._owed[session_id] = settled or self._owed.get(session_id)
-            self._owed.move_to_end(session_id)
-            dropped = 0
-            while len(self._owed) > MAX_OWED:
-                self._owed.popitem(last=False)
-                dropped += 1
-        if dropped:
-            log.error(
-                "%s: %d owed deletion(s) dropped (more than %d waiting); "
-                "those sessions' rows stay until they expire",
-                self.describe(),
-                dropped,
-                MAX_OWED,
-            )
+    def _before_write(self) -> None:
+        if self.owed:
+            # Only a write: a read must not wait on (or fail for) a
+            # deletion; ``load`` and ``load_variables`` skip owed ids.
+            self._settle()
 
     def _settle(self) -> None:
-        """Delete the rows of up to ``SETTLE_BATCH`` owed sessions, in a
+        """Delete the rows of the oldest owed sessions (``OwedDeletions``), in a
         transaction of their own (two statements)."""
-        with self._owed_lock:
-            ids = list(itertools.islice(self._owed, SETTLE_BATCH))
+        ids = self.owed.next_batch()
         if not ids:
             return
         with self.engine.connect() as conn, conn.begin():
             conn.execute(sa.delete(sessions_table).where(sessions_table.c.id.in_(ids)))
             conn.execute(sa.delete(variables_table).where(variables_table.c.session_id.in_(ids)))
-        with self._owed_lock:
-            done = [self._owed.pop(session_id, None) for session_id in ids]
-        log.warning("%s: %d owed deletion(s) completed", self.describe(), len(ids))
-        for settled in done:
-            if settled is not None:
-                try:
-                    settled()
-                except Exception:  # the rows are gone; this is the cache's part
-                    log.exception("%s: after an owed deletion", self.describe())
-
-    def _ensure_schema(self) -> None:
-        if self._ready:
-            return
-        with self._lock:
-            if not self._ready:
-                create_tables(self.engine)
-                self._ready = True
+        self.owed.settled(ids)
 
     # ------------------------------------------------------------------ reading
 
     def load(self, session_id: str, now: float) -> StoredSession | None:
         """The session and every variable, in one query; None if gone, expired
         or owed a deletion (``owes``)."""
-        if session_id in self._owed:
+        if session_id in self.owed:
             return None
         with self._connect(write=False) as conn:
             rows = conn.execute(LOAD, {"sid": session_id}).all()
@@ -296,7 +150,7 @@ class Database:
     ) -> dict[str, tuple[bytes, int]]:
         """``names`` of a session, where the database has them (one query);
         none of a session owed a deletion (``owes``)."""
-        if session_id in self._owed:
+        if session_id in self.owed:
             return {}
         v = variables_table
         query = sa.select(v.c.name, v.c.value, v.c.flags).where(
@@ -352,9 +206,9 @@ class Database:
         If the database fails, ``SessionUnavailableError`` is raised and the
         deletion is owed: until it is done this process reads the session as
         gone (``owes``), and its next write transaction, once the database
-        answers, begins by deleting the rows of the sessions owed (at most
-        ``SETTLE_BATCH`` each time; ``MAX_OWED`` remembered, the oldest
-        dropped with a log line), then calls their ``settled``: from then on
+        answers, begins by deleting the rows of the sessions owed (see
+        ``sql_owed``: a bounded batch each time, a bounded number remembered,
+        the oldest dropped with a log line), then calls their ``settled``: from then on
         this process no longer skips the id, so what memcached still holds
         for it must read as ended (another process may have refilled it from
         the rows meanwhile).
@@ -367,11 +221,9 @@ class Database:
                 gone = conn.execute(sa.delete(s).where(s.c.id == session_id))
                 conn.execute(sa.delete(v).where(v.c.session_id == session_id))
         except SessionUnavailableError:
-            self._owe(session_id, settled)
+            self.owed.add(session_id, settled)
             raise
-        if self._owed:
-            with self._owed_lock:
-                self._owed.pop(session_id, None)
+        self.owed.discard(session_id)
         return gone.rowcount > 0
 
     def sweep(self, percent: float, limit: int, *, trail: float = 0.0) -> None:
@@ -454,26 +306,6 @@ class Database:
             if len(ids) < size:
                 break
         return purged
-
-
-def _autocommits(connection: Any) -> bool:
-    """Whether a driver connection runs each statement in a transaction of its own."""
-    if getattr(connection, "autocommit", None) is True:  # psycopg; sqlite3 from 3.12
-        return True
-    return (
-        isinstance(connection, sqlite3.Connection)
-        and connection.isolation_level is None
-        and not connection.in_transaction
-    )
-
-
-def _roll_back(pooled: Any) -> None:
-    """Roll back the transaction of a connection that goes back to the pool; a
-    connection that cannot is closed instead."""
-    try:
-        pooled.rollback()
-    except Exception as exc:
-        pooled.invalidate(exc)
 
 
 def sqlite_engine(path: str, *, wal: bool = False) -> Engine:

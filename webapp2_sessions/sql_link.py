@@ -1,0 +1,180 @@
+"""One database engine as the durable tier uses it: its availability and its transactions.
+
+A database that fails is treated like a memcached node: logged once, then
+skipped for ``dead_retry`` seconds, with every failure surfacing as
+``SessionUnavailableError``. Every query of the tier runs in one of two
+transactions: ``_connect`` (a SQLAlchemy ``Connection``: reads, logouts,
+purges) or ``_transaction`` (a DBAPI cursor, for the writes every request
+makes, where SQLAlchemy's per-statement work would cost more than the
+statement). ``sql.Database`` adds the session queries on top.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from .errors import SessionUnavailableError
+from .sql_schema import create_tables
+from .sql_writer import RollBack
+
+log = logging.getLogger("webapp2_sessions")
+
+
+class DatabaseLink:
+    """An engine (``source``: a SQLAlchemy URL or ``Engine``), marked down for
+    ``dead_retry`` seconds after a failure; its tables are created on first use."""
+
+    def __init__(self, source: str | Engine, *, dead_retry: float = 10.0) -> None:
+        self.engine = sa.create_engine(source) if isinstance(source, str) else source
+        self.dead_retry = dead_retry
+        dbapi = self.engine.dialect.loaded_dbapi
+        #: What the driver raises (``_transaction`` runs statements on it directly).
+        self._dbapi_error: type[Exception] = dbapi.Error
+        self._dbapi_integrity_error: type[Exception] = dbapi.IntegrityError
+        self._ready = False
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._down = False
+
+    def describe(self) -> str:
+        """The database as log lines and errors name it (no password)."""
+        url = self.engine.url
+        return f"database {url.get_backend_name()}://{url.host or ''}{url.database or ''}"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ availability
+
+    @contextmanager
+    def _connect(self, write: bool) -> Iterator[Connection]:
+        """A connection in a transaction; failures become ``SessionUnavailableError``."""
+        try:
+            self._prepare(write)
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._failed(exc) from None
+        self._answered()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A write transaction on a DBAPI cursor, committed on a clean exit.
+
+        The connection comes from the engine's pool, so its settings and its
+        ``connect`` and ``checkout`` events apply; the statements run on the
+        driver (``sql_statements.Prepared``). Database failures become
+        ``SessionUnavailableError``. Only what the tier raises between
+        statements (``RollBack``, memcached's ``SessionUnavailableError``)
+        leaves the connection to be rolled back and reused: anything else (a
+        signal's exception, a greenlet's timeout) may have come in the middle
+        of a statement with its reply unread, so that connection is closed,
+        never handed to another request.
+        """
+        try:
+            self._prepare(write=True)
+            pooled = self.engine.raw_connection()
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._failed(exc) from None
+        cursor = None
+        try:
+            cursor = pooled.cursor()
+            if _autocommits(pooled.dbapi_connection):
+                # Set so by the app (SQLAlchemy's recipe for pysqlite, say),
+                # which then begins transactions in an event this path skips.
+                cursor.execute("BEGIN")
+            yield cursor
+            pooled.commit()
+        except (self._dbapi_error, sa.exc.SQLAlchemyError) as exc:
+            if isinstance(exc, self._dbapi_error) and self.engine.dialect.is_disconnect(
+                cast(Any, exc), pooled.dbapi_connection, cursor
+            ):
+                pooled.invalidate(exc)
+            else:
+                _roll_back(pooled)
+            raise self._failed(exc) from None
+        except (RollBack, SessionUnavailableError):
+            # Here, not left to the pool: it may be set not to reset connections.
+            _roll_back(pooled)
+            raise
+        except BaseException as exc:
+            pooled.invalidate(exc)
+            raise
+        finally:
+            if cursor is not None and pooled.is_valid:
+                cursor.close()
+            pooled.close()
+        self._answered()
+
+    def _prepare(self, write: bool) -> None:
+        """What comes before a transaction: fail fast while marked down, make
+        the tables on first use, and, before a write, ``_before_write()``."""
+        if self._down and self._down_until > time.monotonic():
+            raise SessionUnavailableError("marked down after a failure", self.describe())
+        self._ensure_schema()
+        if write:
+            self._before_write()
+
+    def _before_write(self) -> None:
+        """What every write transaction runs first, in a transaction of its own."""
+
+    def _answered(self) -> None:
+        if self._down:
+            self._down = False
+            log.warning("%s is answering again", self.describe())
+
+    def _failed(self, error: BaseException) -> SessionUnavailableError:
+        """What a request that failed with ``error`` raises; marks the database
+        down unless the error is a constraint."""
+        self._mark_down(error)
+        return SessionUnavailableError(f"request failed ({type(error).__name__})", self.describe())
+
+    def _mark_down(self, error: BaseException) -> None:
+        if isinstance(error, (sa.exc.IntegrityError, self._dbapi_integrity_error)):
+            return  # a constraint, not an outage
+        self._down_until = time.monotonic() + self.dead_retry
+        if not self._down:
+            self._down = True
+            log.error(
+                "%s unavailable (%s); writes are not saved for %gs",
+                self.describe(),
+                type(error).__name__,
+                self.dead_retry,
+            )
+
+    def _ensure_schema(self) -> None:
+        if self._ready:
+            return
+        with self._lock:
+            if not self._ready:
+                create_tables(self.engine)
+                self._ready = True
+
+
+def _autocommits(connection: Any) -> bool:
+    """Whether a driver connection runs each statement in a transaction of its own."""
+    if getattr(connection, "autocommit", None) is True:  # psycopg; sqlite3 from 3.12
+        return True
+    return (
+        isinstance(connection, sqlite3.Connection)
+        and connection.isolation_level is None
+        and not connection.in_transaction
+    )
+
+
+def _roll_back(pooled: Any) -> None:
+    """Roll back the transaction of a connection that goes back to the pool; a
+    connection that cannot is closed instead."""
+    try:
+        pooled.rollback()
+    except Exception as exc:
+        pooled.invalidate(exc)
