@@ -299,6 +299,53 @@ def test_an_interrupt_in_the_middle_of_a_write_statement_closes_that_database_co
         other.dispose()
 
 
+# The same for the statements that run through SQLAlchemy (reads, logouts,
+# purges): a rollback there would fail on the reply still due, and turn the
+# interrupt into an outage of the whole database.
+@pytest.mark.parametrize("reset", ["rollback", None])
+def test_an_interrupt_in_the_middle_of_a_logout_statement_closes_that_connection_and_is_no_outage(
+    pg_url, reset
+):
+    engine = sa.create_engine(pg_url, pool_size=1, max_overflow=0, pool_reset_on_return=reset)
+    other = sa.create_engine(pg_url)
+    used = checkouts(engine)
+    try:
+        database = Database(engine)
+        sid, kept, now = "1" * 32, "2" * 32, time.time()
+        stored_with_a(database, sid, now)
+        stored_with_a(database, kept, now)
+
+        def interrupt(signum: int, frame: Any) -> None:
+            raise Interrupted
+
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            with other.connect() as holder, holder.begin():
+                # Another transaction holds the session's row: the logout's
+                # delete waits for the server's reply.
+                locked = sa.select(sessions_table.c.id).where(sessions_table.c.id == sid)
+                holder.execute(locked.with_for_update()).all()
+                signal.setitimer(signal.ITIMER_REAL, 1.0)
+                try:
+                    with pytest.raises(Interrupted):  # the interrupt itself, unchanged
+                        database.delete(sid)
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+        interrupted = used[-1]
+        assert interrupted.closed  # closed, not handed back to the pool
+        assert not database._down  # an interrupt is not an outage
+        assert not database.owes(sid)
+        assert database.load(kept, time.time()) is not None
+        assert used[-1] is not interrupted
+        assert database.delete(sid)  # the logout, tried again, goes through
+        assert rows(engine, sid) == {}
+    finally:
+        engine.dispose()
+        other.dispose()
+
+
 @pytest.mark.parametrize("reset", ["rollback", None])
 def test_a_write_abandoned_between_statements_is_rolled_back_and_keeps_its_connection(
     engine, reset

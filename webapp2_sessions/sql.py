@@ -114,7 +114,8 @@ class Database(DatabaseLink):
         ids = self.owed.next_batch()
         if not ids:
             return
-        with self.engine.connect() as conn, conn.begin():
+        # write=False: this is what a write settles first, not one more to settle.
+        with self._connect(write=False) as conn:
             conn.execute(sa.delete(sessions_table).where(sessions_table.c.id.in_(ids)))
             conn.execute(sa.delete(variables_table).where(variables_table.c.session_id.in_(ids)))
         self.owed.settled(ids)

@@ -57,13 +57,32 @@ class DatabaseLink:
 
     @contextmanager
     def _connect(self, write: bool) -> Iterator[Connection]:
-        """A connection in a transaction; failures become ``SessionUnavailableError``."""
+        """A connection in a transaction, committed on a clean exit; database
+        failures become ``SessionUnavailableError``.
+
+        As in ``_transaction``: anything else (a signal's exception, a
+        greenlet's timeout) may have come in the middle of a statement, so
+        that connection is closed, never rolled back (the rollback would meet
+        the reply still due and fail, and that is no outage) nor handed to
+        another request, and the exception goes on as it came.
+        """
         try:
             self._prepare(write)
-            with self.engine.connect() as conn, conn.begin():
-                yield conn
+            conn = self.engine.connect()
         except sa.exc.SQLAlchemyError as exc:
             raise self._failed(exc) from None
+        try:
+            transaction = conn.begin()
+            yield conn
+            transaction.commit()
+        except sa.exc.SQLAlchemyError as exc:
+            _roll_back(conn)
+            raise self._failed(exc) from None
+        except BaseException as exc:
+            conn.invalidate(exc)
+            raise
+        finally:
+            conn.close()
         self._answered()
 
     @contextmanager
@@ -171,10 +190,11 @@ def _autocommits(connection: Any) -> bool:
     )
 
 
-def _roll_back(pooled: Any) -> None:
-    """Roll back the transaction of a connection that goes back to the pool; a
-    connection that cannot is closed instead."""
+def _roll_back(connection: Any) -> None:
+    """Roll back the transaction of a connection that goes back to the pool
+    (a pooled DBAPI connection or a SQLAlchemy ``Connection``); one that
+    cannot is closed instead."""
     try:
-        pooled.rollback()
+        connection.rollback()
     except Exception as exc:
-        pooled.invalidate(exc)
+        connection.invalidate(exc)
