@@ -147,23 +147,35 @@ class DurableTier:
                 if plan.flashes >= 0 and results[plan.flashes] is None and record.flashes:
                     results[plan.flashes] = self.fetch_flashes(life)  # gone from memcached
                 return plan, results
+        refilled: Record | None = None
         try:
-            stored = self.database.load(sid, time.time())
+            if life.cache_down:
+                # Nothing can be put back in memcached: no row to hold.
+                stored = self.database.load(sid, time.time())
+            else:
+                # The row is held while memcached gets the session back, so a
+                # logout or a write meanwhile comes after the refill, never
+                # between the read and it (``Database.load_held``).
+                with self.database.load_held(sid, time.time()) as stored:
+                    if stored is not None:
+                        refilled = record_of(stored)
+                        if life.end_reason(refilled) is None:
+                            ttls = expiry.ttls(life.config, refilled.expiry)
+                            life.cache(
+                                refill_ops(life.keys, sid, refilled, stored.variables, ttls)
+                            )
         except SessionUnavailableError:
             life.unavailable()
             return None
         if stored is None:
             life.start_fresh()  # never issued, logged out, or expired
             return None
-        record = record_of(stored)
+        record = refilled or record_of(stored)
         reason = life.end_reason(record)
         if reason is not None:
             life.end(reason, record)
             return None
         life.adopted(record, 0)
-        if not life.cache_down:
-            ttls = expiry.ttls(life.config, record.expiry)
-            life.cache(refill_ops(life.keys, sid, record, stored.variables, ttls))
         return plan, results_from(record, names, stored.variables, plan.flashes >= 0)
 
     def fill(self, life: Lifecycle, names: Sequence[str], values: list[Result]) -> None:

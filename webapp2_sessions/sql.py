@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,23 +128,24 @@ class Database(DatabaseLink):
         if session_id in self.owed:
             return None
         with self._connect(write=False) as conn:
-            rows = conn.execute(LOAD, {"sid": session_id}).all()
-        if not rows or rows[0].expires < now:
-            return None
-        first = rows[0]
-        stored = StoredSession(
-            first.created,
-            first.expires,
-            first.user_agent,
-            first.remote_addr,
-            owner=first.owner,
-            expiry=first.expiry,
-            issued=first.issued,
-        )
-        for row in rows:
-            if row.name is not None:
-                stored.variables[row.name] = value_of(row)
-        return stored
+            return _stored(conn.execute(LOAD, {"sid": session_id}).all(), now)
+
+    @contextmanager
+    def load_held(self, session_id: str, now: float) -> Iterator[StoredSession | None]:
+        """``load``, with the session's row held until the block ends.
+
+        For putting the session back in memcached: a logout, or a write, that
+        comes meanwhile waits for the row, so it deletes, or overwrites, what
+        the block put back; without the hold, a logout finished between the
+        read and the refill left the session live in memcached again. The
+        block must not touch the database itself.
+        """
+        if session_id in self.owed:
+            yield None
+            return
+        with self._transaction(locks=True) as cursor:
+            rows = self._statements.load_held.run(cursor, {"sid": session_id}).fetchall()
+            yield _stored(rows, now)
 
     def load_variables(
         self, session_id: str, names: Iterable[str]
@@ -307,6 +308,22 @@ class Database(DatabaseLink):
             if len(ids) < size:
                 break
         return purged
+
+
+def _stored(rows: Sequence[Any], now: float) -> StoredSession | None:
+    """The session in ``rows`` of ``LOAD`` (SQLAlchemy's or the driver's, read
+    by position), or None if there is none or it expired before ``now``."""
+    if not rows or rows[0][1] < now:
+        return None
+    created, expires, user_agent, remote_addr, owner, expiry, issued = rows[0][:7]
+    stored = StoredSession(
+        created, expires, user_agent, remote_addr, owner=owner, expiry=expiry, issued=issued
+    )
+    for row in rows:
+        name = row[7]
+        if name is not None:
+            stored.variables[name] = (bytes(row[8]), row[9])
+    return stored
 
 
 def sqlite_engine(path: str, *, wal: bool = False) -> Engine:

@@ -86,8 +86,13 @@ class DatabaseLink:
         self._answered()
 
     @contextmanager
-    def _transaction(self) -> Iterator[Any]:
+    def _transaction(self, *, locks: bool = False) -> Iterator[Any]:
         """A write transaction on a DBAPI cursor, committed on a clean exit.
+
+        With ``locks``, a SQLite transaction takes the database's write lock
+        at once (``BEGIN IMMEDIATE``) rather than at its first write, so that
+        one that only reads still keeps writers out until it ends; other
+        databases lock the rows it reads ``FOR SHARE`` instead.
 
         The connection comes from the engine's pool, so its settings and its
         ``connect`` and ``checkout`` events apply; the statements run on the
@@ -107,7 +112,10 @@ class DatabaseLink:
         cursor = None
         try:
             cursor = pooled.cursor()
-            if _autocommits(pooled.dbapi_connection):
+            driver = pooled.dbapi_connection
+            if locks and isinstance(driver, sqlite3.Connection) and not driver.in_transaction:
+                cursor.execute("BEGIN IMMEDIATE")
+            elif _autocommits(driver):
                 # Set so by the app (SQLAlchemy's recipe for pysqlite, say),
                 # which then begins transactions in an event this path skips.
                 cursor.execute("BEGIN")

@@ -41,6 +41,9 @@ LOAD = (
     .select_from(_s.outerjoin(_v, _v.c.session_id == _s.c.id))
     .where(_s.c.id == sa.bindparam("sid"))
 )
+#: ``LOAD`` with the session's row held until the transaction ends
+#: (``Database.load_held``; SQLite ignores it and is locked whole instead).
+_LOAD_HELD = LOAD.with_for_update(read=True, of=_s)
 _RENEW = (
     sa.update(_s).where(_s.c.id == sa.bindparam("sid")).values(expires=sa.bindparam("expires"))
 )
@@ -173,6 +176,7 @@ class Statements:
 
     def __init__(self, dialect: sa.Dialect) -> None:
         self.renew = Prepared(_RENEW, dialect)
+        self.load_held = Prepared(_LOAD_HELD, dialect)
         self.insert_session = Prepared(_INSERT_SESSION, dialect)
         self.insert_variable = Prepared(_INSERT_VARIABLE, dialect)
         self.delete_variable = Prepared(_DELETE_VARIABLE, dialect)
