@@ -400,3 +400,32 @@ def test_a_write_on_a_driver_connection_in_autocommit_is_still_one_transaction(t
         assert session_row(engine, sid).expires == now + 3600
     finally:
         engine.dispose()
+
+
+def test_an_interrupt_between_a_writes_memcached_batch_and_its_commit_leaves_memcached_behind(
+    memcached, engine, monkeypatch
+):
+    from test_durable import build
+
+    from webapp2_sessions.lifecycle import Lifecycle
+
+    app = build(memcached, engine)
+    browser = webtest.TestApp(app)
+    browser.get("/", {"set": "x", "value": "1"})
+    sid = sid_of(browser)
+    real = Lifecycle.cache
+    armed = [True]
+
+    def cache(self: Lifecycle, *args: Any, **kwargs: Any) -> Any:
+        results = real(self, *args, **kwargs)
+        if armed:
+            armed.clear()
+            raise Interrupted  # memcached ran the batch; the database has not committed
+        return results
+
+    monkeypatch.setattr(Lifecycle, "cache", cache)
+    browser.get("/", {"set": "x", "value": "2"}, status=500)
+    monkeypatch.setattr(Lifecycle, "cache", real)
+    assert rows(engine, sid) == {"x": b"1"}  # the write's transaction was not committed
+    assert browser.get("/", {"get": "x"}).json == {"x": 1}  # nor is it served from memcached
+    assert memcached.mg(f"{sid}-x")[0] == b"1"  # read back from the database

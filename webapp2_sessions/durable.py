@@ -334,6 +334,16 @@ class DurableTier:
             if config.strict:
                 raise
             return None
+        except BaseException:
+            # Interrupted (a signal's exception, a greenlet's timeout) once
+            # the batch may have reached memcached: the database closed the
+            # transaction uncommitted, so what the batch stored must not be
+            # served in its place. Deleted in front of this process's next
+            # batch to the node (no I/O on the way out of an interrupt).
+            if plan is not None:
+                deletes = invalidation(life.keys, sid, plan.ops)
+                life.store.defer(sid, deletes if plan.lines else deletes[1:])
+            raise
         self.noted_write(sid)
         self.database.sweep(
             config.sweep_percent, config.sweep_limit, trail=config.record_ttl * RENEWAL_SHARE
