@@ -54,8 +54,8 @@ def load(session: Session, extra: Iterable[str]) -> None:
 
 
 def fetch(session: Session, names: Sequence[str]) -> None:
-    """Read ``names`` of a stored session (none of them cached yet), renewing
-    their TTLs."""
+    """Read ``names`` of a stored session, renewing their TTLs; a name already
+    cached is read again, and its cached value replaced."""
     server = session._server
     sid = server.sid
     if not names or sid is None:

@@ -247,7 +247,12 @@ def copy(session: Session, claimed: Record, new: str | None = None) -> None:
     or one picked as it is stored), with this request's changes."""
     server = session._server
     values, items = session._values, session._items
-    fetch(session, sorted(n for n in claimed.names if n not in values))
+    # Every listed name this request did not write or delete itself is read
+    # again, now that the claim stops other writers (each undoes itself from
+    # here on): a value read earlier in this request may have been replaced
+    # since by a write that was told it was saved.
+    own = session._changes.written.keys() | session._changes.deleted
+    fetch(session, sorted(claimed.names - own))
     if claimed.flashes and session._flash_item is MISSING:
         session._flash_item = fetch_flashes(server, listed=True)
     changes = session._edit()
