@@ -627,3 +627,29 @@ def test_the_revoke_command_refuses_an_empty_owner(memcached, capsys):
     code, out, err = run(capsys, "revoke", "--owner", "", "--servers", memcached.address)
     assert code == 2 and out == ""
     assert err == "error: --owner: must not be empty\n"
+
+
+def test_the_database_tier_revokes_a_session_regenerated_after_its_old_id_was_listed(
+    memcached, engine, monkeypatch
+):
+    from webapp2_sessions.sql import Database
+
+    app = make([memcached.address], database=engine)
+    ann = log_in(app, "ann")
+    old = sid_of(ann)
+    real_owned = Database.owned
+    regenerated: list[str] = []
+
+    def owned(self: Database, owner_hash: str) -> Any:
+        found = real_owned(self, owner_hash)
+        if not regenerated:  # ann logs in again right after the revoke listed her old id
+            ann.get("/", {"regen": "1"})
+            regenerated.append(sid_of(ann))
+        return found
+
+    monkeypatch.setattr(Database, "owned", owned)
+    revoke_sessions(app, "ann")
+    monkeypatch.undo()
+    assert regenerated[0] != old
+    assert secret(ann) is None  # the new id was ended too
+    assert digest("ann") not in owners_in(engine).values()

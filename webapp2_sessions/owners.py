@@ -297,7 +297,8 @@ def revoke(
     too (the regeneration then undoes its copy). Round trips, memcached
     alone: one to read the index, one per node to read the listed records,
     two per session ended, one to rewrite the index. With the database: one query, then per
-    session its rows deleted and two round trips.
+    session its rows deleted and two round trips, then the query again, until it
+    lists no id not yet ended (a regeneration that finished meanwhile; three at most).
 
     When a server does not answer, what can be done is done (a session whose
     node is down is ended when the node answers again, as a logout is), and
@@ -317,13 +318,17 @@ def revoke(
     try:
         if durable is not None:
             now = time.time()
-            for sid, expires in durable.database.owned(digest):
-                if sid == keep:
-                    continue
-                if end(sid, _BLANK):
-                    ended += expires >= now
-                else:
-                    failed += 1
+            handled: set[str | None] = {keep}
+            for _ in range(3):  # again for ids listed meanwhile (a regeneration done)
+                todo = [(s, e) for s, e in durable.database.owned(digest) if s not in handled]
+                if not todo:
+                    break
+                for sid, expires in todo:
+                    handled.add(sid)
+                    if end(sid, _BLANK):
+                        ended += expires >= now
+                    else:
+                        failed += 1
         else:
             ended, failed = _revoke_listed(config, store, digest, keep, end)
     except SessionUnavailableError:
