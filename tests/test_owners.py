@@ -490,8 +490,9 @@ def test_round_trips_of_each_owner_api(proxy, memcached):
     other.get("/", {"get": "secret"})
     proxy.reset()
     browser.get("/", {"others": "1"})
-    # The load; the index, the records (one node), a logout (two), the index rewritten.
-    assert proxy.round_trips == 1 + 1 + 1 + 2 + 1
+    # The load; the session's own record read again (has it moved?), the index,
+    # the records (one node), a logout (two), the index rewritten.
+    assert proxy.round_trips == 1 + 1 + 1 + 1 + 2 + 1
     log_in(app, "ann")
     proxy.reset()
     assert revoke_sessions(app, "ann") == 2
@@ -653,3 +654,46 @@ def test_the_database_tier_revokes_a_session_regenerated_after_its_old_id_was_li
     assert regenerated[0] != old
     assert secret(ann) is None  # the new id was ended too
     assert digest("ann") not in owners_in(engine).values()
+
+
+@pytest.mark.parametrize("with_database", [False, True], ids=["memcached alone", "database"])
+def test_destroy_others_from_a_request_that_loaded_the_id_before_a_rotation_keeps_the_visitor(
+    memcached, tmp_path, with_database
+):
+    from test_durable import parts
+
+    from webapp2_sessions import Session, SessionConfig
+    from webapp2_sessions.runtime import build_store
+
+    hour = 3600
+    if with_database:
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'sessions.db'}")
+        config, store, durable = parts(memcached, engine, rotate_after=hour, **PATIENT)
+    else:
+        config = SessionConfig.from_mapping(
+            {"memcache_servers": [memcached.address], "rotate_after": hour, **PATIENT}
+        )
+        store, durable = build_store(config), None
+    try:
+        mine = Session(config, store, None, durable=durable)
+        mine["a"] = 1
+        mine.set_owner("alice")
+        mine.save()
+        other = Session(config, store, None, durable=durable)  # another device
+        other["a"] = 9
+        other.set_owner("alice")
+        other.save()
+        old = mine.session_id
+
+        slow = Session(config, store, old, durable=durable)
+        assert slow.get("a") == 1  # loaded before another request of the visitor rotated it
+        rotating = Session(config, store, old, durable=durable, clock=lambda: time.time() + hour)
+        assert rotating.get("a") == 1
+        new = rotating.session_id
+        assert new != old
+
+        assert slow.destroy_others() == 1  # "log out my other devices"
+        assert Session(config, store, new, durable=durable).get("a") == 1  # still mine
+        assert Session(config, store, other.session_id, durable=durable).get("a") is None
+    finally:
+        store.close()

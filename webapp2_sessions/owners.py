@@ -22,6 +22,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 from . import transitions
@@ -41,7 +42,7 @@ from .owner_index import (
     route,
     to_revoke,
 )
-from .record import Record, owner_line
+from .record import Record, owner_line, parse_or_none
 from .runtime import Renewals, Runtime, runtime_for
 from .stores import Delete, Get, MemoryStore, Op, Result, Set, Store
 
@@ -274,9 +275,29 @@ def end_others(life: Lifecycle) -> int:
     digest = life.record.owner
     if not life.stored or digest is None:
         return 0
+    assert life.sid is not None
+    keep = {life.sid} | _moved_to(life, life.sid)
     return revoke(
-        life.config, life.store, life.durable, digest, keep=life.sid, strict=life.config.strict
+        life.config, life.store, life.durable, digest, keep=keep, strict=life.config.strict
     )
+
+
+def _moved_to(life: Lifecycle, sid: str) -> set[str]:
+    """The ids session ``sid`` moved, or is moving, to, as its record in
+    memcached shows them now (one round trip): another request may have
+    rotated it since this one loaded it, and those ids are still this
+    visitor's session."""
+    try:
+        got = life.store.execute(sid, [Get(life.keys.record(sid))])
+    except SessionUnavailableError:
+        return set()
+    latest = parse_or_none(got[0])
+    if latest is None:
+        return set()
+    moved = {to for to, _ in latest.moving}
+    if latest.to is not None:
+        moved.add(latest.to)
+    return moved
 
 
 # --------------------------------------------------------------------------- revoking
@@ -288,10 +309,10 @@ def revoke(
     durable: DurableTier | None,
     digest: str,
     *,
-    keep: str | None = None,
+    keep: AbstractSet[str] = frozenset(),
     strict: bool = True,
 ) -> int:
-    """End every session of the owner ``digest`` but ``keep``; how many it ended.
+    """End every session of the owner ``digest`` but those in ``keep``; how many it ended.
 
     Each is ended as a logout ends it, one whose id is being regenerated
     too (the regeneration then undoes its copy). Round trips, memcached
@@ -318,7 +339,7 @@ def revoke(
     try:
         if durable is not None:
             now = time.time()
-            handled: set[str | None] = {keep}
+            handled = set(keep)
             for _ in range(3):  # again for ids listed meanwhile (a regeneration done)
                 todo = [(s, e) for s, e in durable.database.owned(digest) if s not in handled]
                 if not todo:
@@ -348,13 +369,13 @@ def _revoke_listed(
     config: SessionConfig,
     store: Store,
     digest: str,
-    keep: str | None,
+    keep: AbstractSet[str],
     end: Callable[[str, Record], bool],
 ) -> tuple[int, int]:
     """``revoke`` on memcached alone: (ended, failed)."""
     keys = key_scheme(config.key_prefix)
     key = index_key(keys, digest)
-    handled: set[str] = set() if keep is None else {keep}
+    handled = set(keep)
     ended = failed = 0
     for _ in range(3):  # again if sessions were listed meanwhile
         index = parse_index(store.execute(route(digest), [Get(key)])[0])
@@ -383,7 +404,7 @@ def _revoke_listed(
                 failed += 1
         # The session kept stays listed (it is this owner's), and so do those
         # whose ending waits for their node.
-        left = ([keep] if keep is not None else []) + unreachable
+        left = sorted(keep) + unreachable
         op: Op = Delete(key, cas=index.cas)
         if left:
             value = b"#%d\n" % len(left) + b"".join(s.encode("ascii") + b"\n" for s in left)
