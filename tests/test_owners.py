@@ -697,3 +697,52 @@ def test_destroy_others_from_a_request_that_loaded_the_id_before_a_rotation_keep
         assert Session(config, store, other.session_id, durable=durable).get("a") is None
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("with_database", [False, True], ids=["memcached alone", "database"])
+def test_set_owner_racing_a_rotation_is_reported_not_saved_or_revocable(
+    memcached, tmp_path, monkeypatch, with_database
+):
+    from test_durable import parts
+
+    from webapp2_sessions import Session, SessionConfig, rotation
+    from webapp2_sessions.owners import owner_hash, revoke
+    from webapp2_sessions.runtime import build_store
+
+    hour = 3600
+    if with_database:
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'sessions.db'}")
+        config, store, durable = parts(memcached, engine, rotate_after=hour, **PATIENT)
+    else:
+        config = SessionConfig.from_mapping(
+            {"memcache_servers": [memcached.address], "rotate_after": hour, **PATIENT}
+        )
+        store, durable = build_store(config), None
+    try:
+        first = Session(config, store, None, durable=durable)
+        first["a"] = 1
+        first.save()
+        old = first.session_id
+        login = Session(config, store, old, durable=durable)
+        assert login.get("a") == 1  # loaded before another request rotated the id
+        real_copy = rotation.copy
+
+        def copy(*args: Any) -> None:
+            real_copy(*args)
+            login.set_owner("alice")  # after the rotation's claim, before its pointer
+
+        monkeypatch.setattr(rotation, "copy", copy)
+        rotating = Session(config, store, old, durable=durable, clock=lambda: time.time() + hour)
+        assert rotating.get("a") == 1
+        new = rotating.session_id
+        assert new != old
+        monkeypatch.undo()
+
+        # The rotation claimed the record first and copied it without the
+        # owner line: the login is told its owner was not set ...
+        assert not login.available
+        # ... and, not being the owner's, the moved session outlives a revocation.
+        assert revoke(config, store, durable, owner_hash("alice")) == 0
+        assert Session(config, store, new, durable=durable).get("a") == 1
+    finally:
+        store.close()

@@ -207,7 +207,7 @@ def tie(life: Lifecycle, digest: str) -> None:
     if durable is not None:
         try:
             if not durable.database.set_owner(sid, digest):
-                log.info("session %s: ended before its owner was set", life.log_id())
+                _not_tied(life, "ended, or moved to another id,")
                 return
         except SessionUnavailableError:
             life.failed = True
@@ -216,20 +216,36 @@ def tie(life: Lifecycle, digest: str) -> None:
             if life.config.strict:
                 raise
             return
-    ops: list[Op] = [Set(life.keys.record(sid), owner_line(digest), mode="append")]
+    from .rotation import moving_away  # rotation builds on this module
+
+    # The record is read back with the append: a move (regeneration or
+    # rotation) or a logout that claimed it first copies, or ends, it
+    # without this owner line.
+    key = life.keys.record(sid)
+    ops: list[Op] = [Set(key, owner_line(digest), mode="append"), Get(key)]
+    results = life.execute(ops) if durable is None else life.cache(ops)
+    if results is not None and results[0] is True:
+        latest = parse_or_none(results[1])
+        if latest is None or latest.dead or moving_away(latest, life.clock()):
+            _not_tied(life, "ending, or moving to another id,")
+            return
     if durable is None:
-        results = life.execute(ops)
         if results is None or results[0] is not True:
             if results is not None:
-                log.info("session %s: ended before its owner was set", life.log_id())
+                _not_tied(life, "ended")
             return
-    else:
-        results = life.cache(ops)
-        if results is None or results[0] is not True:
-            _forget_cached_record(life, sid, deferred=results is None)
+    elif results is None or results[0] is not True:
+        _forget_cached_record(life, sid, deferred=results is None)
     life.record = dataclasses.replace(record, owner=digest, lines=record.lines + 1)
     if durable is None:
         _list(life, digest, sid)
+
+
+def _not_tied(life: Lifecycle, why: str) -> None:
+    """The owner could not be set: the session was ``why``; reported as a
+    write not saved (``available`` is False)."""
+    life.failed = True
+    log.info("session %s: %s before its owner was set", life.log_id(), why)
 
 
 def _forget_cached_record(life: Lifecycle, sid: str, *, deferred: bool) -> None:

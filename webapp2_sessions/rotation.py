@@ -253,8 +253,14 @@ def rotated_away(life: Lifecycle, sid: str) -> bool:
     latest = parse_or_none(got[0]) if got else None
     if latest is None or latest.dead:
         return False
-    since = life.clock() - MOVE_WINDOW
-    return latest.to is not None or any(when >= since for _, when in latest.moving)
+    return moving_away(latest, life.clock())
+
+
+def moving_away(record: Record, now: float) -> bool:
+    """Whether ``record`` shows its id rotated away (a pointer) or being
+    rotated (a moving mark younger than ``MOVE_WINDOW``)."""
+    since = now - MOVE_WINDOW
+    return record.to is not None or any(when >= since for _, when in record.moving)
 
 
 def write_lost(life: Lifecycle) -> None:
