@@ -254,39 +254,63 @@ class Interrupted(Exception):
     """What a per-request time limit raises from its signal handler."""
 
 
+@contextmanager
+def one_pooled_connection(
+    pg_url: str, reset: str | None
+) -> Iterator[tuple[sa.engine.Engine, sa.engine.Engine, list[Any]]]:
+    """An engine with one pooled connection (one handed back is the next one
+    used; ``reset``: its ``pool_reset_on_return``), another engine on the same
+    database, and the driver connection of each checkout of the first."""
+    engine = sa.create_engine(pg_url, pool_size=1, max_overflow=0, pool_reset_on_return=reset)
+    other = sa.create_engine(pg_url)
+    try:
+        yield engine, other, checkouts(engine)
+    finally:
+        engine.dispose()
+        other.dispose()
+
+
+@contextmanager
+def interrupted_in_a_second(other: sa.engine.Engine, sid: str) -> Iterator[None]:
+    """Hold session ``sid``'s row in a transaction of ``other`` while the block
+    runs, and interrupt the block (``Interrupted``, from SIGALRM) a second in:
+    a statement of the block that needs the row is then waiting on the server."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with other.connect() as holder, holder.begin():
+            locked = sa.select(sessions_table.c.id).where(sessions_table.c.id == sid)
+            holder.execute(locked.with_for_update()).all()
+            signal.setitimer(signal.ITIMER_REAL, 1.0)
+            try:
+                yield
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
 # The pool's own rollback on return would also catch this one; without it
 # (pool_reset_on_return=None, a setting some apps use), only the durable tier does.
 @pytest.mark.parametrize("reset", ["rollback", None])
 def test_an_interrupt_in_the_middle_of_a_write_statement_closes_that_database_connection(
     pg_url, reset
 ):
-    # One pooled connection: a connection handed back would be the next one used.
-    engine = sa.create_engine(pg_url, pool_size=1, max_overflow=0, pool_reset_on_return=reset)
-    other = sa.create_engine(pg_url)
-    used = checkouts(engine)
-    try:
+    with one_pooled_connection(pg_url, reset) as (engine, other, used):
         database = Database(engine)
         sid, now = "1" * 32, time.time()
         stored_with_a(database, sid, now)
 
-        def interrupt(signum: int, frame: Any) -> None:
-            raise Interrupted
-
-        previous = signal.signal(signal.SIGALRM, interrupt)
-        try:
-            with other.connect() as holder, holder.begin():
-                # Another transaction holds the session's row: the write's
-                # first statement waits for the server's reply.
-                locked = sa.select(sessions_table.c.id).where(sessions_table.c.id == sid)
-                holder.execute(locked.with_for_update()).all()
-                signal.setitimer(signal.ITIMER_REAL, 1.0)  # the statement waits for the lock
-                try:
-                    with pytest.raises(Interrupted), database.update(sid, now + 7200) as w:
-                        w.set({"a": b"2"}, 0)
-                finally:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
-        finally:
-            signal.signal(signal.SIGALRM, previous)
+        # The write's first statement waits for the row, and the server's reply.
+        with (
+            interrupted_in_a_second(other, sid),
+            pytest.raises(Interrupted),
+            database.update(sid, now + 7200) as writer,
+        ):
+            writer.set({"a": b"2"}, 0)
         interrupted = used[-1]
         assert interrupted.closed  # closed, not handed back to the pool
         with database.update(sid, now + 7200) as writer:
@@ -294,9 +318,6 @@ def test_an_interrupt_in_the_middle_of_a_write_statement_closes_that_database_co
         assert used[-1] is not interrupted
         assert rows(engine, sid) == {"a": b"3"}
         assert not database._down  # an interrupt is not an outage
-    finally:
-        engine.dispose()
-        other.dispose()
 
 
 # The same for the statements that run through SQLAlchemy (reads, logouts,
@@ -306,33 +327,15 @@ def test_an_interrupt_in_the_middle_of_a_write_statement_closes_that_database_co
 def test_an_interrupt_in_the_middle_of_a_logout_statement_closes_that_connection_and_is_no_outage(
     pg_url, reset
 ):
-    engine = sa.create_engine(pg_url, pool_size=1, max_overflow=0, pool_reset_on_return=reset)
-    other = sa.create_engine(pg_url)
-    used = checkouts(engine)
-    try:
+    with one_pooled_connection(pg_url, reset) as (engine, other, used):
         database = Database(engine)
         sid, kept, now = "1" * 32, "2" * 32, time.time()
         stored_with_a(database, sid, now)
         stored_with_a(database, kept, now)
 
-        def interrupt(signum: int, frame: Any) -> None:
-            raise Interrupted
-
-        previous = signal.signal(signal.SIGALRM, interrupt)
-        try:
-            with other.connect() as holder, holder.begin():
-                # Another transaction holds the session's row: the logout's
-                # delete waits for the server's reply.
-                locked = sa.select(sessions_table.c.id).where(sessions_table.c.id == sid)
-                holder.execute(locked.with_for_update()).all()
-                signal.setitimer(signal.ITIMER_REAL, 1.0)
-                try:
-                    with pytest.raises(Interrupted):  # the interrupt itself, unchanged
-                        database.delete(sid)
-                finally:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
-        finally:
-            signal.signal(signal.SIGALRM, previous)
+        # The logout's delete waits for the row; the interrupt comes out unchanged.
+        with interrupted_in_a_second(other, sid), pytest.raises(Interrupted):
+            database.delete(sid)
         interrupted = used[-1]
         assert interrupted.closed  # closed, not handed back to the pool
         assert not database._down  # an interrupt is not an outage
@@ -341,9 +344,6 @@ def test_an_interrupt_in_the_middle_of_a_logout_statement_closes_that_connection
         assert used[-1] is not interrupted
         assert database.delete(sid)  # the logout, tried again, goes through
         assert rows(engine, sid) == {}
-    finally:
-        engine.dispose()
-        other.dispose()
 
 
 @pytest.mark.parametrize("reset", ["rollback", None])

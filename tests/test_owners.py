@@ -656,24 +656,31 @@ def test_the_database_tier_revokes_a_session_regenerated_after_its_old_id_was_li
     assert digest("ann") not in owners_in(engine).values()
 
 
+def rotating_tiers(memcached: Any, tmp_path: Any, with_database: bool, rotate_after: int) -> Any:
+    """(config, store, durable tier or None) for sessions built without an app,
+    their ids rotated after ``rotate_after`` seconds; the database a SQLite file."""
+    from test_durable import parts
+
+    from webapp2_sessions import SessionConfig
+    from webapp2_sessions.runtime import build_store
+
+    if with_database:
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'sessions.db'}")
+        return parts(memcached, engine, rotate_after=rotate_after, **PATIENT)
+    config = SessionConfig.from_mapping(
+        {"memcache_servers": [memcached.address], "rotate_after": rotate_after, **PATIENT}
+    )
+    return config, build_store(config), None
+
+
 @pytest.mark.parametrize("with_database", [False, True], ids=["memcached alone", "database"])
 def test_destroy_others_from_a_request_that_loaded_the_id_before_a_rotation_keeps_the_visitor(
     memcached, tmp_path, with_database
 ):
-    from test_durable import parts
-
-    from webapp2_sessions import Session, SessionConfig
-    from webapp2_sessions.runtime import build_store
+    from webapp2_sessions import Session
 
     hour = 3600
-    if with_database:
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'sessions.db'}")
-        config, store, durable = parts(memcached, engine, rotate_after=hour, **PATIENT)
-    else:
-        config = SessionConfig.from_mapping(
-            {"memcache_servers": [memcached.address], "rotate_after": hour, **PATIENT}
-        )
-        store, durable = build_store(config), None
+    config, store, durable = rotating_tiers(memcached, tmp_path, with_database, hour)
     try:
         mine = Session(config, store, None, durable=durable)
         mine["a"] = 1
@@ -703,21 +710,11 @@ def test_destroy_others_from_a_request_that_loaded_the_id_before_a_rotation_keep
 def test_set_owner_racing_a_rotation_is_reported_not_saved_or_revocable(
     memcached, tmp_path, monkeypatch, with_database
 ):
-    from test_durable import parts
-
-    from webapp2_sessions import Session, SessionConfig, rotation
+    from webapp2_sessions import Session, rotation
     from webapp2_sessions.owners import owner_hash, revoke
-    from webapp2_sessions.runtime import build_store
 
     hour = 3600
-    if with_database:
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'sessions.db'}")
-        config, store, durable = parts(memcached, engine, rotate_after=hour, **PATIENT)
-    else:
-        config = SessionConfig.from_mapping(
-            {"memcache_servers": [memcached.address], "rotate_after": hour, **PATIENT}
-        )
-        store, durable = build_store(config), None
+    config, store, durable = rotating_tiers(memcached, tmp_path, with_database, hour)
     try:
         first = Session(config, store, None, durable=durable)
         first["a"] = 1
