@@ -537,6 +537,14 @@ def test_stats_help_says_sessions_cannot_be_counted_on_memcached_alone(capsys):
         (["stats", "--database", "nodriver+x://h/db"], "error: --database: "),
         (["stats", "--database", "sqlite:////nonexistent/x.db"], "error: --database: no SQLite"),
         (["purge", "--database", "not a url"], "error: --database: is not a SQLAlchemy URL"),
+        (
+            ["purge", "--database", "postgresql://u@127.0.0.1:abc/db"],
+            "error: --database: is not a SQLAlchemy URL",
+        ),
+        (
+            ["stats", "--servers", "mc..internal:11211"],
+            "error: --servers: 'mc..internal:11211' does not name a valid host",
+        ),
         (["show", new_session_id(), "--absolute-timeout", "0"], "error: --absolute-timeout: "),
     ],
 )

@@ -46,6 +46,9 @@ def test_unknown_key_is_named_in_the_error():
         ("memcache_servers", "127.0.0.1:11211"),
         ("memcache_servers", ["localhost"]),
         ("memcache_servers", ["host:99999"]),
+        ("memcache_servers", ["mc..internal:11211"]),  # a name no resolver takes
+        ("memcache_servers", ["a" * 64 + ".example:11211"]),
+        ("memcache_servers", ["host:\u0663"]),  # a digit, but not an ASCII one
         ("key_prefix", "has space"),
         ("timeout", 0),
         ("connect_timeout", "1"),

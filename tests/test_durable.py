@@ -530,7 +530,9 @@ def test_purge_deletes_expired_sessions_from_the_command_line(memcached, engine,
     assert session_row(engine, sid) is None and rows(engine, sid) == {}
 
 
-@pytest.mark.parametrize("value", ["not a url", "postgresql+nodriver://", 42])
+@pytest.mark.parametrize(
+    "value", ["not a url", "postgresql+nodriver://", 42, "postgresql://u@127.0.0.1:abc/db"]
+)
 def test_a_malformed_database_setting_names_the_setting(value):
     with pytest.raises(ConfigurationError) as caught:
         SessionConfig.from_mapping({"database": value})

@@ -242,8 +242,14 @@ def parse_server(key: str, spec: str) -> tuple[str, int]:
     host, sep, port = spec.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigurationError(key, f"{spec!r} is not of the form 'host:port'")
+    try:
+        # What the resolver would refuse on every request (an empty label, one
+        # over 63 characters) is refused here, once.
+        host.encode("idna")
+    except UnicodeError:
+        raise ConfigurationError(key, f"{spec!r} does not name a valid host") from None
     return host, int(port)
 
 
@@ -331,7 +337,7 @@ def _database(key: str, value: Any) -> Any:
         raise ConfigurationError(key, "must be a SQLAlchemy URL (str) or Engine")
     try:
         url = sqlalchemy.engine.make_url(value)
-    except sqlalchemy.exc.ArgumentError:
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port not a number
         raise ConfigurationError(
             key, "is not a SQLAlchemy URL (for example 'sqlite:///var/sessions.db')"
         ) from None
