@@ -138,6 +138,62 @@ def test_a_streamed_body_keeps_the_current_session_until_the_server_closes_it(me
     middleware.close()
 
 
+def _streaming(memcached: Any, seen: list[Any]) -> SessionMiddleware:
+    """A middleware whose app streams a body that notes (its session, the current one)."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        mine = environ["webapp2_sessions.session"]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def body() -> Any:
+            seen.append((mine, get_current_session()))
+            yield b"x"
+
+        return body()
+
+    return SessionMiddleware(app, config={"memcache_servers": [memcached.address], **PATIENT})
+
+
+def _start(status: str, headers: list[Any], exc_info: Any = None) -> Any:
+    return lambda data: None
+
+
+def test_responses_interleaved_on_one_thread_each_read_their_own_session(memcached):
+    # As a non-blocking server (bjoern, say) serves them: B starts before A's body is sent.
+    seen: list[Any] = []
+    middleware = _streaming(memcached, seen)
+    try:
+        body_a = middleware({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, _start)
+        body_b = middleware({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, _start)
+        with pytest.raises(RuntimeError):
+            get_current_session()  # the server's own context holds none
+        assert list(body_a) == [b"x"]
+        body_a.close()
+        assert list(body_b) == [b"x"]  # B's session still current for B
+        body_b.close()
+    finally:
+        middleware.close()
+    assert len(seen) == 2 and all(mine is current for mine, current in seen)
+    assert seen[0][0] is not seen[1][0]
+
+
+def test_a_body_closed_from_another_thread_leaves_that_threads_request_alone(memcached):
+    seen: list[Any] = []
+    middleware = _streaming(memcached, seen)
+    bodies: dict[str, Any] = {}
+    try:
+        other = threading.Thread(target=lambda: bodies.update(a=middleware({}, _start)))
+        other.start()
+        other.join(60)
+        body_b = middleware({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, _start)
+        bodies["a"].close()  # the server closes A's body from the thread serving B
+        assert list(body_b) == [b"x"]
+        body_b.close()
+    finally:
+        middleware.close()
+    assert len(seen) == 1 and seen[0][0] is seen[0][1]
+
+
 def test_concurrent_requests_each_see_their_own_current_session(wrapped):
     browsers = [webtest.TestApp(wrapped) for _ in range(8)]
     for i, browser in enumerate(browsers):

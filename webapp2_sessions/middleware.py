@@ -36,7 +36,8 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 def get_current_session() -> Session:
     """The session of the request being served by ``SessionMiddleware``.
 
-    Context-local: right under threads, greenlets and asyncio tasks alike.
+    The request's own context holds it (``SessionMiddleware``): right under
+    threads, greenlets and servers that interleave responses on one thread.
     Raises ``RuntimeError`` outside such a request.
     """
     session = _current.get()
@@ -79,26 +80,24 @@ class SessionMiddleware:
         runtime = self.runtime
         session, response = open_session(runtime, environ, self._prefetch, quick=self._quick)
         environ[ENVIRON_KEY] = session
-        token = _current.set(session)
+        # The request's own context: the application, each step of its body
+        # and its close() run in it, and the server's context never holds the
+        # session, so a server that interleaves requests on one thread (or
+        # closes a body from another) never shows one request another's.
+        context = contextvars.copy_context()
+        context.run(_current.set, session)
         started = _Start(start_response, response)
+        body = context.run(self.app, environ, started)
         try:
-            body = self.app(environ, started)
-        except BaseException:
-            _current.reset(token)
-            raise
-        try:
-            started.send()
+            context.run(started.send)
         except BaseException:
             # Saving failed (strict mode), or the server refused the headers:
             # the body is closed all the same (PEP 3333), and the request ends.
-            try:
-                close = getattr(body, "close", None)
-                if close is not None:
-                    close()
-            finally:
-                _current.reset(token)
+            close = getattr(body, "close", None)
+            if close is not None:
+                context.run(close)
             raise
-        return _Body(body, started, lambda: _forget(token))
+        return _Body(body, started, context)
 
 
 class _Start:
@@ -153,49 +152,36 @@ class _Start:
 
 
 class _Body:
-    """The application's response body, passed through; ``close()`` ends the request.
+    """The application's response body, passed through in the request's context.
 
-    Servers call ``close()`` once the body is sent (or abandoned): only then
-    does ``get_current_session()`` stop answering for this request. A body
-    that starts the response itself (a generator) is saved for before its
-    first chunk reaches the server.
+    Each chunk is produced, and ``close()`` runs, in the context the
+    application was called in, so ``get_current_session()`` answers there
+    and nowhere else. A body that starts the response itself (a generator)
+    is saved for before its first chunk reaches the server.
     """
 
-    def __init__(self, body: Iterable[bytes], started: _Start, done: Callable[[], None]) -> None:
+    def __init__(
+        self, body: Iterable[bytes], started: _Start, context: contextvars.Context
+    ) -> None:
         self._body = body
         self._started = started
-        self._done = done
+        self._context = context
 
     def __iter__(self) -> Iterator[bytes]:
-        if self._started.sent is not None:
-            return iter(self._body)
-        return self._first_chunk_sends()
-
-    def _first_chunk_sends(self) -> Iterator[bytes]:
-        chunks = iter(self._body)
-        for chunk in chunks:
-            self._started.send()
+        run, started = self._context.run, self._started
+        chunks = run(iter, self._body)
+        while True:
+            try:
+                chunk = run(next, chunks)
+            except StopIteration:
+                break
+            if started.sent is None:
+                run(started.send)
             yield chunk
-            yield from chunks
-            return
-        self._started.send()  # an empty body
+        if started.sent is None:
+            run(started.send)  # an empty body
 
     def close(self) -> None:
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            done, self._done = self._done, _nothing
-            done()
-
-
-def _nothing() -> None:
-    return None
-
-
-def _forget(token: contextvars.Token[Session | None]) -> None:
-    try:
-        _current.reset(token)
-    except ValueError:  # closed from another context: that one never saw it
-        _current.set(None)
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            self._context.run(close)
