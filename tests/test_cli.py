@@ -126,6 +126,24 @@ def test_show_json_gives_values_and_the_timeout_that_ends_first(memcached, capsy
     assert shown["missing"] == [] and shown["unreadable"] == {}
 
 
+def test_show_json_stays_json_when_a_stored_value_is_not(memcached, capsys):
+    from webapp2_sessions.keys import key_scheme
+    from webapp2_sessions.serializers import FLAGS_JSON
+
+    visitor = browser(memcached)
+    visitor.get("/", {"set": ["x", "y"], "value": ["1", "2"]})
+    sid = sid_of(visitor)
+    (key,) = key_scheme("").variables(sid, ["x"])
+    memcached.set(key, b"NaN", flags=FLAGS_JSON)  # planted: JSON has no NaN
+
+    code, out, err = run(capsys, "show", sid, *on(memcached, "--json"))
+
+    assert code == 0, err
+    shown = json.loads(out, parse_constant=lambda name: pytest.fail(f"{name} in the output"))
+    assert shown["variables"] == {"y": 2}
+    assert list(shown["unreadable"]) == ["x"]
+
+
 def test_show_renews_nothing_and_reports_the_idle_time_memcached_has_left(memcached, capsys):
     visitor = browser(memcached, idle_timeout=600)
     visitor.get("/", {"set": "cart", "value": "1"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from hypothesis import assume, given, settings
@@ -13,9 +14,24 @@ from webapp2_sessions.serializers import JSONSerializer
 SERIALIZER = JSONSerializer()
 
 
+def _refuse(name: str) -> object:
+    raise ValueError(name)
+
+
+def _finite(text: str) -> float:
+    if math.isinf(float(text)):
+        raise ValueError(text)
+    return float(text)
+
+
+#: The plain decoder, refusing what JSON has no spelling for (NaN, Infinity, and
+#: a number beyond a float's range), as the serializer documents.
+_DECODER = json.JSONDecoder(parse_constant=_refuse, parse_float=_finite)
+
+
 def _json(data: bytes) -> object:
     """What the plain decoder makes of ``data``; ValueError as the serializer raises it."""
-    return json.JSONDecoder().decode(data.decode("utf-8"))
+    return _DECODER.decode(data.decode("utf-8"))
 
 
 def assert_decoded_as_the_json_decoder_does(data: bytes) -> None:
@@ -59,7 +75,11 @@ def test_an_escaped_string_is_unescaped() -> None:
 
 
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=12,
 )
@@ -78,3 +98,9 @@ def test_malformed_text_raises_value_error_where_the_json_decoder_does(text):
     data = text.encode("utf-8")
     assume(not data.isdigit())  # decimal text is a counter's stored form, read as a number
     assert_decoded_as_the_json_decoder_does(data)
+
+
+@pytest.mark.parametrize("data", [b"NaN", b"-Infinity", b"[1, Infinity]", b'{"a": 1e999}'])
+def test_what_json_has_no_spelling_for_is_refused_when_read_back(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        SERIALIZER.loads(data)

@@ -8,6 +8,7 @@ pickle, a raw string) is treated as missing instead of being trusted.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import re
 from collections.abc import Callable
@@ -44,7 +45,7 @@ class JSONSerializer(Serializer):
 
     Tuples come back as lists and non-str dict keys as strings, as with any JSON
     session store. NaN and infinity are refused because JSON has no spelling
-    for them.
+    for them, when stored and when read back.
     """
 
     flags = FLAGS_JSON
@@ -53,7 +54,9 @@ class JSONSerializer(Serializer):
         self._encoder = json.JSONEncoder(
             ensure_ascii=False, allow_nan=False, separators=(",", ":")
         )
-        self._decoder = json.JSONDecoder()
+        # NaN, Infinity and a number too large for a float are not JSON:
+        # refused on the way in, as on the way out (bytes planted in the store).
+        self._decoder = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
         # The scanner ``decode`` runs (C), an attribute typeshed leaves out.
         self._scan: Callable[[str, int], tuple[Any, int]] = self._decoder.scan_once  # type: ignore[attr-defined]
 
@@ -94,6 +97,17 @@ class JSONSerializer(Serializer):
             return self._decoder.decode(text)  # raises its own ValueError
         except RecursionError:
             raise ValueError("value is nested too deeply") from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:20]} is out of a float's range")
+    return value
 
 
 class PickleSerializer(Serializer):
