@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -656,90 +657,91 @@ def test_the_database_tier_revokes_a_session_regenerated_after_its_old_id_was_li
     assert digest("ann") not in owners_in(engine).values()
 
 
-def rotating_tiers(memcached: Any, tmp_path: Any, with_database: bool, rotate_after: int) -> Any:
+#: ``rotate_after`` of the sessions the ``rotating`` fixture builds.
+HOUR = 3600
+
+
+@pytest.fixture(params=[False, True], ids=["memcached alone", "database"])
+def rotating(request: pytest.FixtureRequest, memcached: Any, tmp_path: Any) -> Iterator[Any]:
     """(config, store, durable tier or None) for sessions built without an app,
-    their ids rotated after ``rotate_after`` seconds; the database a SQLite file."""
+    their ids rotated after ``HOUR``; the database a SQLite file. Closed after."""
     from test_durable import parts
 
     from webapp2_sessions import SessionConfig
     from webapp2_sessions.runtime import build_store
 
-    if with_database:
+    engine = None
+    if request.param:
         engine = sa.create_engine(f"sqlite:///{tmp_path / 'sessions.db'}")
-        return parts(memcached, engine, rotate_after=rotate_after, **PATIENT)
-    config = SessionConfig.from_mapping(
-        {"memcache_servers": [memcached.address], "rotate_after": rotate_after, **PATIENT}
-    )
-    return config, build_store(config), None
+        config, store, durable = parts(memcached, engine, rotate_after=HOUR, **PATIENT)
+    else:
+        config = SessionConfig.from_mapping(
+            {"memcache_servers": [memcached.address], "rotate_after": HOUR, **PATIENT}
+        )
+        store, durable = build_store(config), None
+    try:
+        yield config, store, durable
+    finally:
+        store.close()
+        if engine is not None:
+            engine.dispose()
 
 
-@pytest.mark.parametrize("with_database", [False, True], ids=["memcached alone", "database"])
 def test_destroy_others_from_a_request_that_loaded_the_id_before_a_rotation_keeps_the_visitor(
-    memcached, tmp_path, with_database
+    rotating,
 ):
     from webapp2_sessions import Session
 
-    hour = 3600
-    config, store, durable = rotating_tiers(memcached, tmp_path, with_database, hour)
-    try:
-        mine = Session(config, store, None, durable=durable)
-        mine["a"] = 1
-        mine.set_owner("alice")
-        mine.save()
-        other = Session(config, store, None, durable=durable)  # another device
-        other["a"] = 9
-        other.set_owner("alice")
-        other.save()
-        old = mine.session_id
+    config, store, durable = rotating
+    mine = Session(config, store, None, durable=durable)
+    mine["a"] = 1
+    mine.set_owner("alice")
+    mine.save()
+    other = Session(config, store, None, durable=durable)  # another device
+    other["a"] = 9
+    other.set_owner("alice")
+    other.save()
+    old = mine.session_id
 
-        slow = Session(config, store, old, durable=durable)
-        assert slow.get("a") == 1  # loaded before another request of the visitor rotated it
-        rotating = Session(config, store, old, durable=durable, clock=lambda: time.time() + hour)
-        assert rotating.get("a") == 1
-        new = rotating.session_id
-        assert new != old
+    slow = Session(config, store, old, durable=durable)
+    assert slow.get("a") == 1  # loaded before another request of the visitor rotated it
+    rotator = Session(config, store, old, durable=durable, clock=lambda: time.time() + HOUR)
+    assert rotator.get("a") == 1
+    new = rotator.session_id
+    assert new != old
 
-        assert slow.destroy_others() == 1  # "log out my other devices"
-        assert Session(config, store, new, durable=durable).get("a") == 1  # still mine
-        assert Session(config, store, other.session_id, durable=durable).get("a") is None
-    finally:
-        store.close()
+    assert slow.destroy_others() == 1  # "log out my other devices"
+    assert Session(config, store, new, durable=durable).get("a") == 1  # still mine
+    assert Session(config, store, other.session_id, durable=durable).get("a") is None
 
 
-@pytest.mark.parametrize("with_database", [False, True], ids=["memcached alone", "database"])
-def test_set_owner_racing_a_rotation_is_reported_not_saved_or_revocable(
-    memcached, tmp_path, monkeypatch, with_database
-):
+def test_set_owner_racing_a_rotation_is_reported_not_saved_or_revocable(rotating, monkeypatch):
     from webapp2_sessions import Session, rotation
     from webapp2_sessions.owners import owner_hash, revoke
 
-    hour = 3600
-    config, store, durable = rotating_tiers(memcached, tmp_path, with_database, hour)
-    try:
-        first = Session(config, store, None, durable=durable)
-        first["a"] = 1
-        first.save()
-        old = first.session_id
-        login = Session(config, store, old, durable=durable)
-        assert login.get("a") == 1  # loaded before another request rotated the id
-        real_copy = rotation.copy
+    config, store, durable = rotating
+    first = Session(config, store, None, durable=durable)
+    first["a"] = 1
+    first.save()
+    old = first.session_id
+    login = Session(config, store, old, durable=durable)
+    assert login.get("a") == 1  # loaded before another request rotated the id
+    real_copy = rotation.copy
 
-        def copy(*args: Any) -> None:
-            real_copy(*args)
-            login.set_owner("alice")  # after the rotation's claim, before its pointer
+    def copy(*args: Any) -> None:
+        real_copy(*args)
+        login.set_owner("alice")  # after the rotation's claim, before its pointer
 
-        monkeypatch.setattr(rotation, "copy", copy)
-        rotating = Session(config, store, old, durable=durable, clock=lambda: time.time() + hour)
-        assert rotating.get("a") == 1
-        new = rotating.session_id
-        assert new != old
-        monkeypatch.undo()
+    monkeypatch.setattr(rotation, "copy", copy)
+    rotator = Session(config, store, old, durable=durable, clock=lambda: time.time() + HOUR)
+    assert rotator.get("a") == 1
+    new = rotator.session_id
+    assert new != old
+    monkeypatch.undo()
 
-        # The rotation claimed the record first and copied it without the
-        # owner line: the login is told its owner was not set ...
-        assert not login.available
-        # ... and, not being the owner's, the moved session outlives a revocation.
-        assert revoke(config, store, durable, owner_hash("alice")) == 0
-        assert Session(config, store, new, durable=durable).get("a") == 1
-    finally:
-        store.close()
+    # The rotation claimed the record first and copied it without the
+    # owner line: the login is told its owner was not set ...
+    assert not login.available
+    # ... and, not being the owner's, the moved session outlives a revocation.
+    assert revoke(config, store, durable, owner_hash("alice")) == 0
+    assert Session(config, store, new, durable=durable).get("a") == 1
