@@ -717,7 +717,8 @@ def test_destroy_others_from_a_request_that_loaded_the_id_before_a_rotation_keep
 
 def test_set_owner_racing_a_rotation_is_reported_not_saved_or_revocable(rotating, monkeypatch):
     from webapp2_sessions import Session, rotation
-    from webapp2_sessions.owners import owner_hash, revoke
+    from webapp2_sessions.owners import owner_hash
+    from webapp2_sessions.revocation import revoke
 
     config, store, durable = rotating
     first = Session(config, store, None, durable=durable)

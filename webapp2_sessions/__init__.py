@@ -10,7 +10,7 @@ from .handler import SessionHandlerMixin as SessionHandlerMixin
 from .memcache import MemcacheStore as MemcacheStore
 from .middleware import SessionMiddleware as SessionMiddleware
 from .middleware import get_current_session as get_current_session
-from .owners import revoke_sessions as revoke_sessions
+from .revocation import revoke_sessions as revoke_sessions
 from .serializers import JSONSerializer as JSONSerializer
 from .serializers import PickleSerializer as PickleSerializer
 from .serializers import Serializer as Serializer

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import admin, owners, reports
+from . import admin, owners, reports, revocation
 from .errors import ConfigurationError, SessionError
 
 #: Where memcached listens unless told otherwise (its own default port).
@@ -205,7 +205,7 @@ def run_revoke(args: argparse.Namespace) -> reports.Report:
         raise ConfigurationError("owner", str(exc).removeprefix("owner ")) from None
     target = _target(args)
     try:
-        ended = owners.revoke(target.config, target.store, target.tier, digest, strict=True)
+        ended = revocation.revoke(target.config, target.store, target.tier, digest, strict=True)
     finally:
         target.close()
     return {"owner_sha256": digest, "ended": ended}, f"{ended} session(s) ended"

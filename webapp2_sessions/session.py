@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from . import atomic, expiry, loading, owners, saving, transitions
+from . import atomic, expiry, loading, owners, revocation, saving, transitions
 from . import flashes as flash_list
 from .changes import NO_CHANGES, Changes
 from .config import SessionConfig
@@ -338,7 +338,7 @@ class Session(MutableMapping[str, Any]):
         Returns how many it ended; this session survives. 0 without an owner.
         """
         self._ensure_loaded()
-        return owners.end_others(self._server)
+        return revocation.end_others(self._server)
 
     set_expiry = expiry.set_expiry  # before the property below takes the name
 
