@@ -285,14 +285,15 @@ def test_requests_of_one_session_arriving_together_renew_it_once(engine):
         real_touch(session_id, expires)
 
     database.touch = counting_touch  # type: ignore[method-assign]
-    # Every thread gets past the check that takes no lock before any of them
-    # records its renewal: the one that then holds the lock must check again.
-    tier._lock.acquire()
+    # Every thread reaches the renewals' lock before any of them records its
+    # renewal: each must check and record under it, or all would renew.
+    lock = tier._touched._lock
+    lock.acquire()
     threads = [threading.Thread(target=tier.touch_if_due, args=(sid, now, 3600)) for _ in range(8)]
     for thread in threads:
         thread.start()
     time.sleep(0.3)
-    tier._lock.release()
+    lock.release()
     for thread in threads:
         thread.join(timeout=30)
     database.close()

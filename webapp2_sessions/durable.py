@@ -13,9 +13,7 @@ database's sake are built, without I/O, in ``refill.py``.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING
@@ -27,6 +25,7 @@ from .errors import SessionUnavailableError
 from .plans import LoadPlan, WritePlan, undo_ops, write_plan_for
 from .record import FLAGS_FLASHES, Record
 from .refill import invalidation, record_of, refill_ops, results_from
+from .runtime import Renewals
 from .sql import (
     FLASHES,
     RENEWAL_SHARE,
@@ -53,8 +52,8 @@ class DurableTier:
     def __init__(self, database: Database, config: SessionConfig) -> None:
         self.database = database
         self.config = config
-        self._touched: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
+        #: When this process last renewed each session's row (bounded).
+        self._touched = Renewals(TOUCHES_REMEMBERED)
 
     def expires(self, created: float, now: float, record_ttl: int | None = None) -> float:
         """When a session renewed ``now`` ends: idle window (the session's own,
@@ -83,32 +82,16 @@ class DurableTier:
         longer than the idle window would be purged there while memcached
         still serves them.
         """
-        now = time.monotonic()
-        last = self._touched.get(session_id)  # a read: no lock on the usual path
-        if last is not None and now - last < record_ttl * RENEWAL_SHARE:
+        if not self._touched.take(session_id, record_ttl * RENEWAL_SHARE):
             return
-        with self._lock:
-            last = self._touched.get(session_id)  # again: another thread may have
-            if last is not None and now - last < record_ttl * RENEWAL_SHARE:
-                return
-            self._note(session_id, now)
         try:
             self.database.touch(session_id, self.expires(created, time.time(), record_ttl))
         except SessionUnavailableError:
-            with self._lock:
-                self._touched.pop(session_id, None)
+            self._touched.forget(session_id)
 
     def noted_write(self, session_id: str) -> None:
         """A write renewed the session in the database: no touch needed soon."""
-        with self._lock:
-            self._note(session_id, time.monotonic())
-
-    def _note(self, session_id: str, now: float) -> None:
-        touched = self._touched  # the caller holds the lock
-        touched[session_id] = now
-        touched.move_to_end(session_id)
-        while len(touched) > TOUCHES_REMEMBERED:
-            touched.popitem(last=False)
+        self._touched.note(session_id)
 
     # ------------------------------------------------------------------ a request's part
 

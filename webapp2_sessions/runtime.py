@@ -32,7 +32,8 @@ class Renewals:
     A visitor who only reads keeps a ``max_age`` cookie alive: it is sent
     again once a tenth of ``max_age`` has passed, not on every response
     (``note``/``due``). An owned session's owner index is renewed once per
-    half idle window (``take``, ``owners.py``). Bounded: past ``size``
+    half idle window (``take``, ``owners.py``), and so is the database row of
+    a session only read (``take``, ``durable.py``). Bounded: past ``size``
     sessions the oldest are forgotten, which costs them one early renewal
     (about 170 bytes an entry; 1.6 MiB at the bound).
     """
@@ -71,6 +72,9 @@ class Renewals:
     def forget(self, session_id: str) -> None:
         with self._lock:
             self._sent.pop(session_id, None)
+
+    def __len__(self) -> int:
+        return len(self._sent)
 
 
 @dataclass
