@@ -649,3 +649,11 @@ def test_writes_sweep_a_bounded_number_of_expired_sessions_now_and_then(memcache
     sweeping.get("/", {"set": "b", "value": "3"})
     assert all(session_row(engine, sid) is None for sid in stale)
     assert session_row(engine, sid_of(sweeping)) is not None  # the live one stays
+
+
+def test_a_database_is_named_by_host_port_and_name_never_its_password():
+    database = Database("postgresql+psycopg://ann:s3cret@db.internal:5433/sessions")
+    assert database.describe() == "database postgresql://db.internal:5433/sessions"
+    assert (
+        Database("sqlite:////var/sessions.db").describe() == "database sqlite:///var/sessions.db"
+    )

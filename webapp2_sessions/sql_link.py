@@ -48,7 +48,10 @@ class DatabaseLink:
     def describe(self) -> str:
         """The database as log lines and errors name it (no password)."""
         url = self.engine.url
-        return f"database {url.get_backend_name()}://{url.host or ''}{url.database or ''}"
+        where = url.database or ""
+        if url.host:  # host/name, as in the URL; SQLite's is a path
+            where = f"{url.host}{'' if url.port is None else f':{url.port}'}/{where}"
+        return f"database {url.get_backend_name()}://{where}"
 
     def close(self) -> None:
         self.engine.dispose()
