@@ -51,3 +51,24 @@ def test_forgetting_the_lifetime_alone_is_kept_by_the_database(memcached, engine
     assert browser.get("/", {"expiry": "null"}).json == {"expiry": None}
     memcached.raw(b"flush_all\r\n")
     assert (session_row(engine, sid).expiry, browser.get("/").json) == (None, {"expiry": None})
+
+
+class RemembersOnAsk(Handler):
+    """The shared test handler (``?set``, ``?get``...), plus ``?remember=1``: a month."""
+
+    def get(self) -> None:
+        if "remember" in self.request.GET:
+            self.set_session_expiry(30 * 24 * 3600)
+        super().get()
+
+
+def test_a_variable_read_back_from_the_database_keeps_the_remembered_lifetime(memcached, engine):
+    month = 30 * 24 * 3600
+    app = app_with([("/", RemembersOnAsk)], memcached, engine, ttl=600)
+    browser = webtest.TestApp(app)
+    browser.get("/", {"set": "user", "value": '"ann"', "remember": "1"})
+    key = f"{sid_of(browser)}-user"
+    assert memcached.mg(key)[1] > month - 60  # written with the lifetime
+    memcached.raw(f"md {key}\r\n".encode())  # evicted
+    assert browser.get("/", {"get": "user"}).json == {"user": "ann"}  # from the database
+    assert memcached.mg(key)[1] > month - 60  # put back with the lifetime, not 600 s

@@ -184,7 +184,10 @@ class DurableTier:
             if name in found:
                 values[index] = Item(*found[name])
         if found and not life.cache_down:
-            life.cache(refill_ops(life.keys, life.sid, None, found, (life.ttl, 0)))
+            # The session's own lifetime, if remembered: this runs before the
+            # load applies it to ``life.ttl``.
+            ttl = expiry.ttls(life.config, life.record.expiry)[0]
+            life.cache(refill_ops(life.keys, life.sid, None, found, (ttl, 0)))
 
     def fetch_flashes(self, life: Lifecycle) -> Item | None:
         assert life.sid is not None
