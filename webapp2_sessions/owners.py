@@ -40,7 +40,7 @@ from .owner_index import (
 )
 from .record import owner_line, parse_or_none
 from .runtime import Renewals
-from .stores import Delete, Get, MemoryStore, Op, Result, Set, Store
+from .stores import Batch, Delete, Get, MemoryStore, Op, Result, Set, Store
 
 if TYPE_CHECKING:
     from .lifecycle import Lifecycle
@@ -216,19 +216,22 @@ def tie(life: Lifecycle, digest: str) -> None:
     # rotation) or a logout that claimed it first copies, or ends, it
     # without this owner line.
     key = life.keys.record(sid)
-    ops: list[Op] = [Set(key, owner_line(digest), mode="append"), Get(key)]
-    results = life.execute(ops) if durable is None else life.cache(ops)
-    if results is not None and results[0] is True:
-        latest = parse_or_none(results[1])
+    batch = Batch()
+    batch.add("owner", Set(key, owner_line(digest), mode="append"))
+    batch.add("record", Get(key))
+    results = life.execute(batch.ops) if durable is None else life.cache(batch.ops)
+    appended = results is not None and batch.read(results).one("owner") is True
+    if results is not None and appended:
+        latest = parse_or_none(batch.read(results).one("record"))
         if latest is None or latest.dead or moving_away(latest, life.clock()):
             _not_tied(life, "ending, or moving to another id,")
             return
     if durable is None:
-        if results is None or results[0] is not True:
+        if not appended:
             if results is not None:
                 _not_tied(life, "ended")
             return
-    elif results is None or results[0] is not True:
+    elif not appended:
         _forget_cached_record(life, sid, deferred=results is None)
     life.record = dataclasses.replace(record, owner=digest, lines=record.lines + 1)
     if durable is None:
