@@ -22,7 +22,7 @@ from . import expiry, rotation
 from .changes import DurableChanges
 from .config import SessionConfig
 from .errors import SessionUnavailableError
-from .plans import LoadPlan, WritePlan, undo_ops, write_plan_for
+from .plans import LoadPlan, WritePlan, undo_ops
 from .record import FLAGS_FLASHES, Record
 from .refill import invalidation, record_of, refill_ops, results_from
 from .runtime import Renewals
@@ -276,7 +276,17 @@ class DurableTier:
                     writer.remember(life.record.expiry)
                 body = make(writer)
                 writer.hold()  # the row is locked before memcached hears of the write
-                plan = write_plan_for(life, body, written, deleted, new_flashes)
+                plan = WritePlan(
+                    life.keys,
+                    sid,
+                    life.record,
+                    life.record_cas,
+                    body,
+                    written,
+                    deleted,
+                    new_flashes,
+                    life.record_ttl,
+                )
                 if len(plan.lines) > config.item_room:
                     # An index too long for an item is never sent (memcached
                     # would delete the record). The values are, while the row

@@ -230,7 +230,9 @@ class SessionHandlerMixin:
             # failed as surely as one that raised: its changes are not kept.
             self._apply_session_headers(self.response)
         else:
-            self._commit_session(self.response)
+            writer = self._session_response  # _commit_session(), inline
+            if writer is not None:
+                writer.commit(response.headerlist)
         if returned:
             self._apply_session_headers(result)
         return result

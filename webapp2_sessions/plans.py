@@ -16,10 +16,10 @@ runs them; the record's format is ``record.py``. Nothing here touches a store.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from .keys import KeyScheme
 from .record import (
@@ -30,11 +30,9 @@ from .record import (
     index_lines,
     is_live,
     parse_or_none,
+    parse_value,
 )
 from .stores import Batch, Delete, Failed, Get, Item, Op, Result, Set
-
-if TYPE_CHECKING:
-    from .lifecycle import Lifecycle
 
 
 class LoadPlan:
@@ -58,7 +56,7 @@ class LoadPlan:
         ttl: int,
     ) -> None:
         ops: list[Op] = [Get(keys.record(session_id), record_ttl)]
-        ops += [Get(key, ttl) for key in keys.variables(session_id, names)]
+        ops += map(Get, keys.variables(session_id, names), itertools.repeat(ttl))
         self.values = slice(1, len(ops))
         self.flashes = -1
         if flashes:
@@ -171,7 +169,8 @@ class WritePlan:
             self.index < 0
             and self.compact < 0
             and is_live(readback)
-            and parse_or_none(readback) is record
+            and readback.flags == FLAGS_RECORD  # type: ignore[union-attr]
+            and parse_value(readback.value) is record  # type: ignore[union-attr]
         ):
             # The usual write: no index lines, and the live record read back
             # is the very one loaded (the parse cache: unchanged bytes).
@@ -205,28 +204,6 @@ class WritePlan:
                 relist = index_lines(hidden, stale)
                 record = dataclasses.replace(record, names=(record.names | hidden) - stale)
         return WriteOutcome(False, False, None, record, body, relist)
-
-
-def write_plan_for(
-    life: Lifecycle,
-    body: Sequence[Op],
-    written: AbstractSet[str],
-    deleted: AbstractSet[str],
-    new_flashes: bool,
-) -> WritePlan:
-    """The guarded write of ``body`` on ``life``'s stored session, as it stands."""
-    assert life.sid is not None
-    return WritePlan(
-        life.keys,
-        life.sid,
-        life.record,
-        life.record_cas,
-        body,
-        written,
-        deleted,
-        new_flashes,
-        life.record_ttl,
-    )
 
 
 def undo_ops(keys: KeyScheme, session_id: str, ops: Sequence[Op]) -> list[Op]:

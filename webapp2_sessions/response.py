@@ -53,23 +53,23 @@ class SessionResponse:
     def apply(self, headers: Headers) -> None:
         """Write the cookie (set, renewed or cleared) and ``Vary``/``Cache-Control``."""
         session = self.session
-        action = session.cookie_action
-        max_age = session._server.max_age  # the session's own (set_expiry)
-        renewals = self.runtime.renewals
+        server = session._server
+        action = server.cookie_action
+        max_age = server.max_age  # the session's own (set_expiry)
         if (
             action is None
             and max_age is not None
             and session.stored
             and session.available
-            and renewals.due(session.session_id, max_age)
+            and self.runtime.renewals.due(session.session_id, max_age)
         ):
             # A persistent cookie outlives a visitor who only reads.
-            action = session.cookie_action = "set"
+            action = server.cookie_action = "set"
         cookie = None
         if action == "set":
             sid = session.session_id
             if max_age is not None:
-                renewals.note(sid)
+                self.runtime.renewals.note(sid)
             prepared = self._prepared
             if prepared and prepared[0] == sid and prepared[1] == max_age:
                 cookie = prepared[2]

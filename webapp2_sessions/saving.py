@@ -23,7 +23,7 @@ from . import expiry, flashes, rotation
 from .changes import NO_CHANGES, DurableChanges
 from .keys import log_token
 from .lifecycle import NEW, STORED, UNAVAILABLE
-from .plans import new_record_op, undo_ops, write_plan_for
+from .plans import WritePlan, new_record_op, undo_ops
 from .stores import Delete, Failed, Get, Item, Op, Result, Set
 
 if TYPE_CHECKING:
@@ -37,11 +37,12 @@ OnSent = Callable[[str, bool], object]
 
 
 def save(session: Session, on_sent: OnSent | None) -> None:
-    """Write ``session``'s pending changes (there are some) in one batch."""
+    """Write ``session``'s pending changes (there are some) in one batch.
+
+    ``Session.save`` calls ``save_stored`` itself for a session loaded by a
+    read before (the usual case).
+    """
     server = session._server
-    if server.state is STORED:  # the usual case: loaded by a read before
-        _save_stored(session, on_sent)
-        return
     session._ensure_loaded()
     if not session._changes:
         return  # saved while loading (an id rotation carried them over)
@@ -68,7 +69,7 @@ def save(session: Session, on_sent: OnSent | None) -> None:
             expiry.written(server)
         changes.clear()
     else:
-        _save_stored(session, on_sent)
+        save_stored(session, on_sent)
 
 
 def store_new(
@@ -164,7 +165,17 @@ def guarded_write(
             True if r is False and isinstance(op, Delete) else r
             for op, r in zip(mirrored, results, strict=True)
         ]
-    plan = write_plan_for(life, body, written, deleted, new_flashes)
+    plan = WritePlan(
+        life.keys,
+        sid,
+        life.record,
+        life.record_cas,
+        body,
+        written,
+        deleted,
+        new_flashes,
+        life.record_ttl,
+    )
     if len(plan.lines) > life.config.item_room:
         # memcached would not only refuse a data block this large: it
         # would delete the record, ending the session.
@@ -182,7 +193,8 @@ def guarded_write(
         life.failed = True
         log.info("session %s: record evicted; quick variables not saved", log_token(sid))
         return None
-    if outcome.ended or outcome.refused is not None or outcome.moved:
+    # outcome.ended, spelled out: every write with a session's changes runs this.
+    if outcome.gone or outcome.dead or outcome.refused is not None or outcome.moved:
         life.execute(undo_ops(life.keys, sid, plan.ops))
         if outcome.moved:
             rotation.write_lost(life)
@@ -214,7 +226,8 @@ def durable_changes(session: Session) -> DurableChanges | None:
     return DurableChanges(session._changes, server.quick, _flashes_read(session))
 
 
-def _save_stored(session: Session, on_sent: OnSent | None) -> None:
+def save_stored(session: Session, on_sent: OnSent | None) -> None:
+    """``save`` for a session known to be stored."""
     server = session._server
     sid = server.sid
     assert sid is not None
@@ -223,7 +236,9 @@ def _save_stored(session: Session, on_sent: OnSent | None) -> None:
     if on_sent is not None:
         notify = functools.partial(on_sent, sid, server.max_age is not None)
     changes = session._changes
-    body = changes.ops(server.keys, sid, config, _flashes_read(session), server.ttl)
+    flash_item = session._flash_item  # _flashes_read(), inline
+    read = flash_item if isinstance(flash_item, Item) else None
+    body = changes.ops(server.keys, sid, config, read, server.ttl)
     if server.expiry_changed:
         body += expiry.write_ops(server, list(changes.written))
     results = guarded_write(

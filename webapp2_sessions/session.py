@@ -199,7 +199,9 @@ class Session(MutableMapping[str, Any]):
             return value
         if name.__class__ is not str or not name:
             check_name(name)
-        self.prefetch.note_read(name)
+        prefetch = self.prefetch
+        if prefetch.learn and name not in prefetch.current.names:  # new to it: learn it
+            prefetch.note_read(name)
         self._ensure_loaded((name,))
         if name not in self._values:
             server = self._server
@@ -308,7 +310,10 @@ class Session(MutableMapping[str, Any]):
         changes = self._changes
         if changes is NO_CHANGES or not changes:
             return
-        saving.save(self, on_sent)
+        if self._server.state is STORED:  # loaded by a read before: the usual case
+            saving.save_stored(self, on_sent)
+        else:
+            saving.save(self, on_sent)
 
     # ------------------------------------------------------------------ lifecycle
     # A method whose work is all done elsewhere is that function itself, bound
