@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -289,6 +290,12 @@ def test_show_refuses_a_malformed_id_before_any_key_is_built(memcached, capsys, 
     assert after["cmd_get"] == before["cmd_get"] and after["curr_items"] == before["curr_items"]
 
 
+def test_an_id_of_the_right_length_but_not_a_random_uuid_is_told_the_shape(memcached, capsys):
+    code, _, err = run(capsys, "show", "0" * 32, *on(memcached))
+
+    assert code == 2 and "13th digit 4, 17th one of 8, 9, a, b" in err
+
+
 def test_a_signed_cookie_value_is_refused_with_a_hint(memcached, capsys):
     visitor = browser(memcached)
     visitor.get("/", {"set": "cart", "value": "1"})
@@ -554,6 +561,10 @@ def test_stats_help_says_sessions_cannot_be_counted_on_memcached_alone(capsys):
         (["stats", "--database", "not a url"], "error: --database: is not a SQLAlchemy URL"),
         (["stats", "--database", "nodriver+x://h/db"], "error: --database: "),
         (["stats", "--database", "sqlite:////nonexistent/x.db"], "error: --database: no SQLite"),
+        (
+            ["purge", "--database", "sqlite:///" + os.path.abspath(tempfile.gettempdir())],
+            f"error: --database: {os.path.abspath(tempfile.gettempdir())} is a directory",
+        ),
         (["purge", "--database", "not a url"], "error: --database: is not a SQLAlchemy URL"),
         (
             ["purge", "--database", "postgresql://u@127.0.0.1:abc/db"],

@@ -43,7 +43,10 @@ def check_session_id(value: str) -> str:
     """
     if is_session_id(value):
         return value
-    hint = "32 lowercase hex digits, as the library issues them"
+    hint = (
+        "32 lowercase hex digits shaped as a random UUID (13th digit 4, 17th one of 8, 9, a, b), "
+        "as the library issues them"
+    )
     if is_session_id(value.partition(".")[0]):
         hint += "; this looks like a signed cookie value: give the part before the '.'"
     raise ConfigurationError("SESSION_ID", f"not a session id ({hint})")
@@ -94,7 +97,8 @@ class Target:
 
 def open_tier(config: SessionConfig) -> DurableTier:
     """The durable tier of ``config.database``, refusing a SQLite file that is
-    not there (opening it would create an empty one and report nothing)."""
+    not there (opening it would create an empty one and report nothing) or a
+    directory (every statement would fail, as if the database were down)."""
     import sqlalchemy as sa
 
     from .durable import DurableTier
@@ -103,8 +107,11 @@ def open_tier(config: SessionConfig) -> DurableTier:
     url = sa.engine.make_url(config.database)
     path = url.database or ""
     in_memory = path in ("", ":memory:") or path.startswith("file:")
-    if url.get_backend_name() == "sqlite" and not in_memory and not os.path.exists(path):
-        raise ConfigurationError("database", f"no SQLite file at {path}")
+    if url.get_backend_name() == "sqlite" and not in_memory:
+        if os.path.isdir(path):
+            raise ConfigurationError("database", f"{path} is a directory, not a SQLite file")
+        if not os.path.exists(path):
+            raise ConfigurationError("database", f"no SQLite file at {path}")
     return DurableTier(Database(config.database), config)
 
 
