@@ -331,3 +331,44 @@ def test_an_app_that_starts_its_response_from_its_body_or_with_write_is_saved(
     assert response.headers["Vary"] == "Cookie"
     assert browser.get("/get").text == "'new'"
     middleware.close()
+
+
+def test_a_server_refusing_the_headers_once_does_not_save_the_session_twice(memcached):
+    """The legacy ``write()`` retried after the server's ``start_response`` raised:
+    the changes were saved before the headers went to the server, and are not
+    written again; the retried headers carry one cookie."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        environ["webapp2_sessions.session"]["v"] = "new"
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            write(b"first")
+        except ConnectionError:
+            write(b"again")
+        return []
+
+    config = {"memcache_servers": [memcached.address], "cookie_name": "sid", **PATIENT}
+    middleware = SessionMiddleware(app, config=config)
+    calls: list[list[tuple[str, str]]] = []
+
+    def start_response(status: str, headers: list[Any], exc_info: Any = None) -> Any:
+        calls.append(list(headers))
+        if len(calls) == 1:
+            raise ConnectionError("the client went away")
+        return lambda data: None
+
+    before = memcached.stats()["cmd_set"]
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.url_scheme": "http"}
+    body = middleware(environ, start_response)
+    list(body)
+    writes = memcached.stats()["cmd_set"] - before
+
+    once = webtest.TestApp(middleware)
+    before = memcached.stats()["cmd_set"]
+    once.get("/")
+    assert writes == memcached.stats()["cmd_set"] - before  # as many as one ordinary save
+    assert len(calls) == 2
+    assert [n for n, v in calls[1] if n.lower() == "set-cookie" and v.startswith("sid=")] == [
+        "Set-Cookie"
+    ]
+    middleware.close()
