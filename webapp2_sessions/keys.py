@@ -12,7 +12,7 @@ import functools
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 #: memcached's limit on key length, in bytes.
 MAX_KEY_LENGTH = 250
@@ -60,13 +60,11 @@ def name_suffix(name: str, room: int = MAX_KEY_LENGTH) -> str:
     two forms never collide. Raises as ``check_name`` does.
     """
     check_name(name)
-    return _suffix(room, name)
+    return _suffix(name, room)
 
 
-# Room first, so that a KeyScheme binds it with functools.partial: a suffix
-# already cached is then found without running any Python code.
 @functools.lru_cache(maxsize=4096)
-def _suffix(room: int, name: str) -> str:
+def _suffix(name: str, room: int) -> str:
     if len(name) <= room and _SAFE_NAME_RE.fullmatch(name):
         return name
     return "~" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
@@ -88,28 +86,28 @@ class KeyScheme:
 
     def __init__(self, prefix: str = "") -> None:
         self.prefix = prefix
-        #: ``suffix(name)``: the end of ``name``'s key (a name that passed
-        #: ``check_name``).
-        self.suffix: Callable[[str], str] = functools.partial(
-            _suffix, MAX_KEY_LENGTH - len(prefix) - 33
-        )
+        self._room = MAX_KEY_LENGTH - len(prefix) - 33
 
     def record(self, session_id: str) -> str:
         return self.prefix + session_id
 
     def variable(self, session_id: str, name: str) -> str:
         """The key of variable ``name`` (a name that passed ``check_name``)."""
-        return self.prefix + session_id + "-" + self.suffix(name)
+        return self.stem(session_id) + _suffix(name, self._room)
 
     def variables(self, session_id: str, names: Iterable[str]) -> list[str]:
         """``variable`` for each of ``names``, in order (one batch's keys)."""
-        # Every returning visitor's load builds these: maps, so that no Python
-        # code runs per name.
-        return list(map((self.prefix + session_id + "-").__add__, map(self.suffix, names)))
+        base = self.stem(session_id)
+        room = self._room
+        return [base + _suffix(name, room) for name in names]
 
     def stem(self, session_id: str) -> str:
         """What every variable key of ``session_id`` starts with; ``suffix`` ends it."""
         return self.prefix + session_id + "-"
+
+    def suffix(self, name: str) -> str:
+        """The end of ``name``'s key (a name that passed ``check_name``)."""
+        return _suffix(name, self._room)
 
     def internal(self, session_id: str, label: str) -> str:
         """Key of a variable the library keeps for itself (e.g. flashes).
