@@ -16,7 +16,6 @@ runs them; the record's format is ``record.py``. Nothing here touches a store.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -56,7 +55,7 @@ class LoadPlan:
         ttl: int,
     ) -> None:
         ops: list[Op] = [Get(keys.record(session_id), record_ttl)]
-        ops += map(Get, keys.variables(session_id, names), itertools.repeat(ttl))
+        ops += [Get(key, ttl) for key in keys.variables(session_id, names)]
         self.values = slice(1, len(ops))
         self.flashes = -1
         if flashes:

@@ -8,7 +8,6 @@ back in order.
 
 from __future__ import annotations
 
-import operator
 import re
 import time
 from collections.abc import Sequence
@@ -19,7 +18,6 @@ from ..stores import Delete, Failed, Get, Incr, Item, Op, Result, Set
 #: memcached reads a larger expiry as an absolute Unix time.
 _MAX_RELATIVE_EXPTIME = 30 * 24 * 3600
 _MODE_FLAG = {"set": b"", "add": b" ME", "append": b" MA"}
-_key_of = operator.attrgetter("key")
 
 
 def exptime(ttl: int) -> int:
@@ -39,8 +37,9 @@ def encode(ops: Sequence[Op]) -> bytes:
     # once over all of them: joined by spaces, the text must be printable
     # ASCII (no control character, no DEL) with exactly one space fewer than
     # the keys, so that none holds a space of its own. Encoded once, then split.
-    joined = " ".join(map(_key_of, ops))
-    if not joined.isascii() or not joined.isprintable() or joined.count(" ") != len(ops) - 1:
+    keys = [op.key for op in ops]
+    joined = " ".join(keys)
+    if not joined.isascii() or not joined.isprintable() or joined.count(" ") != len(keys) - 1:
         raise ValueError(f"refusing to send a malformed memcached key in {joined[:40]!r}")
     out: list[bytes] = []
     append = out.append
