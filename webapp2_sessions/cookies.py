@@ -228,20 +228,25 @@ def mark_private(headerlist: list[tuple[str, str]]) -> None:
     rescans the list on every get, set and delete.
     """
     vary_at = cache_at = -1
-    varies: set[str] = set()
     more_caches = False
-    for index, (name, value) in enumerate(headerlist):
+    for index, (name, _) in enumerate(headerlist):
         lowered = name.lower()
         if lowered == "vary":
             vary_at = index
-            varies.update(v.strip().lower() for v in value.split(","))
         elif lowered == "cache-control":
             more_caches = cache_at >= 0
             cache_at = index
     if vary_at < 0:
         headerlist.append(("Vary", "Cookie"))
-    elif "cookie" not in varies and "*" not in varies:
-        headerlist[vary_at] = ("Vary", headerlist[vary_at][1] + ", Cookie")
+    else:
+        varies = {
+            v.strip().lower()
+            for name, value in headerlist
+            if name.lower() == "vary"
+            for v in value.split(",")
+        }
+        if "cookie" not in varies and "*" not in varies:
+            headerlist[vary_at] = ("Vary", headerlist[vary_at][1] + ", Cookie")
     if cache_at < 0:
         headerlist.append(("Cache-Control", "private"))
     elif more_caches:

@@ -33,6 +33,8 @@ from .record import (
 )
 from .stores import Batch, Delete, Failed, Get, Item, Op, Result, Set
 
+_NO_NAMES: frozenset[str] = frozenset()
+
 
 class LoadPlan:
     """Read the record and ``names`` (and the flashes), renewing their TTLs.
@@ -139,8 +141,19 @@ class WritePlan:
         self.written = written
         self.deleted = deleted
         names = record.names
-        self.added = added = written - names if written else written
-        self.removed = removed = deleted & names if deleted else deleted
+        # Usually nothing to add or remove: found by a loop, before any set
+        # arithmetic is done.
+        added: AbstractSet[str] = _NO_NAMES
+        removed: AbstractSet[str] = _NO_NAMES
+        for name in written:
+            if name not in names:
+                added = written - names
+                break
+        for name in deleted:
+            if name in names:
+                removed = deleted & names
+                break
+        self.added, self.removed = added, removed
         self.new_flashes = new_flashes
         ops: list[Op] = []
         self.compact = -1

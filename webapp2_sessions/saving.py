@@ -254,8 +254,10 @@ def save_stored(session: Session, on_sent: OnSent | None) -> None:
     if results is not None:
         if server.expiry_changed:
             expiry.written(server)
-        if results.count(True) != len(results):  # not the usual all-stored
-            server.report(body, results)
+        for result in results:
+            if result is not True:  # not the usual all-stored
+                server.report(body, results)
+                break
         if changes.flashes_read:
             session._flash_item = None  # read and deleted
     elif server.failed:

@@ -9,7 +9,6 @@ read replies meant for another; the pool only counts and hands them out.
 
 from __future__ import annotations
 
-import collections
 import socket
 import struct
 import sys
@@ -83,7 +82,9 @@ class Pool:
         self._make = make
         self._size = size
         self._wait = wait
-        self._idle: collections.deque[Connection] = collections.deque()
+        # A list: pop() and append() are atomic, and the request's other code
+        # uses lists too, where a deque would be one more type's code to run.
+        self._idle: list[Connection] = []
         self._open = 0
         # A plain lock on the common path; the condition, on the same lock,
         # only for batches waiting at the cap.
@@ -99,7 +100,7 @@ class Pool:
 
     def take(self) -> tuple[Connection, bool]:
         """A connection, and whether it was just opened."""
-        # The common case without the lock: deque.pop() and append() are
+        # The common case without the lock: list.pop() and append() are
         # atomic, and every path that counts or drains connections pops
         # them one by one too, so each connection has exactly one owner.
         try:
