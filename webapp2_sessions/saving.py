@@ -165,17 +165,8 @@ def guarded_write(
             True if r is False and isinstance(op, Delete) else r
             for op, r in zip(mirrored, results, strict=True)
         ]
-    plan = WritePlan(
-        life.keys,
-        sid,
-        life.record,
-        life.record_cas,
-        body,
-        written,
-        deleted,
-        new_flashes,
-        life.record_ttl,
-    )
+    record, cas, record_ttl = life.record, life.record_cas, life.record_ttl
+    plan = WritePlan(life.keys, sid, record, cas, body, written, deleted, new_flashes, record_ttl)
     if len(plan.lines) > life.config.item_room:
         # memcached would not only refuse a data block this large: it
         # would delete the record, ending the session.
