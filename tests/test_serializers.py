@@ -1,4 +1,5 @@
-"""The JSON serializer's shortcuts decode exactly what the JSON decoder does."""
+"""The JSON serializer's shortcuts decode exactly what the JSON decoder does, and
+encode exactly what the JSON encoder does."""
 
 from __future__ import annotations
 
@@ -104,3 +105,23 @@ def test_malformed_text_raises_value_error_where_the_json_decoder_does(text):
 def test_what_json_has_no_spelling_for_is_refused_when_read_back(data: bytes) -> None:
     with pytest.raises(ValueError):
         SERIALIZER.loads(data)
+
+
+def _encoded(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+@settings(deadline=None, max_examples=300)
+@given(_JSON | st.dictionaries(st.integers() | st.booleans() | st.none(), _JSON, max_size=3))
+def test_any_value_encodes_as_the_json_encoder_encodes_it(value):
+    # st.text() draws no lone surrogates, which neither can carry in UTF-8.
+    assert SERIALIZER.dumps(value) == _encoded(value)
+
+
+def test_a_circular_value_is_named_circular_not_too_deep() -> None:
+    loop: list[object] = []
+    loop.append([loop])
+    with pytest.raises(TypeError, match="Circular reference"):
+        SERIALIZER.dumps(loop)
+    shared = [1]
+    assert SERIALIZER.dumps([shared, {"again": shared}]) == b'[[1],{"again":[1]}]'

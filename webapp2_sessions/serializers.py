@@ -11,7 +11,9 @@ import json
 import math
 import pickle
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from json.encoder import c_encode_basestring as _c_encode_str  # type: ignore[attr-defined]
+from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
 from json.encoder import encode_basestring as _encode_str
 from typing import Any, Protocol
 
@@ -54,6 +56,23 @@ class JSONSerializer(Serializer):
         self._encoder = json.JSONEncoder(
             ensure_ascii=False, allow_nan=False, separators=(",", ":")
         )
+        # The encoder's C core, made once: ``encode`` builds it anew on every
+        # call (with a dict to detect circular references, and a closure),
+        # which costs more than encoding a short list. Without that dict a
+        # circular value ends in RecursionError, and ``encode`` then says which.
+        self._encode_c: Callable[[Any, int], Sequence[str]] | None = None
+        if _c_make_encoder is not None:
+            self._encode_c = _c_make_encoder(
+                None,  # markers: no circular-reference check (see above)
+                self._encoder.default,
+                _c_encode_str or _encode_str,
+                None,  # indent
+                ":",
+                ",",
+                False,  # sort_keys
+                False,  # skipkeys
+                False,  # allow_nan
+            )
         # NaN, Infinity and a number too large for a float are not JSON:
         # refused on the way in, as on the way out (bytes planted in the store).
         self._decoder = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
@@ -68,6 +87,11 @@ class JSONSerializer(Serializer):
         try:
             if kind is str:
                 return _encode_str(value).encode("utf-8")
+            if self._encode_c is not None:
+                try:
+                    return "".join(self._encode_c(value, 0)).encode("utf-8")
+                except RecursionError:
+                    pass  # circular, or nested too deeply: encode() tells which
             return self._encoder.encode(value).encode("utf-8")
         except UnicodeEncodeError:
             raise TypeError("value holds a lone surrogate, which UTF-8 cannot carry") from None
