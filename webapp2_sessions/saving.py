@@ -56,11 +56,12 @@ def save(session: Session, on_sent: OnSent | None) -> None:
         changes = session._changes
 
         def body(sid: str) -> list[Op]:
-            read = _flashes_read(session)
+            flash_item = session._flash_item  # _flashes_read(), inline
+            read = flash_item if isinstance(flash_item, Item) else None
             return changes.ops(server.keys, sid, session.config, read, server.ttl)
 
         names = frozenset(changes.written)
-        durable = durable_changes(session)
+        durable = None if server.durable is None else durable_changes(session)
         stored = store_new(server, body, names, bool(changes.flashes), on_sent, durable)
         if stored and changes.flashes_read:
             session._flash_item = None  # read and deleted

@@ -140,7 +140,9 @@ class MemcacheStore(Store):
 
     def available(self, session_id: str) -> bool:
         """False while the node of ``session_id`` is marked down."""
-        return self._nodes[self.node_for(session_id)].usable(time.monotonic())
+        # _Node.usable(), inline, as in execute(): every new visitor asks.
+        node = self._single or self._nodes[self._ring.get_node(session_id)]
+        return not node.down or node.dead_until <= time.monotonic()
 
     def close(self) -> None:
         for node in self._nodes.values():
