@@ -276,9 +276,17 @@ class DurableTier:
                     writer.remember(life.record.expiry)
                 body = make(writer)
                 writer.hold()  # the row is locked before memcached hears of the write
-                keys, record, cas = life.keys, life.record, life.record_cas
-                changed = (written, deleted, new_flashes)
-                plan = WritePlan(keys, sid, record, cas, body, *changed, life.record_ttl)
+                plan = WritePlan(
+                    life.keys,
+                    sid,
+                    life.record,
+                    life.record_cas,
+                    body,
+                    written,
+                    deleted,
+                    new_flashes,
+                    life.record_ttl,
+                )
                 if len(plan.lines) > config.item_room:
                     # An index too long for an item is never sent (memcached
                     # would delete the record). The values are, while the row

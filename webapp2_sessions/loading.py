@@ -39,20 +39,7 @@ def load(session: Session, extra: Iterable[str]) -> None:
     if plan.flashes >= 0:
         flash_item = results[plan.flashes]
         session._flash_item = flash_item if isinstance(flash_item, Item) else None
-    # _decode(), inline: every returning visitor's first read runs this.
-    lost = take(
-        values,
-        session._items,
-        session.config.serializer,
-        wanted,
-        results[plan.values],
-        server.record.names,
-        server.log_id,
-    )
-    if lost:
-        if server.unread:
-            lost = lost - server.unread
-        session._lost = session._lost | lost
+    _decode(session, wanted, results[plan.values])
     missing = required & session._lost if required else None
     if missing:
         server.end(

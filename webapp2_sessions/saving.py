@@ -56,8 +56,7 @@ def save(session: Session, on_sent: OnSent | None) -> None:
         changes = session._changes
 
         def body(sid: str) -> list[Op]:
-            flash_item = session._flash_item  # _flashes_read(), inline
-            read = flash_item if isinstance(flash_item, Item) else None
+            read = _flashes_read(session)
             return changes.ops(server.keys, sid, session.config, read, server.ttl)
 
         names = frozenset(changes.written)
@@ -228,9 +227,7 @@ def save_stored(session: Session, on_sent: OnSent | None) -> None:
     if on_sent is not None:
         notify = functools.partial(on_sent, sid, server.max_age is not None)
     changes = session._changes
-    flash_item = session._flash_item  # _flashes_read(), inline
-    read = flash_item if isinstance(flash_item, Item) else None
-    body = changes.ops(server.keys, sid, config, read, server.ttl)
+    body = changes.ops(server.keys, sid, config, _flashes_read(session), server.ttl)
     if server.expiry_changed:
         body += expiry.write_ops(server, list(changes.written))
     results = guarded_write(
